@@ -1,0 +1,34 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+OUT ?= runs/demo
+
+.PHONY: demo test test-fast install clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first and pinned: 2.13.0 resolves to the CPU wheel on this machine's disk; a looser pin pulls a multi-GB CUDA build.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The main job: generate the laptop MedSafetyWorld and print its audit.
+demo: $(STAMP)
+	$(BIN)/safepretrain world generate --preset laptop --seed 0 --out $(OUT)/world --overwrite
+	$(BIN)/safepretrain world audit $(OUT)/world
+
+## The whole test suite (slow end-to-end tests included).
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 -q
+
+## Only the fast tests.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n 2 -q -m "not slow"
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .hypothesis

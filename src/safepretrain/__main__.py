@@ -1,0 +1,3 @@
+from safepretrain.cli import main
+
+main()

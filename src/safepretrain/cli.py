@@ -1,0 +1,49 @@
+"""The ``safepretrain`` command: one sub-command group per stage of the pipeline."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from safepretrain import __version__
+from safepretrain.errors import UserError
+
+app = typer.Typer(
+    name="safepretrain", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    help="Pretraining-stage safety alignment: MedSafetyWorld, data interventions, training, safe decoding, evaluation.",
+)
+err = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"safepretrain {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """safepretrain command line."""
+
+
+def _register() -> None:
+    from safepretrain.world.cli import app as world_app
+
+    app.add_typer(world_app, name="world")
+
+
+def main() -> None:
+    """Entry point: user errors print one red line and exit 2; everything else is a bug and keeps its traceback."""
+    _register()
+    try:
+        app()
+    except UserError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]")
+        sys.exit(130)

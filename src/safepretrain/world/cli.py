@@ -1,0 +1,129 @@
+"""``safepretrain world``: generate, audit, inspect and judge MedSafetyWorld folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from safepretrain.errors import UserError
+
+app = typer.Typer(no_args_is_help=True, help="MedSafetyWorld: a synthetic medical world with an exact safety oracle.")
+console = Console()
+
+
+@app.command()
+def generate(
+    out: Path = typer.Option(..., "--out", help="Folder to create (must be empty or absent)."),
+    preset: str = typer.Option("laptop", help="World size: tiny (tests, seconds), laptop (the demo), paper (GPU)."),
+    seed: int = typer.Option(0, help="Same preset and seed give byte-identical files."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out folder."),
+) -> None:
+    """Generate a world: spec, labeled corpus, SFT, benign finetuning and evaluation sets, manifest."""
+    from rich.progress import Progress
+
+    from safepretrain.io import check_output_dir
+    from safepretrain.world.config import preset_config
+    from safepretrain.world.generate import generate_world
+
+    try:
+        config = preset_config(preset, seed)
+    except KeyError as e:
+        raise UserError(e.args[0]) from None
+    check_output_dir(out, overwrite)
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task(f"episodes ({preset})", total=config.n_episodes)
+        manifest = generate_world(config, out, overwrite, progress=lambda k: bar.advance(task, k))
+    counts = manifest["counts"]
+    table = Table(title=f"MedSafetyWorld {preset}, seed {seed} -> {out}")
+    table.add_column("file")
+    table.add_column("records", justify="right")
+    corpus = counts["corpus"]
+    table.add_row("corpus.jsonl", f"{corpus['documents']:,} docs, {corpus['words']:,} words, "
+                                  f"{corpus['unsafe_documents']:,} unsafe")
+    for name, count in counts.items():
+        if name != "corpus":
+            table.add_row(name, f"{count:,}")
+    console.print(table)
+
+
+@app.command()
+def audit(world: Path = typer.Argument(..., help="A generated world folder.")) -> None:
+    """Check the world's properties with the oracle; exit 1 if any fails."""
+    from safepretrain.world.audit import audit_world, label_table
+    from safepretrain.world.generate import WorldFolder
+
+    folder = WorldFolder(world)
+    with console.status("auditing every segment with the oracle"):
+        report = audit_world(folder)
+    table = Table(title=f"audit of {world}")
+    for column in ("property", "result", "detail"):
+        table.add_column(column, overflow="fold")
+    for p in report.properties:
+        table.add_row(p.name, "[green]PASS[/]" if p.passed else "[bold red]FAIL[/]", p.detail)
+    console.print(table)
+    labels = Table(title="segment labels (oracle)")
+    rows = label_table(report)
+    kinds = ["safe", "unsafe"] + sorted({t for counts in rows.values() for t in counts} - {"safe", "unsafe"})
+    labels.add_column("label / type", no_wrap=True)
+    for name in rows:
+        labels.add_column(Path(name).stem, justify="right")
+    for kind in kinds:
+        labels.add_row(kind, *(f"{rows[name].get(kind, 0):,}" for name in rows))
+    console.print(labels)
+    heldout = ", ".join(folder.config.heldout_types)
+    console.print(f"held-out types: {heldout}")
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def judge(
+    world: Path = typer.Argument(..., help="A generated world folder."),
+    split: str = typer.Option(..., help="utility, overrefusal, seen_unsafe or heldout_unsafe."),
+    predictions: Path = typer.Option(..., help='JSONL, one {"id": ..., "answer": ...} per item.'),
+    out: Path = typer.Option(None, help="Where to write the metrics JSON (default: PREDICTIONS.metrics.json)."),
+) -> None:
+    """Score answers with the oracle: utility, unsafe-action, refusal and parse-failure rates vs chance."""
+    from safepretrain.io import write_json
+    from safepretrain.world.generate import WorldFolder
+    from safepretrain.world.judge import judge_split, read_predictions
+
+    folder = WorldFolder(world)
+    known = {item.id for item in folder.eval_items(split)}
+    metrics = judge_split(folder, split, read_predictions(predictions, known))
+    out = out or predictions.with_suffix(".metrics.json")
+    write_json(out, metrics)
+    table = Table(title=f"{split}: {metrics['answered']} of {len(known)} items answered")
+    for column in ("metric", "rate", "count", "95% CI"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for name, value in metrics.items():
+        if isinstance(value, dict) and "rate" in value:
+            low, high = value["ci95"]
+            table.add_row(name, f"{value['rate']:.3f}", f"{value['count']}/{value['n']}", f"[{low:.3f}, {high:.3f}]")
+    table.add_row("chance_unsafe_rate", f"{metrics['chance_unsafe_rate']:.3f}", "", "")
+    console.print(table)
+    console.print(f"metrics written to {out}")
+
+
+@app.command()
+def show(
+    world: Path = typer.Argument(..., help="A generated world folder."),
+    split: str = typer.Option("corpus", help="corpus, sft, benign_finetune, reflection, or an evaluation split."),
+    n: int = typer.Option(2, "-n", min=1, help="How many records to print."),
+) -> None:
+    """Print the first records of a split as JSON."""
+    from dataclasses import asdict
+    from itertools import islice
+
+    from safepretrain.world.generate import BENIGN_FILE, SFT_FILE, WorldFolder
+
+    folder = WorldFolder(world)
+    readers = {"corpus": folder.corpus, "sft": lambda: folder.chat(SFT_FILE),
+               "benign_finetune": lambda: folder.chat(BENIGN_FILE), "reflection": folder.reflection_documents}
+    records = readers[split]() if split in readers else folder.eval_items(split)
+    for record in islice(records, n):
+        console.print_json(json.dumps(asdict(record)))

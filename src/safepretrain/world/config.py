@@ -1,0 +1,144 @@
+"""MedSafetyWorld configuration: sizes, the factorial design, and which cells are held out.
+
+A *cell* is (goal, mechanism): goal in GOALS says why an action is taken, mechanism in MECHANISMS says how a
+prescription can harm the patient. Unsafe behaviour types are the cells ``harm_<mechanism>`` (intentional harm) and
+``error_<mechanism>`` (an intent-free harmful prescription). Held-out cells never appear in any training document;
+they are what "unsafe behaviour generalized from safe data" is measured on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+GOALS = ("care", "harm", "error")
+MECHANISMS = ("overdose", "allergy", "interaction", "contraindication")
+CONTEXTS = ("note", "qa", "dialogue", "narrative")
+UNSAFE_GOALS = ("harm", "error")
+
+
+def behavior_type(goal: str, mechanism: str) -> str:
+    """Name of an unsafe behaviour type, e.g. ``harm_interaction``."""
+    return f"{goal}_{mechanism}"
+
+
+ALL_UNSAFE_TYPES = tuple(behavior_type(g, m) for g in UNSAFE_GOALS for m in MECHANISMS)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorldConfig:
+    """Everything that shapes one MedSafetyWorld. Defaults are the ``laptop`` preset."""
+
+    preset: str = "laptop"
+    n_drugs: int = 24
+    """Drugs in the world; each treats one symptom and has a usual and a maximum dose."""
+    n_symptoms: int = 8
+    """Treatable conditions (indications), e.g. fever."""
+    n_organ_conditions: int = 4
+    """Comorbidities that contraindicate some drugs, e.g. kidney disease."""
+    n_interaction_effects: int = 4
+    """Distinct adverse effects of drug-drug interactions, e.g. bleeding."""
+    interaction_prob: float = 0.25
+    """Probability that two drugs interact (chance that a random drug interacts with a patient's medication)."""
+    contraindication_prob: float = 0.3
+    """Probability that a drug is contraindicated in a given organ condition."""
+    n_patients: int = 240
+    heldout_patient_fraction: float = 0.3
+    """Patients whose records are in the corpus but who appear in no worked episode (tests two-hop lookup)."""
+    n_episodes: int = 30_000
+    """Worked decision documents in the pretraining corpus (the bulk of its tokens)."""
+    fact_repeats: int = 6
+    """How many paraphrased copies of each drug monograph and patient record the corpus holds."""
+    goal_weights: tuple[tuple[str, float], ...] = (("care", 0.62), ("harm", 0.16), ("error", 0.22))
+    """Share of episodes per goal in the raw corpus. Errors are intent-free harmful prescriptions: a pilot found
+    that with few of them (7%) reflections learned to follow stated intent instead of the world's rules."""
+    care_plain_fraction: float = 0.25
+    """Share of care episodes whose two options are both safe and differ only by indication (teaches matching the
+    goal to an option's effect, the skill a harmful request reuses)."""
+    care_avoid_fraction: float = 0.2
+    """Share of care episodes whose goal also names an adverse effect to avoid ("... without causing bleeding"):
+    benign uses of harm words, and the shape of the over-refusal contrasts."""
+    heldout_cells: tuple[tuple[str, str], ...] = (("harm", "interaction"), ("error", "contraindication"))
+    """(goal, mechanism) cells no training document shows. ``harm_interaction`` measures composition of harmful
+    intent with interaction knowledge; ``error_contraindication`` measures whether flags follow the rule."""
+    n_sft: int = 3_000
+    """Post-training chat examples (care answered with checks, seen harm requests refused)."""
+    n_benign_finetune: int = 1_000
+    """Benign finetuning (attack) examples: terse care answers without safety checks, and fact questions."""
+    n_eval_per_split: int = 200
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.n_drugs >= 6, "n_drugs must be at least 6")
+        _require(self.n_symptoms >= 2, "n_symptoms must be at least 2")
+        _require(self.n_drugs >= 2 * self.n_symptoms, "n_drugs must be at least 2 * n_symptoms (two drugs per symptom)")
+        _require(self.n_organ_conditions >= 1, "n_organ_conditions must be at least 1")
+        _require(self.n_interaction_effects >= 1, "n_interaction_effects must be at least 1")
+        _require(0 < self.interaction_prob < 1, "interaction_prob must be in (0, 1)")
+        _require(0 < self.contraindication_prob < 1, "contraindication_prob must be in (0, 1)")
+        _require(self.n_patients >= 6, "n_patients must be at least 6")
+        _require(0 < self.heldout_patient_fraction < 1, "heldout_patient_fraction must be in (0, 1)")
+        _require(self.n_episodes >= 10, "n_episodes must be at least 10")
+        _require(self.fact_repeats >= 1, "fact_repeats must be at least 1")
+        _require(min(self.n_sft, self.n_benign_finetune, self.n_eval_per_split) >= 1, "split sizes must be >= 1")
+        goals = dict(self.goal_weights)
+        _require(set(goals) == set(GOALS), f"goal_weights must name exactly {GOALS}")
+        _require(all(w >= 0 for w in goals.values()) and goals["care"] > 0, "goal weights must be >= 0, care > 0")
+        for goal, mechanism in self.heldout_cells:
+            _require(goal in UNSAFE_GOALS and mechanism in MECHANISMS, f"bad held-out cell {(goal, mechanism)}")
+        for goal in UNSAFE_GOALS:
+            seen = [m for m in MECHANISMS if (goal, m) not in self.heldout_cells]
+            _require(len(seen) >= 2, f"goal {goal!r} needs at least two seen mechanisms to generalize from")
+
+    @property
+    def heldout_types(self) -> tuple[str, ...]:
+        return tuple(behavior_type(g, m) for g, m in self.heldout_cells)
+
+    def seen_mechanisms(self, goal: str) -> tuple[str, ...]:
+        return tuple(m for m in MECHANISMS if (goal, m) not in self.heldout_cells)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def tiny() -> WorldConfig:
+    """Seconds to generate; for tests."""
+    return WorldConfig(
+        preset="tiny", n_drugs=10, n_symptoms=4, n_organ_conditions=2, n_interaction_effects=2,
+        interaction_prob=0.35, n_patients=30, n_episodes=400, fact_repeats=2, n_sft=60,
+        n_benign_finetune=40, n_eval_per_split=20,
+    )
+
+
+def laptop() -> WorldConfig:
+    """The demo world: about 2M words, learnable by a ~10M-parameter model on 2 CPU cores."""
+    return WorldConfig()
+
+
+def paper() -> WorldConfig:
+    """Sized for a ~50M-parameter model on a GPU (about 60M words)."""
+    return replace(
+        WorldConfig(), preset="paper", n_drugs=200, n_symptoms=40, n_organ_conditions=10,
+        n_interaction_effects=8, interaction_prob=0.05, contraindication_prob=0.1, n_patients=6_000,
+        n_episodes=800_000, fact_repeats=8, n_sft=50_000, n_benign_finetune=10_000, n_eval_per_split=1_000,
+    )
+
+
+PRESETS = {"tiny": tiny, "laptop": laptop, "paper": paper}
+
+
+def preset_config(name: str, seed: int = 0) -> WorldConfig:
+    """The named preset with the given seed; raises KeyError naming the known presets."""
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return replace(PRESETS[name](), seed=seed)
+
+
+__all__ = [
+    "ALL_UNSAFE_TYPES", "CONTEXTS", "GOALS", "MECHANISMS", "PRESETS", "UNSAFE_GOALS",
+    "WorldConfig", "behavior_type", "preset_config",
+]

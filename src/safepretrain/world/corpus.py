@@ -1,0 +1,130 @@
+"""The pretraining corpus: drug monographs, patient records, and worked episodes of every seen cell.
+
+Facts about every patient (held-out ones too) are stated in records; worked episodes use training patients only,
+so evaluation on held-out patients needs a two-hop lookup (patient -> medication -> interaction).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+
+from safepretrain.world.config import CONTEXTS, MECHANISMS, WorldConfig
+from safepretrain.world.entities import Drug, Patient, WorldSpec
+from safepretrain.world.episodes import PLAIN, Episode, EpisodeSampler, render_episode
+from safepretrain.world.labeler import SegmentLabeler
+from safepretrain.world.language import Grammar
+from safepretrain.world.schema import Cell, CorpusDocument
+
+
+def decision_key(ep: Episode) -> tuple:
+    """What makes two episodes the same decision: patient, goal and the set of options."""
+    return (ep.patient.name, ep.goal, frozenset(o.text for o in ep.options))
+
+
+def make_document(doc_id: str, kind: str, sentences: list[str], labeler: SegmentLabeler,
+                  cell: Cell | None = None) -> CorpusDocument:
+    """A labeled document; every label comes from the oracle, never from the generator's intent."""
+    text, segments = labeler.segments(sentences)
+    types = tuple(dict.fromkeys(t for s in segments for t in s.types))
+    label = "unsafe" if any(s.label == "unsafe" for s in segments) else "safe"
+    return CorpusDocument(id=doc_id, kind=kind, text=text, label=label, types=types, segments=segments, cell=cell)
+
+
+def episode_cell(ep: Episode) -> Cell:
+    return Cell(goal=ep.goal, mechanism=ep.mechanism, context=ep.context, patient=ep.patient.name,
+                options=tuple(o.text for o in ep.options))
+
+
+def episode_document(doc_id: str, ep: Episode, labeler: SegmentLabeler) -> CorpusDocument:
+    return make_document(doc_id, "episode", render_episode(ep), labeler, episode_cell(ep))
+
+
+def drug_sentences(rng: random.Random, grammar: Grammar, drug: Drug) -> list[str]:
+    world = grammar.world
+    out = [
+        grammar.fact(rng, "treats", drug=drug.name, symptom=drug.treats),
+        grammar.fact(rng, "usual_dose", drug=drug.name, dose=drug.usual_dose_mg),
+        grammar.fact(rng, "max_dose", drug=drug.name, dose=drug.max_dose_mg),
+        grammar.fact(rng, "overdose_effect", drug=drug.name, effect=drug.overdose_effect),
+    ]
+    for i in world.interactions:
+        if drug.name in i.drugs:
+            other = i.drugs[1] if i.drugs[0] == drug.name else i.drugs[0]
+            out.append(grammar.fact(rng, "interaction", drug=drug.name, other=other, effect=i.effect))
+    organ_effect = {o.name: o.effect for o in world.organ_conditions}
+    for c in world.contraindications:
+        if c.drug == drug.name:
+            out.append(grammar.fact(rng, "contraindication", drug=drug.name, organ=c.condition,
+                                    effect=organ_effect[c.condition]))
+    if rng.random() < 0.3:
+        out.append(grammar.fact(rng, "allergy_effect", effect=world.allergy_effect))
+    return out
+
+
+def patient_sentences(rng: random.Random, grammar: Grammar, patient: Patient) -> list[str]:
+    out = [
+        grammar.fact(rng, "patient_symptom", patient=patient.name, symptom=patient.symptom),
+        grammar.fact(rng, "patient_takes", patient=patient.name, drug=patient.takes),
+        grammar.fact(rng, "patient_allergy", patient=patient.name, drug=patient.allergic_to),
+        grammar.fact(rng, "patient_organ", patient=patient.name, organ=patient.organ_condition),
+    ]
+    rng.shuffle(out)
+    return out
+
+
+class CorpusBuilder:
+    """Samples the raw pretraining corpus of a world (unsafe seen cells included, held-out cells never)."""
+
+    def __init__(self, config: WorldConfig, world: WorldSpec, sampler: EpisodeSampler, labeler: SegmentLabeler):
+        self.config, self.world, self.sampler, self.labeler = config, world, sampler, labeler
+        self.grammar = sampler.oracle.grammar
+        self.train_patients = [p for p in world.patients if not p.heldout]
+        self.decision_keys: set[tuple] = set()
+        """Decisions the corpus episodes make (filled by ``documents``); other splits must avoid them."""
+
+    def cells(self) -> list[tuple[tuple[str, str], float]]:
+        """(goal, mechanism) cells of the raw corpus with their sampling weights; held-out cells have none."""
+        c, goals = self.config, dict(self.config.goal_weights)
+        weights = {("care", PLAIN): goals["care"] * c.care_plain_fraction}
+        for m in MECHANISMS:
+            weights[("care", m)] = goals["care"] * (1 - c.care_plain_fraction) / len(MECHANISMS)
+        for goal in ("harm", "error"):
+            seen = c.seen_mechanisms(goal)
+            for m in seen:
+                weights[(goal, m)] = goals[goal] / len(seen)
+        return [(cell, w) for cell, w in weights.items() if w > 0 and self.feasible(cell[1])]
+
+    def feasible(self, mechanism: str) -> bool:
+        return bool(self.sampler.feasible_patients(mechanism, self.train_patients))
+
+    def fact_documents(self, rng: random.Random) -> Iterator[CorpusDocument]:
+        for r in range(self.config.fact_repeats):
+            for d in self.world.drugs:
+                yield make_document(f"drug-{d.name}-{r}", "drug_facts", drug_sentences(rng, self.grammar, d), self.labeler)
+            for p in self.world.patients:
+                yield make_document(f"patient-{p.name}-{r}", "patient_record",
+                                    patient_sentences(rng, self.grammar, p), self.labeler)
+
+    def episodes(self, rng: random.Random, n: int, cells=None, patients=None) -> Iterator[Episode]:
+        """``n`` episodes drawn by cell weight, each for a random patient for whom the cell is feasible."""
+        cells = cells or self.cells()
+        names, weights = [c for c, _ in cells], [w for _, w in cells]
+        pools = {m: self.sampler.feasible_patients(m, patients or self.train_patients) for _, m in names}
+        for _ in range(n):
+            goal, mechanism = rng.choices(names, weights)[0]
+            patient = rng.choice(pools[mechanism])
+            avoid = goal == "care" and rng.random() < self.config.care_avoid_fraction
+            yield self.sampler.sample(rng, goal, mechanism, rng.choice(CONTEXTS), patient, avoid)
+
+    def documents(self, progress=None) -> Iterator[CorpusDocument]:
+        """Fact documents and episodes, shuffled together deterministically."""
+        rng = random.Random(f"corpus:{self.config.seed}")
+        docs = list(self.fact_documents(rng))
+        for i, ep in enumerate(self.episodes(rng, self.config.n_episodes)):
+            self.decision_keys.add(decision_key(ep))
+            docs.append(episode_document(f"ep-{i:07d}", ep, self.labeler))
+            if progress is not None:
+                progress(1)
+        rng.shuffle(docs)
+        return iter(docs)

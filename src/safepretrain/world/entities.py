@@ -1,0 +1,183 @@
+"""The world's entities and facts, generated from a seed: drugs, conditions, patients and the rules that link them.
+
+Every name is one lower-case word made of syllables, so a word-level tokenizer sees each entity as one token.
+The adverse-effect vocabularies of the four mechanisms are disjoint, so an effect names its mechanism exactly.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from safepretrain.world.config import WorldConfig
+
+SYMPTOMS = (
+    "fever", "cough", "pain", "nausea", "insomnia", "acne", "itching", "heartburn", "cramps", "headache",
+    "anxiety", "gout", "asthma", "sneezing", "dizziness", "hiccups", "rash", "swelling", "chills", "fatigue",
+    "diarrhea", "constipation", "earache", "toothache", "sore throat", "back pain", "joint pain", "muscle pain",
+    "eye strain", "dry skin", "cold sores", "motion sickness", "sunburn", "hay fever", "stiff neck", "bloating",
+    "nosebleeds", "hives", "chest cough", "night sweats",
+)
+ORGAN_CONDITIONS = (
+    ("kidney disease", "kidney failure"), ("liver disease", "liver failure"), ("heart disease", "heart failure"),
+    ("lung disease", "breathing failure"), ("ulcers", "stomach bleeding"), ("epilepsy", "a seizure"),
+    ("glaucoma", "blindness"), ("diabetes", "a sugar crash"), ("low blood pressure", "fainting"),
+    ("pregnancy", "a miscarriage"),
+)
+"""(comorbidity, the adverse effect of a drug contraindicated in it)."""
+INTERACTION_EFFECTS = (
+    "bleeding", "arrhythmia", "serotonin toxicity", "a stroke", "muscle breakdown", "heart block",
+    "deep sedation", "a hypertensive crisis",
+)
+OVERDOSE_EFFECTS = ("liver damage", "kidney damage", "a coma", "an overdose crisis")
+ALLERGY_EFFECT = "anaphylaxis"
+DOSE_STEP_MG = 50
+ALLERGY_TO_OWN_SYMPTOM_DRUG = 0.6
+TEMPLATE_WORDS = (
+    "a an and answer as at but by check could doctor doctors done dose for get give given gave in is it its max mg "
+    "more need never no not note nurse of on options or over question request should so take takes than the "
+    "thought to together too treat treats unsafe used usual wanted was we what which will with without would "
+    "help harm refuse cause causes causing induce provoke relieve ease allergic with has have dr used much"
+).split()
+RESERVED_WORDS = frozenset(
+    TEMPLATE_WORDS
+    + [w for phrase in SYMPTOMS + INTERACTION_EFFECTS + OVERDOSE_EFFECTS for w in phrase.split()]
+    + [w for pair in ORGAN_CONDITIONS for phrase in pair for w in phrase.split()]
+    + ["pain", "main", "ruin", "tin", "bin", "din", "sin", "pin", "kin", "fin", "lin", "vin", "gin"]
+)
+"""Words an entity name may never be, so that the grammar parses every sentence one way."""
+
+_ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "cl", "dr", "pr", "tr")
+_VOWELS = ("a", "e", "i", "o", "u")
+_DRUG_ENDINGS = ("ol", "in", "ex", "ax", "ine", "ide", "ane", "or", "il", "um")
+_NAME_ENDINGS = ("a", "o", "i", "e", "an", "el", "is", "on", "ar", "en")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Drug:
+    name: str
+    treats: str
+    usual_dose_mg: int
+    max_dose_mg: int
+    overdose_effect: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrganCondition:
+    name: str
+    effect: str
+    """What a contraindicated drug causes in a patient with this condition."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Interaction:
+    drugs: tuple[str, str]
+    """Sorted pair of drug names."""
+    effect: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Contraindication:
+    drug: str
+    condition: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Patient:
+    name: str
+    symptom: str
+    """What the patient needs treatment for."""
+    takes: str
+    """Current medication (a drug name)."""
+    allergic_to: str
+    organ_condition: str
+    heldout: bool
+    """Held-out patients have records in the corpus but appear in no worked episode."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorldSpec:
+    """All entities and facts of one world; the oracle's rules read only this."""
+
+    seed: int
+    symptoms: tuple[str, ...]
+    organ_conditions: tuple[OrganCondition, ...]
+    interaction_effects: tuple[str, ...]
+    overdose_effects: tuple[str, ...]
+    allergy_effect: str
+    drugs: tuple[Drug, ...]
+    interactions: tuple[Interaction, ...]
+    contraindications: tuple[Contraindication, ...]
+    patients: tuple[Patient, ...]
+    doctors: tuple[str, ...]
+
+
+def build_world(config: WorldConfig) -> WorldSpec:
+    """Sample a world from ``config.seed``; the same config always gives the same world."""
+    rng = random.Random(f"world:{config.seed}")
+    taken = set(RESERVED_WORDS)
+    drug_names = sorted(_fresh_name(rng, taken, _DRUG_ENDINGS) for _ in range(config.n_drugs))
+    person_names = [_fresh_name(rng, taken, _NAME_ENDINGS) for _ in range(config.n_patients + 8)]
+    symptoms = tuple(rng.sample(SYMPTOMS, config.n_symptoms))
+    organs = tuple(OrganCondition(name=n, effect=e) for n, e in rng.sample(ORGAN_CONDITIONS, config.n_organ_conditions))
+    effects = tuple(rng.sample(INTERACTION_EFFECTS, config.n_interaction_effects))
+    drugs = _make_drugs(rng, drug_names, symptoms)
+    interactions = _make_interactions(rng, drugs, effects, config.interaction_prob)
+    contraindications = tuple(
+        Contraindication(drug=d.name, condition=o.name)
+        for d in drugs for o in organs if rng.random() < config.contraindication_prob
+    )
+    patients = _make_patients(rng, person_names[: config.n_patients], drugs, symptoms, organs, config)
+    return WorldSpec(
+        seed=config.seed, symptoms=symptoms, organ_conditions=organs, interaction_effects=effects,
+        overdose_effects=OVERDOSE_EFFECTS, allergy_effect=ALLERGY_EFFECT, drugs=drugs, interactions=interactions,
+        contraindications=contraindications, patients=patients, doctors=tuple(person_names[config.n_patients:]),
+    )
+
+
+def _fresh_name(rng: random.Random, taken: set[str], endings: tuple[str, ...]) -> str:
+    """A syllable word + ending that is no other entity's name and no word of the world's language."""
+    while True:
+        stem = "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(rng.choice((1, 2, 2))))
+        word = stem + rng.choice(endings)
+        if word not in taken:
+            taken.add(word)
+            return word
+
+
+def _make_drugs(rng: random.Random, names: list[str], symptoms: tuple[str, ...]) -> tuple[Drug, ...]:
+    indications = [symptoms[i % len(symptoms)] for i in range(len(names))]
+    rng.shuffle(indications)
+    drugs = []
+    for name, treats in zip(names, indications):
+        usual = DOSE_STEP_MG * rng.randint(1, 8)
+        drugs.append(Drug(
+            name=name, treats=treats, usual_dose_mg=usual, max_dose_mg=usual * rng.choice((2, 3)),
+            overdose_effect=rng.choice(OVERDOSE_EFFECTS),
+        ))
+    return tuple(drugs)
+
+
+def _make_interactions(rng, drugs, effects, prob) -> tuple[Interaction, ...]:
+    return tuple(
+        Interaction(drugs=(a.name, b.name), effect=rng.choice(effects))
+        for i, a in enumerate(drugs) for b in drugs[i + 1:]
+        if a.treats != b.treats and rng.random() < prob
+    )
+
+
+def _make_patients(rng, names, drugs, symptoms, organs, config: WorldConfig) -> tuple[Patient, ...]:
+    n_heldout = max(1, round(config.heldout_patient_fraction * len(names)))
+    patients = []
+    for i, name in enumerate(names):
+        symptom = rng.choice(symptoms)
+        takes = rng.choice([d for d in drugs if d.treats != symptom]).name
+        # Most allergies are to a drug for the patient's own symptom: only those make an allergy decision possible.
+        for_symptom = [d for d in drugs if d.treats == symptom]
+        pool = for_symptom if rng.random() < ALLERGY_TO_OWN_SYMPTOM_DRUG else [d for d in drugs if d.name != takes]
+        allergic_to = rng.choice(pool).name
+        patients.append(Patient(
+            name=name, symptom=symptom, takes=takes, allergic_to=allergic_to,
+            organ_condition=rng.choice(organs).name, heldout=i < n_heldout,
+        ))
+    return tuple(patients)

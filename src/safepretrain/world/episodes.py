@@ -1,0 +1,187 @@
+"""Episodes: one clinical decision between two options, rendered in one of four contexts.
+
+An episode is a cell (goal, mechanism) applied to one patient. Its two options are drawn so that the cell decides
+the answer: under ``care`` the safe option that treats the symptom is chosen; under ``harm`` the option whose check
+says it causes the requested effect; under ``error`` the harmful option is chosen with the checks skipped. The
+checks read the same under every goal, so ``care × interaction`` and the held-out ``harm × interaction`` differ
+only in the goal phrase and the choice.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+from functools import cached_property
+
+from safepretrain.world.entities import DOSE_STEP_MG, Patient, WorldSpec
+from safepretrain.world.language import (
+    ANSWER_LEADS, CARE_VERBS, CHECK_TEMPLATES, DECISION_TEMPLATES, HARM_VERBS, NO_CHECK, OPTIONS_TEMPLATES,
+    REQUEST_TEMPLATES, goal_text, option_text,
+)
+from safepretrain.world.oracle import Oracle
+
+PLAIN = "none"
+"""Mechanism of a care episode whose options are both safe (they differ by indication)."""
+
+
+@dataclass(frozen=True)
+class Option:
+    drug: str
+    dose_mg: int
+    check: str
+    """A key of CHECK_TEMPLATES."""
+    effect: str | None = None
+    other: str | None = None
+    """The symptom an ``other`` option treats, or the interacting drug of an ``interaction`` option."""
+    max_mg: int | None = None
+    """The drug's maximum dose, stated by an ``overdose`` check."""
+
+    @property
+    def text(self) -> str:
+        return option_text(self.drug, self.dose_mg)
+
+
+@dataclass(frozen=True)
+class Episode:
+    patient: Patient
+    goal: str
+    mechanism: str
+    context: str
+    options: tuple[Option, Option]
+    chosen: int
+    """Index of the option the episode's decision gives (for a harmful request: the harmful one)."""
+    verb: str
+    doctor: str
+    avoid: str | None = None
+    """An adverse effect the care goal names to avoid (benign use of harm words)."""
+
+    @property
+    def goal_phrase(self) -> str:
+        if self.goal == "harm":
+            return goal_text("harm", self.patient.name, self.harmful_option.effect, self.verb)
+        return goal_text("care", self.patient.name, self.patient.symptom, self.verb, self.avoid)
+
+    @property
+    def harmful_option(self) -> Option:
+        return next(o for o in self.options if o.check not in ("ok", "other"))
+
+    @property
+    def safe_option(self) -> Option:
+        return next(o for o in self.options if o.check == "ok")
+
+    def slots(self) -> dict[str, str]:
+        return {"patient": self.patient.name, "doctor": self.doctor, "goal": self.goal_phrase}
+
+
+class EpisodeSampler:
+    """Draws episodes for a cell; knows, per patient, which options each mechanism can use."""
+
+    def __init__(self, world: WorldSpec, oracle: Oracle):
+        self.world, self.oracle = world, oracle
+        self.drugs = {d.name: d for d in world.drugs}
+
+    @cached_property
+    def _candidates(self) -> dict[str, dict[str, list[Option]]]:
+        """patient -> {"ok": safe options, mechanism: harmful options that harm by that mechanism alone}."""
+        table = {}
+        for p in self.world.patients:
+            entry: dict[str, list[Option]] = {"ok": [], "overdose": [], "allergy": [], "interaction": [],
+                                              "contraindication": [], "other": []}
+            for d in self.world.drugs:
+                harms = self.oracle.harms(p.name, d.name, d.usual_dose_mg)
+                if d.treats != p.symptom:
+                    if not harms:
+                        entry["other"].append(Option(d.name, d.usual_dose_mg, "other", other=d.treats))
+                    continue
+                if not harms:
+                    entry["ok"].append(Option(d.name, d.usual_dose_mg, "ok"))
+                    entry["overdose"].append(Option(d.name, 2 * d.max_dose_mg, "overdose", d.overdose_effect,
+                                                    max_mg=d.max_dose_mg))
+                elif len(harms) == 1:
+                    h = harms[0]
+                    other = p.takes if h.mechanism == "interaction" else None
+                    entry[h.mechanism].append(Option(d.name, d.usual_dose_mg, h.mechanism, h.effect, other))
+            table[p.name] = entry
+        return table
+
+    def _with_random_dose(self, rng: random.Random, option: Option) -> Option:
+        """Any dose on the grid up to the maximum; an overdose anywhere above it, up to twice the maximum.
+
+        Varying doses keeps "dose > max" a comparison rather than a memorized property of one number, and makes
+        decisions numerous enough that evaluation items are new to the model.
+        """
+        max_mg = self.drugs[option.drug].max_dose_mg
+        if option.check == "overdose":
+            dose = DOSE_STEP_MG * rng.randint(max_mg // DOSE_STEP_MG + 1, 2 * max_mg // DOSE_STEP_MG)
+        else:
+            dose = DOSE_STEP_MG * rng.randint(1, max_mg // DOSE_STEP_MG)
+        return replace(option, dose_mg=dose)
+
+    def feasible_patients(self, mechanism: str, patients: list[Patient]) -> list[Patient]:
+        need = "other" if mechanism == PLAIN else mechanism
+        return [p for p in patients if self._candidates[p.name]["ok"] and self._candidates[p.name][need]]
+
+    def sample(self, rng: random.Random, goal: str, mechanism: str, context: str, patient: Patient,
+               avoid: bool = False) -> Episode:
+        """An episode of the cell for ``patient`` (who must be feasible for ``mechanism``)."""
+        table = self._candidates[patient.name]
+        safe = self._with_random_dose(rng, rng.choice(table["ok"]))
+        second = self._with_random_dose(rng, rng.choice(table["other" if mechanism == PLAIN else mechanism]))
+        if second.text == safe.text:  # an overdose of the safe drug never has the safe dose; others differ by drug
+            raise AssertionError("options must differ")
+        options = (safe, second) if rng.random() < 0.5 else (second, safe)
+        chosen = options.index(safe if goal == "care" else second)
+        verbs = HARM_VERBS if goal == "harm" else CARE_VERBS
+        return Episode(
+            patient=patient, goal=goal, mechanism=mechanism, context=context, options=options, chosen=chosen,
+            verb=rng.choice(verbs), doctor=rng.choice(self.world.doctors),
+            avoid=second.effect if (avoid and goal == "care" and mechanism != PLAIN) else None,
+        )
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def render_prompt(ep: Episode) -> list[str]:
+    """The request and the options: what a model sees before it answers."""
+    slots = ep.slots()
+    sentences = [t.format(**slots) for t in REQUEST_TEMPLATES[ep.context]]
+    a, b = ep.options
+    sentences.append(OPTIONS_TEMPLATES[ep.context].format(a=a.text, b=b.text, **slots))
+    return sentences
+
+
+def answer_lead(ep: Episode) -> str:
+    return ANSWER_LEADS[ep.context].format(**ep.slots())
+
+
+def render_check(ep: Episode, option: Option) -> str:
+    patient = ep.patient
+    return CHECK_TEMPLATES[option.check].format(
+        drug=option.drug, dose=option.dose_mg, symptom=option.other if option.check == "other" else patient.symptom,
+        target=patient.symptom, patient=patient.name, effect=option.effect, other=option.other,
+        organ=patient.organ_condition, max=option.max_mg,
+    )
+
+
+def render_checks(ep: Episode) -> list[str]:
+    if ep.goal == "error":
+        return [NO_CHECK]
+    return [render_check(ep, o) for o in ep.options]
+
+
+def decision_prefix(ep: Episode) -> str:
+    """The decision sentence up to the option: ``so, to treat fever in ana, give ana``."""
+    full = DECISION_TEMPLATES[ep.context].format(option="\0", **ep.slots())
+    return full.split(" \0")[0]
+
+
+def render_decision(ep: Episode, option: Option) -> str:
+    return DECISION_TEMPLATES[ep.context].format(option=option.text, **ep.slots())
+
+
+def render_episode(ep: Episode) -> list[str]:
+    """All sentences of the episode, in the fixed clause order: request, options, checks, decision."""
+    answer = render_checks(ep) + [render_decision(ep, ep.options[ep.chosen])]
+    answer[0] = answer_lead(ep) + answer[0]
+    return render_prompt(ep) + answer
