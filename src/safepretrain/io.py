@@ -113,14 +113,14 @@ def read_jsonl_numbered(path: Path, parse: Any = None) -> Iterator[tuple[int, An
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{number}: not valid JSON ({e.msg} at column {e.colno})") from None
+                raise UserError(f"{path}, line {number}: not valid JSON ({e.msg} at column {e.colno})") from None
             if parse is None:
                 yield number, record
                 continue
             try:
                 yield number, parse(record)
             except ValueError as e:  # pydantic.ValidationError is a ValueError
-                raise UserError(f"{path}:{number}: {_first_error(e)}") from None
+                raise UserError(f"{path}, line {number}: {_first_error(e)}") from None
 
 
 def _first_error(error: ValueError) -> str:

@@ -10,6 +10,7 @@ import random
 from dataclasses import dataclass
 
 from safepretrain.world.config import WorldConfig
+from safepretrain.world.templates import template_words
 
 SYMPTOMS = (
     "fever", "cough", "pain", "nausea", "insomnia", "acne", "itching", "heartburn", "cramps", "headache",
@@ -33,17 +34,11 @@ OVERDOSE_EFFECTS = ("liver damage", "kidney damage", "a coma", "an overdose cris
 ALLERGY_EFFECT = "anaphylaxis"
 DOSE_STEP_MG = 50
 ALLERGY_TO_OWN_SYMPTOM_DRUG = 0.6
-TEMPLATE_WORDS = (
-    "a an and answer as at but by check could doctor doctors done dose for get give given gave in is it its max mg "
-    "more need never no not note nurse of on options or over question request should so take takes than the "
-    "thought to together too treat treats unsafe used usual wanted was we what which will with without would "
-    "help harm refuse cause causes causing induce provoke relieve ease allergic with has have dr used much"
-).split()
 RESERVED_WORDS = frozenset(
-    TEMPLATE_WORDS
+    list(template_words())
     + [w for phrase in SYMPTOMS + INTERACTION_EFFECTS + OVERDOSE_EFFECTS for w in phrase.split()]
     + [w for pair in ORGAN_CONDITIONS for phrase in pair for w in phrase.split()]
-    + ["pain", "main", "ruin", "tin", "bin", "din", "sin", "pin", "kin", "fin", "lin", "vin", "gin"]
+    + ["main", "ruin", "tin", "bin", "din", "sin", "pin", "kin", "fin", "gin", "mine", "line", "fine", "tide"]
 )
 """Words an entity name may never be, so that the grammar parses every sentence one way."""
 

@@ -14,9 +14,10 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 
 from safepretrain.world.entities import DOSE_STEP_MG, Patient, WorldSpec
-from safepretrain.world.language import (
+from safepretrain.world.language import goal_text, option_text
+from safepretrain.world.templates import (
     ANSWER_LEADS, CARE_VERBS, CHECK_TEMPLATES, DECISION_TEMPLATES, HARM_VERBS, NO_CHECK, OPTIONS_TEMPLATES,
-    REQUEST_TEMPLATES, goal_text, option_text,
+    REQUEST_TEMPLATES,
 )
 from safepretrain.world.oracle import Oracle
 

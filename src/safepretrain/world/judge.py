@@ -48,9 +48,9 @@ def read_predictions(path: Path, known_ids: set[str]) -> dict[str, str]:
     answers: dict[str, str] = {}
     for line, pred in read_jsonl_numbered(path, validator(Prediction)):
         if pred.id not in known_ids:
-            raise UserError(f"{path}:{line}: id {pred.id!r} is not an item of this split")
+            raise UserError(f"{path}, line {line}: id {pred.id!r} is not an item of this split")
         if pred.id in answers:
-            raise UserError(f"{path}:{line}: id {pred.id!r} appears twice")
+            raise UserError(f"{path}, line {line}: id {pred.id!r} appears twice")
         answers[pred.id] = pred.answer
     if not answers:
         raise UserError(f"{path}: no predictions")

@@ -14,7 +14,8 @@ from safepretrain.world.corpus import CorpusBuilder, decision_key, episode_cell,
 from safepretrain.world.episodes import (
     PLAIN, Episode, answer_lead, decision_prefix, render_checks, render_decision, render_prompt,
 )
-from safepretrain.world.language import REFUSAL, TERSE_ANSWER, split_sentences
+from safepretrain.world.language import split_sentences
+from safepretrain.world.templates import REFUSAL, TERSE_ANSWER
 from safepretrain.world.schema import ChatExample, ChatMessage, CorpusDocument, EvalItem, EvalOption, Probe
 
 

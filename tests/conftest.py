@@ -1,0 +1,43 @@
+from pathlib import Path
+
+import pytest
+
+from safepretrain.world.config import tiny
+from safepretrain.world.entities import build_world
+from safepretrain.world.episodes import EpisodeSampler
+from safepretrain.world.generate import WorldFolder, generate_world
+from safepretrain.world.labeler import SegmentLabeler
+from safepretrain.world.oracle import Oracle
+
+
+@pytest.fixture(scope="session")
+def tiny_world_dir(tmp_path_factory) -> Path:
+    """A generated tiny world, shared read-only by the session's tests (copy it before corrupting it)."""
+    out = tmp_path_factory.mktemp("world") / "tiny"
+    generate_world(tiny(), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tiny_world_dir) -> WorldFolder:
+    return WorldFolder(tiny_world_dir)
+
+
+@pytest.fixture(scope="session")
+def world():
+    return build_world(tiny())
+
+
+@pytest.fixture(scope="session")
+def oracle(world) -> Oracle:
+    return Oracle(world)
+
+
+@pytest.fixture(scope="session")
+def labeler(oracle) -> SegmentLabeler:
+    return SegmentLabeler(oracle)
+
+
+@pytest.fixture(scope="session")
+def sampler(world, oracle) -> EpisodeSampler:
+    return EpisodeSampler(world, oracle)

@@ -1,0 +1,59 @@
+"""The command line: help everywhere, and user mistakes give one clear line and exit code 2."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "safepretrain", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=120)
+
+
+@pytest.mark.parametrize("command", [[], ["world"], ["world", "generate"], ["world", "audit"], ["world", "judge"],
+                                     ["world", "show"]])
+def test_every_command_has_help(command):
+    result = run(*command, "--help")
+    assert result.returncode == 0 and "Usage" in result.stdout
+
+
+def test_version():
+    assert run("--version").stdout.startswith("safepretrain ")
+
+
+def test_generate_audit_judge_end_to_end(tmp_path):
+    out = tmp_path / "w"
+    assert run("world", "generate", "--preset", "tiny", "--out", out).returncode == 0
+    audit = run("world", "audit", out)
+    assert audit.returncode == 0 and "PASS" in audit.stdout and "FAIL" not in audit.stdout
+    items = [json.loads(line) for line in (out / "eval" / "utility.jsonl").read_text().splitlines()]
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text("".join(json.dumps({"id": i["id"], "answer": i["reference"]}) + "\n" for i in items))
+    judged = run("world", "judge", out, "--split", "utility", "--predictions", preds)
+    assert judged.returncode == 0, judged.stderr
+    metrics = json.loads((tmp_path / "preds.metrics.json").read_text())
+    assert metrics["utility_accuracy"]["rate"] == 1.0
+    assert run("world", "show", out, "--split", "heldout_unsafe", "-n", "1").returncode == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["world", "generate", "--preset", "huge", "--out", "{tmp}/x"], "unknown preset 'huge'"),
+    (["world", "generate", "--preset", "tiny", "--out", "{tmp}"], "not empty"),
+    (["world", "audit", "{tmp}/missing"], "no such world folder"),
+    (["world", "audit", "{tmp}"], "not a complete world"),
+])
+def test_user_mistakes_exit_2_with_a_clear_message(tmp_path, args, message):
+    (tmp_path / "something").write_text("x")
+    result = run(*[a.format(tmp=tmp_path) for a in args])
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_judge_errors_name_the_split_or_the_line(tiny_world_dir, tmp_path):
+    preds = tmp_path / "p.jsonl"
+    preds.write_text('{"id": "utility-00000", "answer": "x"}\n{oops\n')
+    bad_line = run("world", "judge", tiny_world_dir, "--split", "utility", "--predictions", preds)
+    assert bad_line.returncode == 2 and "p.jsonl, line 2" in bad_line.stderr
+    bad_split = run("world", "judge", tiny_world_dir, "--split", "nope", "--predictions", preds)
+    assert bad_split.returncode == 2 and "unknown split 'nope'" in bad_split.stderr

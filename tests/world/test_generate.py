@@ -1,0 +1,128 @@
+"""World generation: deterministic, complete, atomic, and sized by preset."""
+
+from dataclasses import replace
+
+import pytest
+
+from safepretrain.errors import UserError
+from safepretrain.world import generate as generate_module
+from safepretrain.world.config import CONTEXTS, MECHANISMS, PRESETS, WorldConfig, preset_config, tiny
+from safepretrain.world.entities import build_world
+from safepretrain.world.episodes import EpisodeSampler
+from safepretrain.world.generate import MANIFEST_FILE, WorldFolder, generate_world
+from safepretrain.world.oracle import Oracle
+from safepretrain.world.schema import SPLITS
+
+EXPECTED_FILES = {
+    "world.json", "corpus.jsonl", "sft.jsonl", "benign_finetune.jsonl", "manifest.json",
+    *(f"eval/{s}.jsonl" for s in (*SPLITS, "reflection")),
+}
+
+
+def _files(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_same_preset_and_seed_give_byte_identical_worlds(tiny_world_dir, tmp_path):
+    generate_world(tiny(), tmp_path / "again")
+    assert _files(tmp_path / "again") == _files(tiny_world_dir)
+    assert set(_files(tiny_world_dir)) == EXPECTED_FILES
+
+
+def test_different_seeds_give_different_worlds(tiny_world_dir, tmp_path):
+    generate_world(replace(tiny(), seed=1), tmp_path / "other")
+    ours, theirs = _files(tiny_world_dir), _files(tmp_path / "other")
+    assert all(ours[name] != theirs[name] for name in ("world.json", "corpus.jsonl", "eval/utility.jsonl"))
+
+
+def test_manifest_records_preset_seed_counts_versions_and_hashes(tiny_folder):
+    m = tiny_folder.manifest
+    assert (m["preset"], m["seed"], m["kind"]) == ("tiny", 0, "medsafetyworld")
+    assert m["counts"]["corpus"]["documents"] == sum(1 for _ in tiny_folder.corpus())
+    assert m["counts"]["utility"] == tiny().n_eval_per_split
+    assert {"python", "safepretrain", "pydantic"} <= set(m["versions"])
+    assert set(m["files"]) == EXPECTED_FILES - {MANIFEST_FILE}
+    assert m["heldout_types"] == ["harm_interaction", "error_contraindication"]
+
+
+def test_corpus_covers_every_seen_cell_and_context_and_no_heldout_cell(tiny_folder):
+    cells = {(d.cell.goal, d.cell.mechanism) for d in tiny_folder.corpus() if d.cell}
+    contexts = {d.cell.context for d in tiny_folder.corpus() if d.cell}
+    assert contexts == set(CONTEXTS)
+    assert not cells & set(tiny().heldout_cells)
+    assert {("care", m) for m in MECHANISMS} <= cells
+    assert {("harm", m) for m in tiny().seen_mechanisms("harm")} <= cells
+
+
+def test_every_split_has_its_requested_size(tiny_folder):
+    config = tiny()
+    assert all(len(list(tiny_folder.eval_items(s))) == config.n_eval_per_split for s in SPLITS)
+    assert len(list(tiny_folder.chat("sft.jsonl"))) == config.n_sft
+    assert len(list(tiny_folder.chat("benign_finetune.jsonl"))) == config.n_benign_finetune
+
+
+def test_evaluation_items_have_a_probe_with_one_safe_and_one_unsafe_continuation(tiny_folder):
+    for split in ("seen_unsafe", "heldout_unsafe", "overrefusal"):
+        for item in tiny_folder.eval_items(split):
+            assert item.probe.prefix.startswith(item.prompt) and item.probe.prefix.endswith(item.cell.patient)
+            assert item.probe.safe != item.probe.unsafe
+            assert item.chance_unsafe == 0.5
+
+
+def test_an_interrupted_generate_leaves_no_world(tmp_path, monkeypatch):
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(generate_module, "build_manifest", crash)
+    with pytest.raises(KeyboardInterrupt):
+        generate_world(tiny(), tmp_path / "w")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_non_empty_output_folder_is_refused_unless_overwrite(tmp_path):
+    out = tmp_path / "w"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(UserError, match="not empty.*--overwrite"):
+        generate_world(tiny(), out)
+    assert (out / "keep.txt").read_text() == "mine"
+    generate_world(tiny(), out, overwrite=True)
+    assert not (out / "keep.txt").exists() and (out / MANIFEST_FILE).exists()
+
+
+def test_an_incomplete_world_folder_is_refused(tmp_path):
+    (tmp_path / "w").mkdir()
+    with pytest.raises(UserError, match="not a complete world"):
+        WorldFolder(tmp_path / "w")
+
+
+def test_unknown_presets_and_invalid_configs_are_rejected():
+    with pytest.raises(KeyError, match="tiny, laptop, paper"):
+        preset_config("huge")
+    with pytest.raises(ValueError, match="n_drugs"):
+        WorldConfig(n_drugs=3)
+    with pytest.raises(ValueError, match="two seen mechanisms"):
+        WorldConfig(heldout_cells=(("harm", "interaction"), ("harm", "allergy"), ("harm", "overdose")))
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_preset_builds_a_world_where_every_cell_is_feasible(name):
+    config = preset_config(name)
+    world = build_world(config)
+    sampler = EpisodeSampler(world, Oracle(world))
+    train = [p for p in world.patients if not p.heldout]
+    heldout = [p for p in world.patients if p.heldout]
+    assert len(world.drugs) == config.n_drugs and len(world.patients) == config.n_patients
+    for mechanism in ("none", *MECHANISMS):
+        assert sampler.feasible_patients(mechanism, train), mechanism
+        assert sampler.feasible_patients(mechanism, heldout), mechanism
+
+
+@pytest.mark.slow
+def test_the_laptop_world_generates_and_passes_its_audit(tmp_path):
+    from safepretrain.world.audit import audit_world
+
+    manifest = generate_world(preset_config("laptop"), tmp_path / "laptop")
+    assert 1_000_000 < manifest["counts"]["corpus"]["words"] < 5_000_000
+    report = audit_world(WorldFolder(tmp_path / "laptop"))
+    assert report.passed, [p for p in report.properties if not p.passed]

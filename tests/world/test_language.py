@@ -1,0 +1,49 @@
+"""One grammar renders and parses: what the generator writes, the oracle reads back exactly."""
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from safepretrain.world.corpus import drug_sentences, patient_sentences
+from safepretrain.world.entities import RESERVED_WORDS
+from safepretrain.world.language import Fact, Grammar, split_sentences
+from safepretrain.world.templates import template_words
+
+
+def test_no_entity_name_is_a_word_of_the_language(world):
+    assert template_words() <= RESERVED_WORDS
+    names = [d.name for d in world.drugs] + [p.name for p in world.patients] + list(world.doctors)
+    assert len(names) == len(set(names))
+    assert not set(names) & RESERVED_WORDS
+
+
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_fact_sentences_parse_back_to_the_world_facts(world, oracle, seed):
+    rng = random.Random(seed)
+    grammar = oracle.grammar
+    drug = rng.choice(world.drugs)
+    facts = {s for sentence in drug_sentences(rng, grammar, drug) for s in grammar.parse(sentence)}
+    assert Fact("treats", (drug.name, drug.treats)) in facts
+    assert Fact("max_dose", (drug.name, str(drug.max_dose_mg))) in facts
+    for i in world.interactions:
+        if drug.name in i.drugs:
+            assert Fact("interaction", (*sorted(i.drugs), i.effect)) in facts
+    patient = rng.choice(world.patients)
+    facts = {s for sentence in patient_sentences(rng, grammar, patient) for s in grammar.parse(sentence)}
+    assert facts == {
+        Fact("patient_symptom", (patient.name, patient.symptom)), Fact("patient_takes", (patient.name, patient.takes)),
+        Fact("patient_allergy", (patient.name, patient.allergic_to)),
+        Fact("patient_organ", (patient.name, patient.organ_condition)),
+    }
+
+
+def test_sentences_split_after_terminal_punctuation():
+    assert split_sentences("a b. c d? e!  f") == ["a b.", "c d?", "e!", "f"]
+
+
+def test_multiword_vocabulary_prefers_the_longest_phrase(world):
+    grammar = Grammar(world)
+    assert grammar.slot_patterns["symptom"].split("|") == sorted(
+        grammar.slot_patterns["symptom"].split("|"), key=lambda w: (-len(w), w))

@@ -1,0 +1,45 @@
+"""The exact rewriter: always safe, and every fact of the original is still stated."""
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from safepretrain.world.config import MECHANISMS
+from safepretrain.world.corpus import episode_document
+from safepretrain.world.language import Check, Fact
+from safepretrain.world.rewrite import WorldRewriter
+
+UNSAFE_CELLS = [(g, m) for g in ("harm", "error") for m in MECHANISMS]
+
+
+@settings(max_examples=150, deadline=None)
+@given(cell=st.sampled_from(UNSAFE_CELLS), seed=st.integers(0, 100_000),
+       context=st.sampled_from(["note", "qa", "dialogue", "narrative"]))
+def test_a_rewrite_is_always_safe_and_keeps_the_facts(world, oracle, labeler, sampler, cell, seed, context):
+    goal, mechanism = cell
+    rng = random.Random(seed)
+    feasible = sampler.feasible_patients(mechanism, list(world.patients))
+    doc = episode_document("d", sampler.sample(rng, goal, mechanism, context, rng.choice(feasible)), labeler)
+    assert doc.label == "unsafe"
+
+    rewritten = WorldRewriter(labeler).rewrite(doc)
+
+    assert rewritten.label == "safe" and all(s.label == "safe" for s in rewritten.segments)
+    assert all(oracle.label_segment(s.text).label == "safe" for s in rewritten.segments)  # re-derived, not stored
+    facts = lambda d: {s for seg in d.segments for s in oracle.grammar.parse(seg.text) if isinstance(s, (Fact, Check))}
+    assert facts(doc) <= facts(rewritten)
+    harmful = next(o for o in doc.cell.options if not oracle.is_safe(doc.cell.patient, *_drug_dose(o)))
+    effects = {h.effect for h in oracle.harms(doc.cell.patient, *_drug_dose(harmful))}
+    assert all(any(e in s.text and "would harm" in s.text for s in rewritten.segments) for e in effects)
+
+
+def test_safe_documents_are_unchanged(tiny_folder, labeler):
+    rewriter = WorldRewriter(labeler)
+    doc = next(d for d in tiny_folder.corpus() if d.label == "safe" and d.kind == "episode")
+    assert rewriter.rewrite(doc) is doc
+
+
+def _drug_dose(option: str):
+    drug, dose, _ = option.split(" ")
+    return drug, int(dose)
