@@ -32,13 +32,28 @@ def root(
 
 
 def _register() -> None:
+    from safepretrain.train.cli import model_app, tokenizer_app, train_app
     from safepretrain.world.cli import app as world_app
 
     app.add_typer(world_app, name="world")
+    app.add_typer(tokenizer_app, name="tokenizer")
+    app.add_typer(model_app, name="model")
+    app.add_typer(train_app, name="train")
+
+
+def _quiet_libraries() -> None:
+    """Our own progress bars say what is happening; the libraries' download/shard bars and the accelerate note on
+    tied embeddings ("Removed shared tensor") are noise here."""
+    import logging
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    logging.getLogger("accelerate").setLevel(logging.ERROR)
 
 
 def main() -> None:
     """Entry point: user errors print one red line and exit 2; everything else is a bug and keeps its traceback."""
+    _quiet_libraries()
     _register()
     try:
         app()

@@ -1,0 +1,140 @@
+"""The toolkit's in-text markup: special tokens, safety reflections, the harmfulness tag.
+
+Every stage speaks this format: the corpus pipeline writes it, the trainer masks by it, decoding stops on it and
+evaluation parses it. A reflection follows a segment of text and judges it:
+
+    plain   (any tokenizer, as in the SRP public code):   "<think> Safe </think>", "<think> Unsafe: overdose </think>"
+    special (a tokenizer trained by the toolkit):        "<|reflect|><|safe|><|/reflect|>",
+                                                         "<|reflect|><|unsafe|> overdose<|/reflect|>"
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+END_OF_TEXT = "<|endoftext|>"
+PAD = "<|pad|>"
+END_OF_TURN = "<|end|>"
+ROLES = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>"}
+HARMFUL_TAG = "<|harmful|>"  # Safety Pretraining: marks harmful text so that decoding can steer away from it
+
+SAFE, UNSAFE, CONTROVERSIAL = "Safe", "Unsafe", "Controversial"
+LABELS = (SAFE, UNSAFE, CONTROVERSIAL)
+
+# A chat template over the role tokens, prefix-consistent (rendering the first k turns gives a prefix of rendering
+# all of them), which is what lets SFT find each response's characters in the rendered conversation.
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class Reflection:
+    """A reflection found in a text: its character span, label and behavior types."""
+
+    start: int
+    end: int
+    label: str
+    types: tuple[str, ...] = ()
+
+    @property
+    def is_safe(self) -> bool:
+        return self.label == SAFE
+
+
+@dataclass(frozen=True)
+class ReflectionFormat:
+    """How a reflection is written. ``label_tokens`` maps each label to the string written for it."""
+
+    name: str
+    open: str
+    close: str
+    label_tokens: tuple[tuple[str, str], ...]
+    types_separator: str  # between the label and its behavior types
+
+    def render(self, label: str, types: Sequence[str] = ()) -> str:
+        if label not in LABELS:
+            raise ValueError(f"unknown reflection label {label!r}; expected one of {', '.join(LABELS)}")
+        body = dict(self.label_tokens)[label]
+        if label != SAFE and types:
+            body += self.types_separator + ", ".join(types)
+        return f"{self.open}{body}{self.close}"
+
+    def find(self, text: str) -> list[Reflection]:
+        """Every well-formed reflection in ``text``, in order."""
+        found = []
+        for m in self._pattern.finditer(text):
+            label = self._label_of[m.group("label")]
+            types = tuple(t.strip() for t in (m.group("types") or "").split(",") if t.strip())
+            found.append(Reflection(m.start(), m.end(), label, types))
+        return found
+
+    def strip(self, text: str) -> str:
+        """The text without its reflections (and the single spaces that joined them)."""
+        return re.sub(r" ?" + self._pattern.pattern + r" ?", " ", text).strip()
+
+    def special_tokens(self) -> list[str]:
+        """The strings of this format that a tokenizer should keep as single tokens."""
+        return [t for t in (self.open, self.close, *dict(self.label_tokens).values()) if t.startswith("<|")]
+
+    @cached_property
+    def _label_of(self) -> dict[str, str]:
+        return {written: label for label, written in self.label_tokens}
+
+    @cached_property
+    def _pattern(self) -> re.Pattern[str]:
+        labels = "|".join(re.escape(w) for _, w in self.label_tokens)
+        return re.compile(
+            re.escape(self.open) + r"\s*(?P<label>" + labels + r")"
+            + r"(?:" + re.escape(self.types_separator.strip() or " ") + r"\s*(?P<types>[^<]*?))?\s*"
+            + re.escape(self.close)
+        )
+
+
+PLAIN = ReflectionFormat(
+    name="plain", open="<think> ", close=" </think>",
+    label_tokens=((SAFE, SAFE), (UNSAFE, UNSAFE), (CONTROVERSIAL, CONTROVERSIAL)), types_separator=": ",
+)
+SPECIAL = ReflectionFormat(
+    name="special", open="<|reflect|>", close="<|/reflect|>",
+    label_tokens=((SAFE, "<|safe|>"), (UNSAFE, "<|unsafe|>"), (CONTROVERSIAL, "<|controversial|>")),
+    types_separator=" ",
+)
+FORMATS = {f.name: f for f in (PLAIN, SPECIAL)}
+
+SPECIAL_TOKENS = [END_OF_TEXT, PAD, END_OF_TURN, *ROLES.values(), HARMFUL_TAG, *SPECIAL.special_tokens()]
+
+
+def reflection_format(name: str) -> ReflectionFormat:
+    try:
+        return FORMATS[name]
+    except KeyError:
+        raise KeyError(f"unknown reflection format {name!r}; choose one of {', '.join(FORMATS)}") from None
+
+
+def label_of(safe: bool) -> str:
+    return SAFE if safe else UNSAFE
+
+
+def reflect_segments(segments: Iterable[tuple[str, str, Sequence[str]]], fmt: ReflectionFormat) -> str:
+    """Join (text, label, types) segments, each followed by its reflection."""
+    return " ".join(f"{text} {fmt.render(label, types)}" for text, label, types in segments)
+
+
+def after_unsafe_spans(text: str, fmt: ReflectionFormat) -> list[tuple[int, int]]:
+    """Character spans of the text that follows a non-Safe reflection, up to the next reflection.
+
+    Training on these spans can teach a "harm mode" behind the flag; the trainer can mask them.
+    """
+    reflections = fmt.find(text)
+    spans = []
+    for here, after in zip(reflections, [*reflections[1:], None]):
+        if not here.is_safe:
+            end = after.start if after else len(text)
+            if end > here.end:
+                spans.append((here.end, end))
+    return spans

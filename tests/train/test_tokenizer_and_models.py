@@ -1,0 +1,55 @@
+"""Tokenizers keep the toolkit's markup as single tokens; every model preset instantiates with its documented shape."""
+
+import pytest
+import torch
+
+from safepretrain.markup import SPECIAL, SPECIAL_TOKENS, UNSAFE
+from safepretrain.train.models import PRESETS, count_parameters, preset_config
+
+
+def test_special_tokens_are_single_ids(tokenizer):
+    for token in SPECIAL_TOKENS:
+        ids = tokenizer(token, add_special_tokens=False)["input_ids"]
+        assert len(ids) == 1 and tokenizer.convert_ids_to_tokens(ids) == [token]
+
+
+def test_text_with_markup_round_trips(tokenizer):
+    text = f"give nelael vokeor 900 mg. {SPECIAL.render(UNSAFE, ['harm_overdose'])} then"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert tokenizer.decode(ids) == text
+    assert tokenizer.convert_tokens_to_ids("<|reflect|>") in ids
+
+
+def test_chat_template_renders_roles_and_generation_prompt(tokenizer):
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}]
+    assert tokenizer.apply_chat_template(messages, tokenize=False) == "<|user|>\nhi<|end|>\n<|assistant|>\nok<|end|>\n"
+    assert tokenizer.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True).endswith(
+        "<|assistant|>\n")
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_preset_instantiates(name):
+    from transformers import LlamaForCausalLM
+
+    config = preset_config(name, vocab_size=1024)
+    with torch.device("meta"):
+        model = LlamaForCausalLM(config)
+    assert model.config.num_hidden_layers == config.num_hidden_layers
+
+
+@pytest.mark.parametrize("name, millions", [("135m", 134.5), ("360m", 361.8), ("1.7b", 1711.4)])
+def test_smollm2_presets_match_the_released_parameter_counts(name, millions):
+    assert count_parameters(preset_config(name, 49_152)) / 1e6 == pytest.approx(millions, abs=0.1)
+
+
+def test_small_presets_fit_their_roles():
+    assert 0.5e6 < count_parameters(preset_config("tiny", 1024)) < 1.5e6  # ~1M: CPU tests
+    assert 7e6 < count_parameters(preset_config("small", 1024)) < 13e6  # ~10M: the laptop demo
+    paper = preset_config("50m", 1024)
+    assert (paper.num_hidden_layers, paper.hidden_size, paper.num_attention_heads, paper.num_key_value_heads,
+            paper.intermediate_size, paper.max_position_embeddings) == (24, 256, 8, 4, 1024, 512)
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(KeyError, match="tiny, small, 50m"):
+        preset_config("huge", 1024)
