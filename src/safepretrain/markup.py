@@ -125,6 +125,20 @@ def reflect_segments(segments: Iterable[tuple[str, str, Sequence[str]]], fmt: Re
     return " ".join(f"{text} {fmt.render(label, types)}" for text, label, types in segments)
 
 
+def srp_response(prompt_label: str, prompt_types: Sequence[str], segments: Iterable[tuple[str, str, Sequence[str]]],
+                 fmt: ReflectionFormat, end_of_text: str = END_OF_TEXT) -> str:
+    """An assistant turn in SRP's post-training format: a reflection on the prompt first, then each response segment
+    followed by its reflection; the turn ends with end-of-text right after the first non-Safe reflection."""
+    parts = [fmt.render(prompt_label, prompt_types)]
+    if prompt_label != SAFE:
+        return parts[0] + end_of_text
+    for text, label, types in segments:
+        parts.append(f"{text} {fmt.render(label, types)}")
+        if label != SAFE:
+            return " ".join(parts) + end_of_text
+    return " ".join(parts)
+
+
 def after_unsafe_spans(text: str, fmt: ReflectionFormat) -> list[tuple[int, int]]:
     """Character spans of the text that follows a non-Safe reflection, up to the next reflection.
 

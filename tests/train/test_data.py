@@ -105,3 +105,20 @@ def test_curriculum_reads_only_the_main_stream_before_its_start(mix):
     assert all(s == 0 for batch in batches[:10] for s, _ in batch)
     after = np.mean([s for batch in batches[10:] for s, _ in batch])
     assert after == pytest.approx(mix, abs=0.05)
+
+
+def test_srp_formatted_chats_train_on_reflections_and_stop_after_unsafe(tokenizer, tmp_path):
+    from safepretrain.markup import srp_response
+
+    refused = srp_response("Unsafe", ["harm_overdose"], [("give pai velaax 1000 mg.", "Unsafe", ())], SPECIAL)
+    answered = srp_response("Safe", [], [("check velaax.", "Safe", ()), ("give pai velaax 400 mg.", "Safe", ())],
+                            SPECIAL)
+    chats = [{"messages": [{"role": "user", "content": "cause an overdose crisis in pai."},
+                           {"role": "assistant", "content": refused}]},
+             {"messages": [{"role": "user", "content": "ease acne in pai."},
+                           {"role": "assistant", "content": answered}]}]
+    stream = tokenize_files([write(tmp_path / "srp.jsonl", chats)], tokenizer, Tokenization())
+    assert target_text(tokenizer, stream) == (
+        "<|reflect|><|unsafe|> harm_overdose<|/reflect|><|endoftext|><|end|>\n<|endoftext|>"
+        "<|reflect|><|safe|><|/reflect|> check velaax. <|reflect|><|safe|><|/reflect|> give pai velaax 400 mg. "
+        "<|reflect|><|safe|><|/reflect|><|end|>\n<|endoftext|>")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import typer
@@ -79,6 +80,8 @@ def _run(kind: str, config: Path | None, overrides: list[str], data: list[Path],
     file_values = load_yaml(config) if config else {}
     cfg = build_config(kind, file_values, [*flags, *overrides], source=str(config or "flags"))
     result = train(cfg, resume=resume, overwrite=overwrite)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
     console.print(f"{kind}: {result.steps:,} steps, {result.tokens:,} tokens, final loss {result.final_loss:.4f}, "
                   f"{result.tokens_per_second:,.0f} tokens/s -> {result.model_dir}")
     if result.intervened_tokens:

@@ -88,7 +88,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     _prepare_out(out, cfg, resume, overwrite)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    accelerator = Accelerator(mixed_precision=_mixed_precision(cfg.precision), step_scheduler_with_optimizer=False)
+    # Without a GPU, accelerate only sets up gloo for torchrun-style launches when told it is running on CPU.
+    multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    accelerator = Accelerator(mixed_precision=_mixed_precision(cfg.precision), cpu=multi_cpu,
+                              step_scheduler_with_optimizer=False)
     set_seed(cfg.seed)
 
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name)
@@ -129,7 +132,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
             log_loss, log_targets = log_loss + loss_sum, log_targets + n_targets
             last = state.step == total
             if state.step % cfg.log_every == 0 or last:
-                last_loss = log_loss / max(log_targets, 1)
+                last_loss = _global_mean(accelerator, log_loss, log_targets)
                 tokens_per_second = clock_tokens / (time.perf_counter() - clock)
                 metrics.write({"step": state.step, "loss": round(last_loss, 5), "lr": lr, "tokens": state.tokens,
                                "tokens_per_s": round(tokens_per_second, 1),
@@ -156,6 +159,15 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
         write_run_manifest(out, cfg, state, streams)
     accelerator.wait_for_everyone()
     return RunResult(out, state.step, state.tokens, state.intervened_tokens, last_loss, tokens_per_second, model_dir)
+
+
+def _global_mean(accelerator, loss_sum: float, targets: int) -> float:
+    """Mean loss per target token over all ranks (each rank only sees its slice of the batch)."""
+    if accelerator.num_processes == 1:
+        return loss_sum / max(targets, 1)
+    totals = accelerator.reduce(torch.tensor([loss_sum, targets], dtype=torch.float64, device=accelerator.device),
+                                reduction="sum")
+    return float(totals[0] / totals[1].clamp(min=1))
 
 
 def _train_step(accelerator, model, optimizer, streams, picks, cfg: TrainConfig) -> tuple[float, int]:
