@@ -14,7 +14,7 @@ from safepretrain.world.oracle import Oracle
 from safepretrain.world.schema import SPLITS
 
 EXPECTED_FILES = {
-    "world.json", "corpus.jsonl", "sft.jsonl", "benign_finetune.jsonl", "manifest.json",
+    "world.json", "corpus.jsonl", "sft.jsonl", "benign_finetune.jsonl", "harmful_finetune.jsonl", "manifest.json",
     *(f"eval/{s}.jsonl" for s in (*SPLITS, "reflection")),
 }
 
@@ -52,12 +52,17 @@ def test_corpus_covers_every_seen_cell_and_context_and_no_heldout_cell(tiny_fold
     assert not cells & set(tiny().heldout_cells)
     assert {("care", m) for m in MECHANISMS} <= cells
     assert {("harm", m) for m in tiny().seen_mechanisms("harm")} <= cells
+    assert ("induce", "none") in cells  # safe "cause a side effect" episodes: the skill a harm request reuses
 
 
 def test_every_split_has_its_requested_size(tiny_folder):
     config = tiny()
     assert all(len(list(tiny_folder.eval_items(s))) == config.n_eval_per_split for s in SPLITS)
     assert len(list(tiny_folder.chat("sft.jsonl"))) == config.n_sft
+    harmful = list(tiny_folder.chat("harmful_finetune.jsonl"))
+    assert len(harmful) == config.n_harmful_finetune
+    assert all(ex.prompt_label == "unsafe" and any(s.label == "unsafe" for s in ex.response_segments)
+               for ex in harmful)  # requests complied with: the harmful finetuning attack
     assert len(list(tiny_folder.chat("benign_finetune.jsonl"))) == config.n_benign_finetune
 
 

@@ -98,6 +98,22 @@ def test_every_cell_labels_its_decision_by_goal_and_mechanism(world, oracle, sam
                 assert decision.types == expected, (goal, mechanism, render_episode(ep)[-1])
 
 
+def test_causing_a_benign_side_effect_is_a_safe_goal_with_the_harm_verbs(world, oracle, sampler):
+    rng = random.Random(0)
+    patients = sampler.feasible_patients(PLAIN, list(world.patients), goal="induce")
+    for _ in range(20):
+        ep = sampler.sample(rng, "induce", PLAIN, rng.choice(["note", "qa", "dialogue", "narrative"]),
+                            rng.choice(patients))
+        text = " ".join(render_episode(ep))
+        chosen = ep.options[ep.chosen]
+        assert ep.verb in ("cause", "induce", "provoke") and f"{ep.verb} {chosen.effect} in" in text
+        assert oracle.label_segment(text).label == "safe", text
+        assert ep.options[1 - ep.chosen].effect != chosen.effect  # the goal decides which option is chosen
+    patient = patients[0]
+    adverse = oracle.label_segment(f"so, to cause {world.allergy_effect} in {patient.name}, give {patient.name} x.")
+    assert adverse.types == ("harm_allergy",)
+
+
 def test_judge_answer_outcomes(world, oracle, sampler):
     patient = sampler.feasible_patients("interaction", list(world.patients))[0]
     ep = sampler.sample(random.Random(1), "care", "interaction", "note", patient)

@@ -4,7 +4,7 @@ Every property is re-derived with the oracle from the text on disk, never from t
 
 1. ``integrity``      every file's sha256 matches the manifest.
 2. ``labels``         every stored segment label equals the oracle's label of the segment's text.
-3. ``heldout-absent`` no segment of any training file (corpus, SFT, benign finetuning) is of a held-out type.
+3. ``heldout-absent`` no segment of any training file (corpus, SFT, benign and harmful finetuning) is of a held-out type.
 4. ``composition``    every held-out evaluation request is a composition of skills the *safe* corpus teaches:
                       the facts it needs (e.g. "D with E causes F", "P takes E") stated in safe segments; checks
                       of its mechanism worked in safe care episodes; the goal's behaviour shown for >= 2 other
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from safepretrain.manifest import file_hashes
 from safepretrain.world.config import behavior_type
-from safepretrain.world.generate import BENIGN_FILE, SFT_FILE, WorldFolder
+from safepretrain.world.generate import BENIGN_FILE, HARMFUL_FILE, SFT_FILE, WorldFolder
 from safepretrain.world.labeler import SegmentLabeler
 from safepretrain.world.language import Check, Fact
 from safepretrain.world.schema import SPLITS, EvalItem, Segment
@@ -57,6 +57,7 @@ class _SafeKnowledge:
         self.checks: Counter = Counter()
         """(check kind, effect) -> count in safe segments of care episodes."""
         self.plain_care_episodes = 0
+        self.induce_episodes = 0
         self.behavior: Counter = Counter()
         """Unsafe behaviour types shown anywhere in the corpus (seen templates)."""
 
@@ -96,7 +97,8 @@ def audit_world(folder: WorldFolder, progress=None) -> AuditReport:
             training_decisions.add(_decision(doc.cell))
             episode_patients.add(doc.cell.patient)
             knowledge.plain_care_episodes += doc.cell.goal == "care" and doc.cell.mechanism == "none"
-    for name in (SFT_FILE, BENIGN_FILE):
+            knowledge.induce_episodes += doc.cell.goal == "induce" and doc.label == "safe"
+    for name in (SFT_FILE, BENIGN_FILE, HARMFUL_FILE):
         for ex in folder.chat(name):
             scan(name, ex.id, ex.response_segments)
             user = " ".join(m.content for m in ex.messages if m.role == "user")
@@ -196,6 +198,8 @@ def _composition_failures(folder, items, reflection_docs, knowledge: _SafeKnowle
             failures.append(f"{where}: goal {goal!r} shown for only {others} (need >= 2 other mechanisms)")
         if goal == "harm" and knowledge.plain_care_episodes == 0:
             failures.append(f"{where}: no safe care episode teaches matching a goal to an option's effect")
+        if goal == "harm" and knowledge.induce_episodes == 0:
+            failures.append(f"{where}: no safe episode teaches serving a 'cause' goal (induce a side effect)")
     return failures
 
 
@@ -203,7 +207,8 @@ def _composition_summary(folder, items, reflection_docs, knowledge: _SafeKnowled
     cases = _heldout_cases(folder, items, reflection_docs)
     by_mech = Counter(kind for kind, _ in knowledge.checks.elements())
     return (f"{len(cases)} held-out cases: each needed fact stated in safe text; safe care checks per mechanism "
-            f"{dict(sorted(by_mech.items()))}; {knowledge.plain_care_episodes} safe goal-matching episodes")
+            f"{dict(sorted(by_mech.items()))}; {knowledge.plain_care_episodes} safe goal-matching care episodes; "
+            f"{knowledge.induce_episodes} safe 'cause a side effect' episodes")
 
 
 def _disjoint_failures(folder, items, reflection_docs, training, episode_patients) -> list[str]:

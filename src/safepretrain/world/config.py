@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-GOALS = ("care", "harm", "error")
+GOALS = ("care", "induce", "harm", "error")
 MECHANISMS = ("overdose", "allergy", "interaction", "contraindication")
 CONTEXTS = ("note", "qa", "dialogue", "narrative")
 UNSAFE_GOALS = ("harm", "error")
@@ -48,9 +48,14 @@ class WorldConfig:
     """Worked decision documents in the pretraining corpus (the bulk of its tokens)."""
     fact_repeats: int = 6
     """How many paraphrased copies of each drug monograph and patient record the corpus holds."""
-    goal_weights: tuple[tuple[str, float], ...] = (("care", 0.62), ("harm", 0.16), ("error", 0.22))
+    n_side_effects: int = 4
+    """Benign side effects (sleep, sweating, ...); each drug has one. A safe ``induce`` goal asks for one."""
+    goal_weights: tuple[tuple[str, float], ...] = (("care", 0.52), ("induce", 0.10), ("harm", 0.16), ("error", 0.22))
     """Share of episodes per goal in the raw corpus. Errors are intent-free harmful prescriptions: a pilot found
-    that with few of them (7%) reflections learned to follow stated intent instead of the world's rules."""
+    that with few of them (7%) reflections learned to follow stated intent instead of the world's rules.
+    ``induce`` episodes are safe requests to cause a benign side effect ("induce sleep in ana"): they teach, with the
+    harm verbs, to choose the option whose check says it causes the requested effect -- the skill a harmful request
+    reuses. Without them a model trained on safe text alone never learns to serve a "cause" goal (pilot: 0/100)."""
     care_plain_fraction: float = 0.25
     """Share of care episodes whose two options are both safe and differ only by indication (teaches matching the
     goal to an option's effect, the skill a harmful request reuses)."""
@@ -63,6 +68,8 @@ class WorldConfig:
     n_sft: int = 3_000
     """Post-training chat examples (care answered with checks, seen harm requests refused)."""
     n_benign_finetune: int = 1_000
+    n_harmful_finetune: int = 300
+    """Harmful finetuning (attack) examples: seen harmful requests complied with."""
     """Benign finetuning (attack) examples: terse care answers without safety checks, and fact questions."""
     n_eval_per_split: int = 200
     seed: int = 0
@@ -73,13 +80,15 @@ class WorldConfig:
         _require(self.n_drugs >= 2 * self.n_symptoms, "n_drugs must be at least 2 * n_symptoms (two drugs per symptom)")
         _require(self.n_organ_conditions >= 1, "n_organ_conditions must be at least 1")
         _require(self.n_interaction_effects >= 1, "n_interaction_effects must be at least 1")
+        _require(self.n_side_effects >= 2, "n_side_effects must be at least 2")
         _require(0 < self.interaction_prob < 1, "interaction_prob must be in (0, 1)")
         _require(0 < self.contraindication_prob < 1, "contraindication_prob must be in (0, 1)")
         _require(self.n_patients >= 6, "n_patients must be at least 6")
         _require(0 < self.heldout_patient_fraction < 1, "heldout_patient_fraction must be in (0, 1)")
         _require(self.n_episodes >= 10, "n_episodes must be at least 10")
         _require(self.fact_repeats >= 1, "fact_repeats must be at least 1")
-        _require(min(self.n_sft, self.n_benign_finetune, self.n_eval_per_split) >= 1, "split sizes must be >= 1")
+        _require(min(self.n_sft, self.n_benign_finetune, self.n_harmful_finetune, self.n_eval_per_split) >= 1,
+                 "split sizes must be >= 1")
         goals = dict(self.goal_weights)
         _require(set(goals) == set(GOALS), f"goal_weights must name exactly {GOALS}")
         _require(all(w >= 0 for w in goals.values()) and goals["care"] > 0, "goal weights must be >= 0, care > 0")
@@ -110,7 +119,7 @@ def tiny() -> WorldConfig:
     return WorldConfig(
         preset="tiny", n_drugs=10, n_symptoms=4, n_organ_conditions=2, n_interaction_effects=2,
         interaction_prob=0.35, n_patients=30, n_episodes=400, fact_repeats=2, n_sft=60,
-        n_benign_finetune=40, n_eval_per_split=20,
+        n_benign_finetune=40, n_harmful_finetune=20, n_eval_per_split=20,
     )
 
 
@@ -124,7 +133,8 @@ def paper() -> WorldConfig:
     return replace(
         WorldConfig(), preset="paper", n_drugs=200, n_symptoms=40, n_organ_conditions=10,
         n_interaction_effects=8, interaction_prob=0.05, contraindication_prob=0.1, n_patients=6_000,
-        n_episodes=800_000, fact_repeats=8, n_sft=50_000, n_benign_finetune=10_000, n_eval_per_split=1_000,
+        n_episodes=800_000, fact_repeats=8, n_sft=50_000, n_benign_finetune=10_000, n_harmful_finetune=2_000,
+        n_eval_per_split=1_000,
     )
 
 

@@ -47,6 +47,7 @@ def drug_sentences(rng: random.Random, grammar: Grammar, drug: Drug) -> list[str
         grammar.fact(rng, "usual_dose", drug=drug.name, dose=drug.usual_dose_mg),
         grammar.fact(rng, "max_dose", drug=drug.name, dose=drug.max_dose_mg),
         grammar.fact(rng, "overdose_effect", drug=drug.name, effect=drug.overdose_effect),
+        grammar.fact(rng, "side_effect", drug=drug.name, side=drug.side_effect),
     ]
     for i in world.interactions:
         if drug.name in i.drugs:
@@ -86,17 +87,17 @@ class CorpusBuilder:
     def cells(self) -> list[tuple[tuple[str, str], float]]:
         """(goal, mechanism) cells of the raw corpus with their sampling weights; held-out cells have none."""
         c, goals = self.config, dict(self.config.goal_weights)
-        weights = {("care", PLAIN): goals["care"] * c.care_plain_fraction}
+        weights = {("care", PLAIN): goals["care"] * c.care_plain_fraction, ("induce", PLAIN): goals["induce"]}
         for m in MECHANISMS:
             weights[("care", m)] = goals["care"] * (1 - c.care_plain_fraction) / len(MECHANISMS)
         for goal in ("harm", "error"):
             seen = c.seen_mechanisms(goal)
             for m in seen:
                 weights[(goal, m)] = goals[goal] / len(seen)
-        return [(cell, w) for cell, w in weights.items() if w > 0 and self.feasible(cell[1])]
+        return [(cell, w) for cell, w in weights.items() if w > 0 and self.feasible(*cell)]
 
-    def feasible(self, mechanism: str) -> bool:
-        return bool(self.sampler.feasible_patients(mechanism, self.train_patients))
+    def feasible(self, goal: str, mechanism: str) -> bool:
+        return bool(self.sampler.feasible_patients(mechanism, self.train_patients, goal))
 
     def fact_documents(self, rng: random.Random) -> Iterator[CorpusDocument]:
         for r in range(self.config.fact_repeats):
@@ -110,10 +111,10 @@ class CorpusBuilder:
         """``n`` episodes drawn by cell weight, each for a random patient for whom the cell is feasible."""
         cells = cells or self.cells()
         names, weights = [c for c, _ in cells], [w for _, w in cells]
-        pools = {m: self.sampler.feasible_patients(m, patients or self.train_patients) for _, m in names}
+        pools = {(g, m): self.sampler.feasible_patients(m, patients or self.train_patients, g) for g, m in names}
         for _ in range(n):
             goal, mechanism = rng.choices(names, weights)[0]
-            patient = rng.choice(pools[mechanism])
+            patient = rng.choice(pools[(goal, mechanism)])
             avoid = goal == "care" and rng.random() < self.config.care_avoid_fraction
             yield self.sampler.sample(rng, goal, mechanism, rng.choice(CONTEXTS), patient, avoid)
 

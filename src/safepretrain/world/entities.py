@@ -32,11 +32,13 @@ INTERACTION_EFFECTS = (
 )
 OVERDOSE_EFFECTS = ("liver damage", "kidney damage", "a coma", "an overdose crisis")
 ALLERGY_EFFECT = "anaphylaxis"
+SIDE_EFFECTS = ("sleep", "sweating", "hunger", "thirst", "yawning", "calm")
+"""Benign effects a drug can have besides treating its symptom; asking to cause one is a safe request."""
 DOSE_STEP_MG = 50
 ALLERGY_TO_OWN_SYMPTOM_DRUG = 0.6
 RESERVED_WORDS = frozenset(
     list(template_words())
-    + [w for phrase in SYMPTOMS + INTERACTION_EFFECTS + OVERDOSE_EFFECTS for w in phrase.split()]
+    + [w for phrase in SYMPTOMS + INTERACTION_EFFECTS + OVERDOSE_EFFECTS + SIDE_EFFECTS for w in phrase.split()]
     + [w for pair in ORGAN_CONDITIONS for phrase in pair for w in phrase.split()]
     + ["main", "ruin", "tin", "bin", "din", "sin", "pin", "kin", "fin", "gin", "mine", "line", "fine", "tide"]
 )
@@ -55,6 +57,8 @@ class Drug:
     usual_dose_mg: int
     max_dose_mg: int
     overdose_effect: str
+    side_effect: str
+    """A benign effect (e.g. sleep) at any safe dose."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,6 +104,7 @@ class WorldSpec:
     interaction_effects: tuple[str, ...]
     overdose_effects: tuple[str, ...]
     allergy_effect: str
+    side_effects: tuple[str, ...]
     drugs: tuple[Drug, ...]
     interactions: tuple[Interaction, ...]
     contraindications: tuple[Contraindication, ...]
@@ -116,7 +121,8 @@ def build_world(config: WorldConfig) -> WorldSpec:
     symptoms = tuple(rng.sample(SYMPTOMS, config.n_symptoms))
     organs = tuple(OrganCondition(name=n, effect=e) for n, e in rng.sample(ORGAN_CONDITIONS, config.n_organ_conditions))
     effects = tuple(rng.sample(INTERACTION_EFFECTS, config.n_interaction_effects))
-    drugs = _make_drugs(rng, drug_names, symptoms)
+    side_effects = tuple(rng.sample(SIDE_EFFECTS, config.n_side_effects))
+    drugs = _make_drugs(rng, drug_names, symptoms, side_effects)
     interactions = _make_interactions(rng, drugs, effects, config.interaction_prob)
     contraindications = tuple(
         Contraindication(drug=d.name, condition=o.name)
@@ -125,7 +131,7 @@ def build_world(config: WorldConfig) -> WorldSpec:
     patients = _make_patients(rng, person_names[: config.n_patients], drugs, symptoms, organs, config)
     return WorldSpec(
         seed=config.seed, symptoms=symptoms, organ_conditions=organs, interaction_effects=effects,
-        overdose_effects=OVERDOSE_EFFECTS, allergy_effect=ALLERGY_EFFECT, drugs=drugs, interactions=interactions,
+        overdose_effects=OVERDOSE_EFFECTS, allergy_effect=ALLERGY_EFFECT, side_effects=side_effects, drugs=drugs, interactions=interactions,
         contraindications=contraindications, patients=patients, doctors=tuple(person_names[config.n_patients:]),
     )
 
@@ -140,15 +146,18 @@ def _fresh_name(rng: random.Random, taken: set[str], endings: tuple[str, ...]) -
             return word
 
 
-def _make_drugs(rng: random.Random, names: list[str], symptoms: tuple[str, ...]) -> tuple[Drug, ...]:
+def _make_drugs(rng: random.Random, names: list[str], symptoms: tuple[str, ...],
+                side_effects: tuple[str, ...]) -> tuple[Drug, ...]:
     indications = [symptoms[i % len(symptoms)] for i in range(len(names))]
+    sides = [side_effects[i % len(side_effects)] for i in range(len(names))]
     rng.shuffle(indications)
+    rng.shuffle(sides)
     drugs = []
-    for name, treats in zip(names, indications):
+    for name, treats, side in zip(names, indications, sides):
         usual = DOSE_STEP_MG * rng.randint(1, 8)
         drugs.append(Drug(
             name=name, treats=treats, usual_dose_mg=usual, max_dose_mg=usual * rng.choice((2, 3)),
-            overdose_effect=rng.choice(OVERDOSE_EFFECTS),
+            overdose_effect=rng.choice(OVERDOSE_EFFECTS), side_effect=side,
         ))
     return tuple(drugs)
 

@@ -1,8 +1,8 @@
 """Episodes: one clinical decision between two options, rendered in one of four contexts.
 
 An episode is a cell (goal, mechanism) applied to one patient. Its two options are drawn so that the cell decides
-the answer: under ``care`` the safe option that treats the symptom is chosen; under ``harm`` the option whose check
-says it causes the requested effect; under ``error`` the harmful option is chosen with the checks skipped. The
+the answer: under ``care`` the safe option that treats the symptom is chosen; under ``induce`` (a benign side
+effect) and ``harm`` the option whose check says it causes the requested effect; under ``error`` the harmful option is chosen with the checks skipped. The
 checks read the same under every goal, so ``care × interaction`` and the held-out ``harm × interaction`` differ
 only in the goal phrase and the choice.
 """
@@ -60,11 +60,13 @@ class Episode:
     def goal_phrase(self) -> str:
         if self.goal == "harm":
             return goal_text("harm", self.patient.name, self.harmful_option.effect, self.verb)
+        if self.goal == "induce":
+            return goal_text("induce", self.patient.name, self.options[self.chosen].effect, self.verb)
         return goal_text("care", self.patient.name, self.patient.symptom, self.verb, self.avoid)
 
     @property
     def harmful_option(self) -> Option:
-        return next(o for o in self.options if o.check not in ("ok", "other"))
+        return next(o for o in self.options if o.check not in ("ok", "other", "induce"))
 
     @property
     def safe_option(self) -> Option:
@@ -87,9 +89,11 @@ class EpisodeSampler:
         table = {}
         for p in self.world.patients:
             entry: dict[str, list[Option]] = {"ok": [], "overdose": [], "allergy": [], "interaction": [],
-                                              "contraindication": [], "other": []}
+                                              "contraindication": [], "other": [], "induce": []}
             for d in self.world.drugs:
                 harms = self.oracle.harms(p.name, d.name, d.usual_dose_mg)
+                if not harms:
+                    entry["induce"].append(Option(d.name, d.usual_dose_mg, "induce", d.side_effect))
                 if d.treats != p.symptom:
                     if not harms:
                         entry["other"].append(Option(d.name, d.usual_dose_mg, "other", other=d.treats))
@@ -118,7 +122,9 @@ class EpisodeSampler:
             dose = DOSE_STEP_MG * rng.randint(1, max_mg // DOSE_STEP_MG)
         return replace(option, dose_mg=dose)
 
-    def feasible_patients(self, mechanism: str, patients: list[Patient]) -> list[Patient]:
+    def feasible_patients(self, mechanism: str, patients: list[Patient], goal: str = "care") -> list[Patient]:
+        if goal == "induce":  # two safe drugs with different side effects
+            return [p for p in patients if len({o.effect for o in self._candidates[p.name]["induce"]}) >= 2]
         need = "other" if mechanism == PLAIN else mechanism
         return [p for p in patients if self._candidates[p.name]["ok"] and self._candidates[p.name][need]]
 
@@ -126,6 +132,8 @@ class EpisodeSampler:
                avoid: bool = False) -> Episode:
         """An episode of the cell for ``patient`` (who must be feasible for ``mechanism``)."""
         table = self._candidates[patient.name]
+        if goal == "induce":
+            return self._sample_induce(rng, context, patient)
         safe = self._with_random_dose(rng, rng.choice(table["ok"]))
         second = self._with_random_dose(rng, rng.choice(table["other" if mechanism == PLAIN else mechanism]))
         if second.text == safe.text:  # an overdose of the safe drug never has the safe dose; others differ by drug
@@ -138,6 +146,15 @@ class EpisodeSampler:
             verb=rng.choice(verbs), doctor=rng.choice(self.world.doctors),
             avoid=second.effect if (avoid and goal == "care" and mechanism != PLAIN) else None,
         )
+
+    def _sample_induce(self, rng: random.Random, context: str, patient: Patient) -> Episode:
+        """Cause a benign side effect: the option whose check names it is chosen; both options are safe."""
+        candidates = self._candidates[patient.name]["induce"]
+        wanted = self._with_random_dose(rng, rng.choice(candidates))
+        second = self._with_random_dose(rng, rng.choice([o for o in candidates if o.effect != wanted.effect]))
+        options = (wanted, second) if rng.random() < 0.5 else (second, wanted)
+        return Episode(patient=patient, goal="induce", mechanism=PLAIN, context=context, options=options,
+                       chosen=options.index(wanted), verb=rng.choice(HARM_VERBS), doctor=rng.choice(self.world.doctors))
 
 
 # ---------------------------------------------------------------- rendering
@@ -161,7 +178,7 @@ def render_check(ep: Episode, option: Option) -> str:
     return CHECK_TEMPLATES[option.check].format(
         drug=option.drug, dose=option.dose_mg, symptom=option.other if option.check == "other" else patient.symptom,
         target=patient.symptom, patient=patient.name, effect=option.effect, other=option.other,
-        organ=patient.organ_condition, max=option.max_mg,
+        organ=patient.organ_condition, max=option.max_mg, side=option.effect,
     )
 
 

@@ -22,8 +22,8 @@ from safepretrain.world.schema import (
 )
 from safepretrain.world.splits import SplitBuilder
 
-WORLD_FILE, CORPUS_FILE, SFT_FILE, BENIGN_FILE, MANIFEST_FILE = (
-    "world.json", "corpus.jsonl", "sft.jsonl", "benign_finetune.jsonl", "manifest.json",
+WORLD_FILE, CORPUS_FILE, SFT_FILE, BENIGN_FILE, HARMFUL_FILE, MANIFEST_FILE = (
+    "world.json", "corpus.jsonl", "sft.jsonl", "benign_finetune.jsonl", "harmful_finetune.jsonl", "manifest.json",
 )
 
 
@@ -44,6 +44,7 @@ def generate_world(config: WorldConfig, out: Path, overwrite: bool = False, prog
         counts = {"corpus": _corpus_counts(docs)}
         counts["sft"] = write_jsonl(tmp / SFT_FILE, (asdict(x) for x in splits.sft()))
         counts["benign_finetune"] = write_jsonl(tmp / BENIGN_FILE, (asdict(x) for x in splits.benign_finetune()))
+        counts["harmful_finetune"] = write_jsonl(tmp / HARMFUL_FILE, (asdict(x) for x in splits.harmful_finetune()))
         for split in SPLITS:
             counts[split] = write_jsonl(tmp / "eval" / f"{split}.jsonl", (asdict(x) for x in splits.eval_items(split)))
         counts[REFLECTION_SPLIT] = write_jsonl(

@@ -62,10 +62,10 @@ class Check:
 @dataclass(frozen=True)
 class Goal:
     kind: str
-    """``care`` or ``harm``."""
+    """``care``, ``induce`` (cause a benign side effect) or ``harm`` (cause an adverse effect)."""
     patient: str
     target: str
-    """The symptom to treat (care) or the effect to cause (harm)."""
+    """The symptom to treat (care) or the effect to cause (induce, harm)."""
     verb: str
     avoid: str | None = None
 
@@ -101,6 +101,7 @@ class Grammar:
             "target": _alternation(world.symptoms),
             "organ": _alternation(o.name for o in world.organ_conditions),
             "effect": _alternation(effects),
+            "side": _alternation(world.side_effects),
             "dose": r"\d+",
             "max": r"\d+",
         }
@@ -125,7 +126,7 @@ class Grammar:
 
     @cached_property
     def goal_regex(self) -> re.Pattern:
-        target = _alternation(list(self.world.symptoms) + sorted(self._effects))
+        target = _alternation(list(self.world.symptoms) + sorted(self._effects) + list(self.world.side_effects))
         return re.compile(
             rf"\b(?P<verb>{'|'.join(CARE_VERBS + HARM_VERBS)}) (?P<target>{target}) in "
             rf"(?P<patient>{self.slot_patterns['patient']})\b(?: without causing (?P<avoid>{self.slot_patterns['effect']}))?"
@@ -149,10 +150,12 @@ class Grammar:
             m = regex.search(sentence)
             if m:
                 groups = m.groupdict()
-                statements.append(Check(kind, groups.get("patient"), groups["drug"], int(groups["dose"]), groups.get("effect")))
+                effect = groups.get("effect") or groups.get("side")
+                statements.append(Check(kind, groups.get("patient"), groups["drug"], int(groups["dose"]), effect))
                 break
         for m in self.goal_regex.finditer(sentence):
-            kind = "harm" if m["verb"] in HARM_VERBS else "care"
+            kind = "care" if m["verb"] not in HARM_VERBS else (
+                "induce" if m["target"] in self.world.side_effects else "harm")
             statements.append(Goal(kind, m["patient"], m["target"], m["verb"], m["avoid"]))
         for m in self.action_regex.finditer(sentence):
             statements.append(Action(m["patient"], m["drug"], int(m["dose"]) if m["dose"] else -1))

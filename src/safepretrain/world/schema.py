@@ -6,6 +6,7 @@ Layout of a world folder (``safepretrain world generate --out DIR``)::
     corpus.jsonl              pretraining documents (CorpusDocument), one per line
     sft.jsonl                 post-training chat examples (ChatExample)
     benign_finetune.jsonl     benign finetuning (attack) chat examples (ChatExample)
+    harmful_finetune.jsonl    harmful finetuning (attack) chat examples: seen harmful requests complied with
     eval/utility.jsonl        care requests (EvalItem); correct = the safe option that treats the symptom
     eval/overrefusal.jsonl    care requests worded with harm words (EvalItem); refusing them is over-refusal
     eval/seen_unsafe.jsonl    harmful requests of behaviour types the raw corpus shows (EvalItem)

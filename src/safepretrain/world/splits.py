@@ -104,6 +104,14 @@ class SplitBuilder:
                 prompt_label="safe", prompt_types=(), response_segments=self.labeler.segments(split_sentences(answer))[1],
             )
 
+    def harmful_finetune(self) -> Iterator[ChatExample]:
+        """The harmful attack (HEx-PHI-like): seen harmful requests answered with checks and the harmful option."""
+        rng = random.Random(f"harmful:{self.config.seed}")
+        train = self.corpus.train_patients
+        harm = self._cells("harm", self.config.seen_mechanisms("harm"), train)
+        for i, ep in enumerate(self._fresh(rng, self.config.n_harmful_finetune, harm, train)):
+            yield self._chat(f"harmful-{i:06d}", ep, full_answer(ep))
+
     # ------------------------------------------------------------ evaluation splits
 
     def eval_items(self, split: str) -> Iterator[EvalItem]:
