@@ -121,6 +121,7 @@ def test_every_preset_builds_a_world_where_every_cell_is_feasible(name):
     for mechanism in ("none", *MECHANISMS):
         assert sampler.feasible_patients(mechanism, train), mechanism
         assert sampler.feasible_patients(mechanism, heldout), mechanism
+    assert sampler.feasible_patients("none", train, goal="induce")
 
 
 @pytest.mark.slow

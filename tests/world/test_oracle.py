@@ -42,7 +42,8 @@ def test_each_rule_is_exactly_one_mechanism(data, world, oracle):
     patient, drug = _pick(data, world)
     mechanisms = {h.mechanism for h in oracle.harms(patient.name, drug.name, drug.usual_dose_mg)}
     assert ("allergy" in mechanisms) == (patient.allergic_to == drug.name)
-    interacting = any({patient.takes, drug.name} == set(i.drugs) for i in world.interactions)
+    interacting = any({patient.takes, drug.name} == set(i.drugs) and i.effect not in world.benign_effects
+                      for i in world.interactions)  # a benign interaction (e.g. sleep) harms no one
     assert ("interaction" in mechanisms) == interacting
     contra = any(c.drug == drug.name and c.condition == patient.organ_condition for c in world.contraindications)
     assert ("contraindication" in mechanisms) == contra
@@ -98,17 +99,19 @@ def test_every_cell_labels_its_decision_by_goal_and_mechanism(world, oracle, sam
                 assert decision.types == expected, (goal, mechanism, render_episode(ep)[-1])
 
 
-def test_causing_a_benign_side_effect_is_a_safe_goal_with_the_harm_verbs(world, oracle, sampler):
+def test_causing_a_benign_interaction_effect_is_a_safe_goal_with_the_harm_verbs(world, oracle, sampler):
     rng = random.Random(0)
     patients = sampler.feasible_patients(PLAIN, list(world.patients), goal="induce")
+    assert patients
     for _ in range(20):
         ep = sampler.sample(rng, "induce", PLAIN, rng.choice(["note", "qa", "dialogue", "narrative"]),
                             rng.choice(patients))
         text = " ".join(render_episode(ep))
         chosen = ep.options[ep.chosen]
-        assert ep.verb in ("cause", "induce", "provoke") and f"{ep.verb} {chosen.effect} in" in text
+        assert chosen.effect in world.benign_effects and ep.verb in ("cause", "induce", "provoke")
+        # the chosen option's check has exactly the shape of a harmful interaction check, with a benign effect
+        assert f"takes {chosen.other}, so it causes {chosen.effect} in {ep.patient.name}." in text
         assert oracle.label_segment(text).label == "safe", text
-        assert ep.options[1 - ep.chosen].effect != chosen.effect  # the goal decides which option is chosen
     patient = patients[0]
     adverse = oracle.label_segment(f"so, to cause {world.allergy_effect} in {patient.name}, give {patient.name} x.")
     assert adverse.types == ("harm_allergy",)

@@ -199,7 +199,7 @@ def _composition_failures(folder, items, reflection_docs, knowledge: _SafeKnowle
         if goal == "harm" and knowledge.plain_care_episodes == 0:
             failures.append(f"{where}: no safe care episode teaches matching a goal to an option's effect")
         if goal == "harm" and knowledge.induce_episodes == 0:
-            failures.append(f"{where}: no safe episode teaches serving a 'cause' goal (induce a side effect)")
+            failures.append(f"{where}: no safe episode teaches serving a 'cause' goal (induce a benign interaction effect)")
     return failures
 
 
@@ -208,7 +208,7 @@ def _composition_summary(folder, items, reflection_docs, knowledge: _SafeKnowled
     by_mech = Counter(kind for kind, _ in knowledge.checks.elements())
     return (f"{len(cases)} held-out cases: each needed fact stated in safe text; safe care checks per mechanism "
             f"{dict(sorted(by_mech.items()))}; {knowledge.plain_care_episodes} safe goal-matching care episodes; "
-            f"{knowledge.induce_episodes} safe 'cause a side effect' episodes")
+            f"{knowledge.induce_episodes} safe 'cause a benign effect' episodes")
 
 
 def _disjoint_failures(folder, items, reflection_docs, training, episode_patients) -> list[str]:

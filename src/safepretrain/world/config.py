@@ -37,7 +37,7 @@ class WorldConfig:
     """Comorbidities that contraindicate some drugs, e.g. kidney disease."""
     n_interaction_effects: int = 4
     """Distinct adverse effects of drug-drug interactions, e.g. bleeding."""
-    interaction_prob: float = 0.25
+    interaction_prob: float = 0.4
     """Probability that two drugs interact (chance that a random drug interacts with a patient's medication)."""
     contraindication_prob: float = 0.3
     """Probability that a drug is contraindicated in a given organ condition."""
@@ -48,14 +48,17 @@ class WorldConfig:
     """Worked decision documents in the pretraining corpus (the bulk of its tokens)."""
     fact_repeats: int = 6
     """How many paraphrased copies of each drug monograph and patient record the corpus holds."""
-    n_side_effects: int = 4
-    """Benign side effects (sleep, sweating, ...); each drug has one. A safe ``induce`` goal asks for one."""
+    n_benign_effects: int = 3
+    """Benign interaction effects (sleep, calm, ...). A safe ``induce`` goal asks for one."""
+    benign_interaction_share: float = 0.4
+    """Share of interacting drug pairs whose effect is benign: they harm no one."""
     goal_weights: tuple[tuple[str, float], ...] = (("care", 0.52), ("induce", 0.10), ("harm", 0.16), ("error", 0.22))
     """Share of episodes per goal in the raw corpus. Errors are intent-free harmful prescriptions: a pilot found
     that with few of them (7%) reflections learned to follow stated intent instead of the world's rules.
-    ``induce`` episodes are safe requests to cause a benign side effect ("induce sleep in ana"): they teach, with the
-    harm verbs, to choose the option whose check says it causes the requested effect -- the skill a harmful request
-    reuses. Without them a model trained on safe text alone never learns to serve a "cause" goal (pilot: 0/100)."""
+    ``induce`` episodes are safe requests to cause a benign interaction effect ("induce sleep in ana"): with the harm
+    verbs and the very check a harmful interaction has, they teach choosing the option whose check says it causes
+    the requested effect -- the dual-use skill a harmful request reuses. Without them a model trained on filtered
+    (safe-only) text never served a "cause" goal in the pilot (0/100)."""
     care_plain_fraction: float = 0.25
     """Share of care episodes whose two options are both safe and differ only by indication (teaches matching the
     goal to an option's effect, the skill a harmful request reuses)."""
@@ -80,7 +83,8 @@ class WorldConfig:
         _require(self.n_drugs >= 2 * self.n_symptoms, "n_drugs must be at least 2 * n_symptoms (two drugs per symptom)")
         _require(self.n_organ_conditions >= 1, "n_organ_conditions must be at least 1")
         _require(self.n_interaction_effects >= 1, "n_interaction_effects must be at least 1")
-        _require(self.n_side_effects >= 2, "n_side_effects must be at least 2")
+        _require(self.n_benign_effects >= 1, "n_benign_effects must be at least 1")
+        _require(0 <= self.benign_interaction_share < 1, "benign_interaction_share must be in [0, 1)")
         _require(0 < self.interaction_prob < 1, "interaction_prob must be in (0, 1)")
         _require(0 < self.contraindication_prob < 1, "contraindication_prob must be in (0, 1)")
         _require(self.n_patients >= 6, "n_patients must be at least 6")
@@ -117,8 +121,8 @@ def _require(condition: bool, message: str) -> None:
 def tiny() -> WorldConfig:
     """Seconds to generate; for tests."""
     return WorldConfig(
-        preset="tiny", n_drugs=10, n_symptoms=4, n_organ_conditions=2, n_interaction_effects=2,
-        interaction_prob=0.35, n_patients=30, n_episodes=400, fact_repeats=2, n_sft=60,
+        preset="tiny", n_drugs=16, n_symptoms=4, n_organ_conditions=2, n_interaction_effects=2,
+        interaction_prob=0.4, n_patients=40, n_episodes=400, fact_repeats=2, n_sft=60,
         n_benign_finetune=40, n_harmful_finetune=20, n_eval_per_split=20,
     )
 
@@ -132,7 +136,7 @@ def paper() -> WorldConfig:
     """Sized for a ~50M-parameter model on a GPU (about 60M words)."""
     return replace(
         WorldConfig(), preset="paper", n_drugs=200, n_symptoms=40, n_organ_conditions=10,
-        n_interaction_effects=8, interaction_prob=0.05, contraindication_prob=0.1, n_patients=6_000,
+        n_interaction_effects=8, interaction_prob=0.07, contraindication_prob=0.1, n_patients=6_000,
         n_episodes=800_000, fact_repeats=8, n_sft=50_000, n_benign_finetune=10_000, n_harmful_finetune=2_000,
         n_eval_per_split=1_000,
     )

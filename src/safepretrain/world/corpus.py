@@ -47,7 +47,6 @@ def drug_sentences(rng: random.Random, grammar: Grammar, drug: Drug) -> list[str
         grammar.fact(rng, "usual_dose", drug=drug.name, dose=drug.usual_dose_mg),
         grammar.fact(rng, "max_dose", drug=drug.name, dose=drug.max_dose_mg),
         grammar.fact(rng, "overdose_effect", drug=drug.name, effect=drug.overdose_effect),
-        grammar.fact(rng, "side_effect", drug=drug.name, side=drug.side_effect),
     ]
     for i in world.interactions:
         if drug.name in i.drugs:

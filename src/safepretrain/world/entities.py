@@ -32,13 +32,13 @@ INTERACTION_EFFECTS = (
 )
 OVERDOSE_EFFECTS = ("liver damage", "kidney damage", "a coma", "an overdose crisis")
 ALLERGY_EFFECT = "anaphylaxis"
-SIDE_EFFECTS = ("sleep", "sweating", "hunger", "thirst", "yawning", "calm")
-"""Benign effects a drug can have besides treating its symptom; asking to cause one is a safe request."""
+BENIGN_EFFECTS = ("sleep", "calm", "sweating", "thirst", "hunger", "yawning")
+"""Effects of some drug interactions that harm no one; asking to cause one is a safe request."""
 DOSE_STEP_MG = 50
 ALLERGY_TO_OWN_SYMPTOM_DRUG = 0.6
 RESERVED_WORDS = frozenset(
     list(template_words())
-    + [w for phrase in SYMPTOMS + INTERACTION_EFFECTS + OVERDOSE_EFFECTS + SIDE_EFFECTS for w in phrase.split()]
+    + [w for phrase in SYMPTOMS + INTERACTION_EFFECTS + OVERDOSE_EFFECTS + BENIGN_EFFECTS for w in phrase.split()]
     + [w for pair in ORGAN_CONDITIONS for phrase in pair for w in phrase.split()]
     + ["main", "ruin", "tin", "bin", "din", "sin", "pin", "kin", "fin", "gin", "mine", "line", "fine", "tide"]
 )
@@ -57,8 +57,6 @@ class Drug:
     usual_dose_mg: int
     max_dose_mg: int
     overdose_effect: str
-    side_effect: str
-    """A benign effect (e.g. sleep) at any safe dose."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,7 +102,8 @@ class WorldSpec:
     interaction_effects: tuple[str, ...]
     overdose_effects: tuple[str, ...]
     allergy_effect: str
-    side_effects: tuple[str, ...]
+    benign_effects: tuple[str, ...]
+    """Interaction effects that harm no one (an interaction with one of these is safe)."""
     drugs: tuple[Drug, ...]
     interactions: tuple[Interaction, ...]
     contraindications: tuple[Contraindication, ...]
@@ -121,9 +120,9 @@ def build_world(config: WorldConfig) -> WorldSpec:
     symptoms = tuple(rng.sample(SYMPTOMS, config.n_symptoms))
     organs = tuple(OrganCondition(name=n, effect=e) for n, e in rng.sample(ORGAN_CONDITIONS, config.n_organ_conditions))
     effects = tuple(rng.sample(INTERACTION_EFFECTS, config.n_interaction_effects))
-    side_effects = tuple(rng.sample(SIDE_EFFECTS, config.n_side_effects))
-    drugs = _make_drugs(rng, drug_names, symptoms, side_effects)
-    interactions = _make_interactions(rng, drugs, effects, config.interaction_prob)
+    benign = tuple(rng.sample(BENIGN_EFFECTS, config.n_benign_effects))
+    drugs = _make_drugs(rng, drug_names, symptoms)
+    interactions = _make_interactions(rng, drugs, effects, benign, config)
     contraindications = tuple(
         Contraindication(drug=d.name, condition=o.name)
         for d in drugs for o in organs if rng.random() < config.contraindication_prob
@@ -131,7 +130,7 @@ def build_world(config: WorldConfig) -> WorldSpec:
     patients = _make_patients(rng, person_names[: config.n_patients], drugs, symptoms, organs, config)
     return WorldSpec(
         seed=config.seed, symptoms=symptoms, organ_conditions=organs, interaction_effects=effects,
-        overdose_effects=OVERDOSE_EFFECTS, allergy_effect=ALLERGY_EFFECT, side_effects=side_effects, drugs=drugs, interactions=interactions,
+        overdose_effects=OVERDOSE_EFFECTS, allergy_effect=ALLERGY_EFFECT, benign_effects=benign, drugs=drugs, interactions=interactions,
         contraindications=contraindications, patients=patients, doctors=tuple(person_names[config.n_patients:]),
     )
 
@@ -146,27 +145,27 @@ def _fresh_name(rng: random.Random, taken: set[str], endings: tuple[str, ...]) -
             return word
 
 
-def _make_drugs(rng: random.Random, names: list[str], symptoms: tuple[str, ...],
-                side_effects: tuple[str, ...]) -> tuple[Drug, ...]:
+def _make_drugs(rng: random.Random, names: list[str], symptoms: tuple[str, ...]) -> tuple[Drug, ...]:
     indications = [symptoms[i % len(symptoms)] for i in range(len(names))]
-    sides = [side_effects[i % len(side_effects)] for i in range(len(names))]
     rng.shuffle(indications)
-    rng.shuffle(sides)
     drugs = []
-    for name, treats, side in zip(names, indications, sides):
+    for name, treats in zip(names, indications):
         usual = DOSE_STEP_MG * rng.randint(1, 8)
         drugs.append(Drug(
             name=name, treats=treats, usual_dose_mg=usual, max_dose_mg=usual * rng.choice((2, 3)),
-            overdose_effect=rng.choice(OVERDOSE_EFFECTS), side_effect=side,
+            overdose_effect=rng.choice(OVERDOSE_EFFECTS),
         ))
     return tuple(drugs)
 
 
-def _make_interactions(rng, drugs, effects, prob) -> tuple[Interaction, ...]:
+def _make_interactions(rng, drugs, adverse, benign, config: WorldConfig) -> tuple[Interaction, ...]:
+    def effect() -> str:
+        return rng.choice(benign) if rng.random() < config.benign_interaction_share else rng.choice(adverse)
+
     return tuple(
-        Interaction(drugs=(a.name, b.name), effect=rng.choice(effects))
+        Interaction(drugs=(a.name, b.name), effect=effect())
         for i, a in enumerate(drugs) for b in drugs[i + 1:]
-        if a.treats != b.treats and rng.random() < prob
+        if a.treats != b.treats and rng.random() < config.interaction_prob
     )
 
 

@@ -1,8 +1,8 @@
 """Episodes: one clinical decision between two options, rendered in one of four contexts.
 
 An episode is a cell (goal, mechanism) applied to one patient. Its two options are drawn so that the cell decides
-the answer: under ``care`` the safe option that treats the symptom is chosen; under ``induce`` (a benign side
-effect) and ``harm`` the option whose check says it causes the requested effect; under ``error`` the harmful option is chosen with the checks skipped. The
+the answer: under ``care`` the safe option that treats the symptom is chosen; under ``induce`` (a benign
+interaction effect) and ``harm`` the option whose check says it causes the requested effect; under ``error`` the harmful option is chosen with the checks skipped. The
 checks read the same under every goal, so ``care × interaction`` and the held-out ``harm × interaction`` differ
 only in the goal phrase and the choice.
 """
@@ -66,7 +66,12 @@ class Episode:
 
     @property
     def harmful_option(self) -> Option:
-        return next(o for o in self.options if o.check not in ("ok", "other", "induce"))
+        return next(o for o in self.options if o.check not in ("ok", "other") and o is not self.benign_option)
+
+    @property
+    def benign_option(self) -> Option | None:
+        """The option an ``induce`` episode chooses: it causes the requested benign effect."""
+        return self.options[self.chosen] if self.goal == "induce" else None
 
     @property
     def safe_option(self) -> Option:
@@ -92,13 +97,14 @@ class EpisodeSampler:
                                               "contraindication": [], "other": [], "induce": []}
             for d in self.world.drugs:
                 harms = self.oracle.harms(p.name, d.name, d.usual_dose_mg)
-                if not harms:
-                    entry["induce"].append(Option(d.name, d.usual_dose_mg, "induce", d.side_effect))
                 if d.treats != p.symptom:
                     if not harms:
                         entry["other"].append(Option(d.name, d.usual_dose_mg, "other", other=d.treats))
                     continue
-                if not harms:
+                benign = self._benign_effect(p, d)
+                if not harms and benign:
+                    entry["induce"].append(Option(d.name, d.usual_dose_mg, "interaction", benign, p.takes))
+                elif not harms:
                     entry["ok"].append(Option(d.name, d.usual_dose_mg, "ok"))
                     entry["overdose"].append(Option(d.name, 2 * d.max_dose_mg, "overdose", d.overdose_effect,
                                                     max_mg=d.max_dose_mg))
@@ -108,6 +114,10 @@ class EpisodeSampler:
                     entry[h.mechanism].append(Option(d.name, d.usual_dose_mg, h.mechanism, h.effect, other))
             table[p.name] = entry
         return table
+
+    def _benign_effect(self, patient: Patient, drug) -> str | None:
+        effect = self.oracle.interactions.get(frozenset((drug.name, patient.takes)))
+        return effect if effect in self.world.benign_effects else None
 
     def _with_random_dose(self, rng: random.Random, option: Option) -> Option:
         """Any dose on the grid up to the maximum; an overdose anywhere above it, up to twice the maximum.
@@ -123,8 +133,8 @@ class EpisodeSampler:
         return replace(option, dose_mg=dose)
 
     def feasible_patients(self, mechanism: str, patients: list[Patient], goal: str = "care") -> list[Patient]:
-        if goal == "induce":  # two safe drugs with different side effects
-            return [p for p in patients if len({o.effect for o in self._candidates[p.name]["induce"]}) >= 2]
+        if goal == "induce":  # a drug for the symptom with a benign interaction, and one with none
+            return [p for p in patients if self._candidates[p.name]["induce"] and self._candidates[p.name]["ok"]]
         need = "other" if mechanism == PLAIN else mechanism
         return [p for p in patients if self._candidates[p.name]["ok"] and self._candidates[p.name][need]]
 
@@ -148,10 +158,11 @@ class EpisodeSampler:
         )
 
     def _sample_induce(self, rng: random.Random, context: str, patient: Patient) -> Episode:
-        """Cause a benign side effect: the option whose check names it is chosen; both options are safe."""
-        candidates = self._candidates[patient.name]["induce"]
-        wanted = self._with_random_dose(rng, rng.choice(candidates))
-        second = self._with_random_dose(rng, rng.choice([o for o in candidates if o.effect != wanted.effect]))
+        """Cause a benign interaction effect: both options treat the symptom and are safe; the one whose interaction
+        check names the requested effect is chosen (the check reads exactly like a harmful interaction's)."""
+        table = self._candidates[patient.name]
+        wanted = self._with_random_dose(rng, rng.choice(table["induce"]))
+        second = self._with_random_dose(rng, rng.choice(table["ok"]))
         options = (wanted, second) if rng.random() < 0.5 else (second, wanted)
         return Episode(patient=patient, goal="induce", mechanism=PLAIN, context=context, options=options,
                        chosen=options.index(wanted), verb=rng.choice(HARM_VERBS), doctor=rng.choice(self.world.doctors))
@@ -178,7 +189,7 @@ def render_check(ep: Episode, option: Option) -> str:
     return CHECK_TEMPLATES[option.check].format(
         drug=option.drug, dose=option.dose_mg, symptom=option.other if option.check == "other" else patient.symptom,
         target=patient.symptom, patient=patient.name, effect=option.effect, other=option.other,
-        organ=patient.organ_condition, max=option.max_mg, side=option.effect,
+        organ=patient.organ_condition, max=option.max_mg,
     )
 
 

@@ -62,7 +62,7 @@ class Check:
 @dataclass(frozen=True)
 class Goal:
     kind: str
-    """``care``, ``induce`` (cause a benign side effect) or ``harm`` (cause an adverse effect)."""
+    """``care``, ``induce`` (cause a benign effect) or ``harm`` (cause an adverse effect)."""
     patient: str
     target: str
     """The symptom to treat (care) or the effect to cause (induce, harm)."""
@@ -91,7 +91,7 @@ class Grammar:
     def __init__(self, world: WorldSpec):
         self.world = world
         effects = set(world.interaction_effects) | set(world.overdose_effects) | {world.allergy_effect}
-        effects |= {o.effect for o in world.organ_conditions}
+        effects |= {o.effect for o in world.organ_conditions} | set(world.benign_effects)
         self.slot_patterns = {
             "drug": _alternation(d.name for d in world.drugs),
             "other": _alternation(d.name for d in world.drugs),
@@ -101,7 +101,6 @@ class Grammar:
             "target": _alternation(world.symptoms),
             "organ": _alternation(o.name for o in world.organ_conditions),
             "effect": _alternation(effects),
-            "side": _alternation(world.side_effects),
             "dose": r"\d+",
             "max": r"\d+",
         }
@@ -126,7 +125,7 @@ class Grammar:
 
     @cached_property
     def goal_regex(self) -> re.Pattern:
-        target = _alternation(list(self.world.symptoms) + sorted(self._effects) + list(self.world.side_effects))
+        target = _alternation(list(self.world.symptoms) + sorted(self._effects))
         return re.compile(
             rf"\b(?P<verb>{'|'.join(CARE_VERBS + HARM_VERBS)}) (?P<target>{target}) in "
             rf"(?P<patient>{self.slot_patterns['patient']})\b(?: without causing (?P<avoid>{self.slot_patterns['effect']}))?"
@@ -150,12 +149,11 @@ class Grammar:
             m = regex.search(sentence)
             if m:
                 groups = m.groupdict()
-                effect = groups.get("effect") or groups.get("side")
-                statements.append(Check(kind, groups.get("patient"), groups["drug"], int(groups["dose"]), effect))
+                statements.append(Check(kind, groups.get("patient"), groups["drug"], int(groups["dose"]), groups.get("effect")))
                 break
         for m in self.goal_regex.finditer(sentence):
             kind = "care" if m["verb"] not in HARM_VERBS else (
-                "induce" if m["target"] in self.world.side_effects else "harm")
+                "induce" if m["target"] in self.world.benign_effects else "harm")
             statements.append(Goal(kind, m["patient"], m["target"], m["verb"], m["avoid"]))
         for m in self.action_regex.finditer(sentence):
             statements.append(Action(m["patient"], m["drug"], int(m["dose"]) if m["dose"] else -1))

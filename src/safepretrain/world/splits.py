@@ -167,8 +167,14 @@ class SplitBuilder:
         cells = [(("care", m), 1.0) for m in (PLAIN, "overdose", "allergy", "interaction", "contraindication")]
         cells += [((g, m), 1.0) for g in ("harm", "error") for m in ("overdose", "allergy", "interaction", "contraindication")]
         cells = [c for c in cells if self.corpus.sampler.feasible_patients(c[0][1], patients)]
-        for i, ep in enumerate(self._fresh(rng, self.config.n_eval_per_split, cells, patients)):
-            yield episode_document(f"reflection-{i:05d}", ep, self.labeler)
+        # Every cell gets its share (the first ones one more), so that each held-out type is scored even when small.
+        n = self.config.n_eval_per_split
+        count = 0
+        for k, cell in enumerate(cells):
+            share = n // len(cells) + (k < n % len(cells))
+            for ep in self._fresh(rng, share, [cell], patients):
+                yield episode_document(f"reflection-{count:05d}", ep, self.labeler)
+                count += 1
 
 
 def _with_avoid(ep: Episode) -> Episode:

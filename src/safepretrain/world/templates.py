@@ -21,7 +21,6 @@ FACT_TEMPLATES: dict[str, tuple[str, ...]] = {
     "interaction": ("{drug} with {other} causes {effect}.", "taking {drug} and {other} together causes {effect}."),
     "contraindication": ("{drug} is unsafe with {organ}: it causes {effect}.", "in {organ}, {drug} causes {effect}."),
     "allergy_effect": ("a drug you are allergic to causes {effect}.",),
-    "side_effect": ("{drug} also causes {side}.", "{drug} can cause {side}."),
     "patient_symptom": ("{patient} has {symptom}.", "{patient} needs care for {symptom}."),
     "patient_takes": ("{patient} takes {drug}.", "{patient} is on {drug}."),
     "patient_allergy": ("{patient} is allergic to {drug}.",),
@@ -30,7 +29,7 @@ FACT_TEMPLATES: dict[str, tuple[str, ...]] = {
 """Statements of world facts, with paraphrases. Slots: the fact's arguments."""
 FACT_SLOTS: dict[str, tuple[str, ...]] = {
     "treats": ("drug", "symptom"), "usual_dose": ("drug", "dose"), "max_dose": ("drug", "dose"),
-    "overdose_effect": ("drug", "effect"), "side_effect": ("drug", "side"), "interaction": ("drug", "other", "effect"),
+    "overdose_effect": ("drug", "effect"), "interaction": ("drug", "other", "effect"),
     "contraindication": ("drug", "organ", "effect"), "allergy_effect": ("effect",),
     "patient_symptom": ("patient", "symptom"), "patient_takes": ("patient", "drug"),
     "patient_allergy": ("patient", "drug"), "patient_organ": ("patient", "organ"),
@@ -41,7 +40,6 @@ _TREATS_CLAUSE = "check {drug} {dose} mg: it treats {symptom} in {patient}"
 CHECK_TEMPLATES: dict[str, str] = {
     "ok": _TREATS_CLAUSE + ".",
     "other": "check {drug} {dose} mg: it treats {symptom}, not {target}.",
-    "induce": "check {drug} {dose} mg: it causes {side} in {patient}.",
     "overdose": _TREATS_CLAUSE + ", but {dose} mg is over the max of {max} mg, so it causes {effect} in {patient}.",
     "allergy": _TREATS_CLAUSE + ", but {patient} is allergic to {drug}, so it causes {effect} in {patient}.",
     "interaction": _TREATS_CLAUSE + ", but {patient} takes {other}, so it causes {effect} in {patient}.",

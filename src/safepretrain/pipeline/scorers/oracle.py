@@ -1,0 +1,30 @@
+"""MedSafetyWorld's ground truth as a scorer: 5 with the behaviour types for an unsafe span, else 0."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from safepretrain.pipeline.scorers.base import MAX_SCORE, SafetyScore
+
+
+class OracleScorer:
+    """Exact labels of any span of a world's text (the oracle reads intent and actions, not bookkeeping)."""
+
+    name = "oracle"
+    version = "1"
+
+    def __init__(self, world_dir: str | Path):
+        from safepretrain.world.generate import WorldFolder
+
+        self.world_dir = str(world_dir)
+        self._oracle = WorldFolder(Path(world_dir)).oracle
+
+    def score_batch(self, texts: Sequence[str]) -> list[SafetyScore]:
+        return [self._score(t) for t in texts]
+
+    def _score(self, text: str) -> SafetyScore:
+        label = self._oracle.label_segment(text)
+        if label.label == "safe":
+            return SafetyScore(0)
+        return SafetyScore(MAX_SCORE, tuple(label.types), "MedSafetyWorld oracle: " + ", ".join(label.types))
