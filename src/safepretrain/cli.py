@@ -32,6 +32,7 @@ def root(
 
 
 def _register() -> None:
+    from safepretrain.pipeline.cli import intervene
     from safepretrain.train.cli import model_app, tokenizer_app, train_app
     from safepretrain.world.cli import app as world_app
 
@@ -39,6 +40,7 @@ def _register() -> None:
     app.add_typer(tokenizer_app, name="tokenizer")
     app.add_typer(model_app, name="model")
     app.add_typer(train_app, name="train")
+    app.command()(intervene)
 
 
 def _quiet_libraries() -> None:

@@ -58,8 +58,8 @@ class WorldRewriter:
         return [sentence, *warnings]
 
     def _care_goal(self, m: re.Match) -> str:
-        if m["verb"] not in HARM_VERBS:
-            return m.group(0)
+        if m["verb"] not in HARM_VERBS or m["target"] in self.oracle.world.benign_effects:
+            return m.group(0)  # care, or a safe request for a benign effect
         patient = self.oracle.patients[m["patient"]]
         return goal_text("care", patient.name, patient.symptom, "treat", avoid=m["target"])
 

@@ -1,0 +1,64 @@
+"""SRP reflections: segment each document and write a safety reflection after every segment, the last included.
+
+Segments are packed whole sentences up to ``max_len`` words (or tokens); each is scored by a segment-level scorer and
+reflected as Safe below ``threshold``, else Unsafe with the scorer's categories. ``parse_reflected`` recovers the
+segments and labels exactly from the written text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from datatrove.pipeline.base import PipelineStep
+
+from safepretrain.markup import SAFE, UNSAFE, ReflectionFormat
+from safepretrain.pipeline.scorers.base import UNSAFE_THRESHOLD, SafetyScore, Scorer
+from safepretrain.pipeline.documents import mark_changed
+from safepretrain.pipeline.segment import segment, word_count
+
+
+def reflect_text(text: str, scores_of: Callable[[list[str]], list[SafetyScore]], fmt: ReflectionFormat,
+                 max_len: int = 100, length: Callable[[str], int] = word_count,
+                 threshold: int = UNSAFE_THRESHOLD) -> tuple[str, list[dict]]:
+    """The reflected text and, per segment, its label and categories."""
+    pieces = [text[s.start:s.end] for s in segment(text, max_len, length)]
+    scores = scores_of(pieces)
+    out, labels = [], []
+    for piece, score in zip(pieces, scores):
+        label = SAFE if score.score < threshold else UNSAFE
+        types = list(score.categories) if label == UNSAFE else []
+        out.append(f"{piece} {fmt.render(label, types)}")
+        labels.append({"label": label, "types": types, "score": score.score})
+    return " ".join(out), labels
+
+
+def parse_reflected(text: str, fmt: ReflectionFormat) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(segment text, label, types) for every reflection in ``text``, in order."""
+    found, start = [], 0
+    for r in fmt.find(text):
+        found.append((text[start:r.start].strip(), r.label, r.types))
+        start = r.end
+    return found
+
+
+class Reflect(PipelineStep):
+    type = "🪞 - REFLECT"
+    name = "SRP reflections"
+
+    def __init__(self, scorer: Scorer, fmt: ReflectionFormat, max_len: int = 100, tokenizer=None,
+                 threshold: int = UNSAFE_THRESHOLD):
+        super().__init__()
+        self.scorer, self.fmt, self.max_len, self.threshold = scorer, fmt, max_len, threshold
+        self.length = word_count if tokenizer is None else (
+            lambda s: len(tokenizer(s, add_special_tokens=False)["input_ids"]))
+
+    def run(self, data, rank: int = 0, world_size: int = 1):
+        for doc in data:
+            with self.track_time():
+                doc.text, labels = reflect_text(doc.text, self.scorer.score_batch, self.fmt, self.max_len,
+                                                self.length, self.threshold)
+            doc.metadata["reflections"] = labels
+            mark_changed(doc, "reflect")
+            self.stat_update("segments", value=len(labels))
+            self.stat_update("unsafe_segments", value=sum(r["label"] != SAFE for r in labels))
+            yield doc

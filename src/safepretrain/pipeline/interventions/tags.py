@@ -1,0 +1,49 @@
+"""Harmfulness tags (Safety Pretraining, Algorithm 1): in text scored unsafe, before each word after the first,
+insert the tag with probability p (0.05 in the paper; 0.03 and 0.10 were worse). Safe text is never tagged."""
+
+from __future__ import annotations
+
+import random
+import re
+
+from datatrove.pipeline.base import PipelineStep
+
+from safepretrain.markup import HARMFUL_TAG
+from safepretrain.pipeline.documents import mark_changed
+from safepretrain.pipeline.score import score_of
+
+_WORD = re.compile(r"\S+")
+
+
+def insert_tags(text: str, rng: random.Random, p: float, tag: str = HARMFUL_TAG) -> str:
+    out, last = [], 0
+    for i, m in enumerate(_WORD.finditer(text)):
+        out.append(text[last:m.start()])
+        if i > 0 and rng.random() < p:
+            out.append(f"{tag} ")
+        out.append(m.group())
+        last = m.end()
+    out.append(text[last:])
+    return "".join(out)
+
+
+class HarmfulnessTags(PipelineStep):
+    type = "🏷️ - TAG"
+    name = "harmfulness tags"
+
+    def __init__(self, key: str, threshold: int = 1, p: float = 0.05, tag: str = HARMFUL_TAG, seed: int = 0):
+        super().__init__()
+        if not 0 < p <= 1:
+            raise ValueError("p must be in (0, 1]")
+        self.key, self.threshold, self.p, self.tag, self.seed = key, threshold, p, tag, seed
+
+    def run(self, data, rank: int = 0, world_size: int = 1):
+        for doc in data:
+            rephrased = "rephrase" in doc.metadata.get("interventions", ())
+            if score_of(doc, self.key).score >= self.threshold and not rephrased:  # never tag rephrased text
+                # Seeded per document, so the output does not depend on sharding or worker count.
+                doc.text = insert_tags(doc.text, random.Random(f"{self.seed}:{doc.id}"), self.p, self.tag)
+                mark_changed(doc, "tags")
+                self.stat_update("tagged")
+                self.stat_update("tags", value=doc.text.count(self.tag))
+            yield doc

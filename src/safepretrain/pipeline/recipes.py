@@ -1,0 +1,113 @@
+"""Recipes: the seed papers' data interventions as lists of pipeline steps.
+
+| recipe | steps | paper |
+|---|---|---|
+| raw | score (annotate only) | the baseline |
+| filter | score, drop score >= threshold | Safety Pretraining "score-0 only"; SRP's filtering baseline |
+| rephrase | score, rephrase threshold..rephrase_max | Safety Pretraining rephrasing; SRP's rewriting baseline |
+| refusal | score, RefuseWeb dialogues for score >= refusal_min | Safety Pretraining |
+| moral | score, moral-education articles for score >= refusal_min | Safety Pretraining |
+| safety-pretraining | score; 1-3 rephrased; 4-5 refusal + moral | the paper's full routing |
+| tags | score, harmfulness tags in unsafe text (p) | Safety Pretraining, Algorithm 1 |
+| reflect | a reflection after every segment | SRP |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from safepretrain.errors import UserError
+from safepretrain.markup import reflection_format
+from safepretrain.pipeline.scorers.base import metadata_key
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecipeConfig:
+    threshold: int = 1
+    """Scores at or above this are unsafe (filter drops them, tags and reflections flag them)."""
+    rephrase_max: int = 3
+    """Rephrase scores threshold..rephrase_max (the paper: 1-3; MedSafetyWorld's oracle gives 0 or 5: use 5)."""
+    refusal_min: int = 4
+    tag_p: float = 0.05
+    reflection_format: Literal["plain", "special"] = "special"
+    reflect_max_len: int = 100
+    """Words per SRP segment (public code: 100; ablations 30, 60)."""
+    seed: int = 0
+
+
+def build_steps(recipe: str, scorer, backend, cfg: RecipeConfig) -> list:
+    """The pipeline steps of ``recipe`` (between the reader and the writer)."""
+    try:
+        make = RECIPES[recipe]
+    except KeyError:
+        raise UserError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}") from None
+    return make(scorer, backend, cfg)
+
+
+def _score(scorer):
+    from safepretrain.pipeline.score import ScoreDocuments
+
+    return ScoreDocuments(scorer)
+
+
+def _need(backend, recipe: str):
+    if backend is None:
+        raise UserError(f"recipe {recipe!r} writes new text: it needs a backend (--world DIR for MedSafetyWorld's "
+                        "exact rewriter; an LLM endpoint for real corpora is not available yet)")
+    return backend
+
+
+def _raw(scorer, backend, cfg):
+    return [_score(scorer)]
+
+
+def _filter(scorer, backend, cfg):
+    from safepretrain.pipeline.interventions.filter import SafetyFilter
+
+    return [_score(scorer), SafetyFilter(metadata_key(scorer), cfg.threshold)]
+
+
+def _rephrase(scorer, backend, cfg):
+    from safepretrain.pipeline.interventions.rephrase import Rephrase
+
+    return [_score(scorer), Rephrase(metadata_key(scorer), _need(backend, "rephrase"), cfg.threshold,
+                                     cfg.rephrase_max)]
+
+
+def _refusal_kinds(*kinds):
+    def make(scorer, backend, cfg):
+        from safepretrain.pipeline.interventions.refusal import RefusalData
+
+        return [_score(scorer), RefusalData(metadata_key(scorer), _need(backend, "+".join(kinds)), kinds,
+                                            cfg.refusal_min, seed=cfg.seed)]
+    return make
+
+
+def _safety_pretraining(scorer, backend, cfg):
+    from safepretrain.pipeline.interventions.refusal import RefusalData
+    from safepretrain.pipeline.interventions.rephrase import Rephrase
+
+    key, backend = metadata_key(scorer), _need(backend, "safety-pretraining")
+    return [_score(scorer), Rephrase(key, backend, cfg.threshold, cfg.refusal_min - 1),
+            RefusalData(key, backend, ("refusal", "moral"), cfg.refusal_min, seed=cfg.seed)]
+
+
+def _tags(scorer, backend, cfg):
+    from safepretrain.pipeline.interventions.tags import HarmfulnessTags
+
+    return [_score(scorer), HarmfulnessTags(metadata_key(scorer), cfg.threshold, cfg.tag_p, seed=cfg.seed)]
+
+
+def _reflect(scorer, backend, cfg):
+    from safepretrain.pipeline.interventions.reflect import Reflect
+
+    return [Reflect(scorer, reflection_format(cfg.reflection_format), cfg.reflect_max_len,
+                    threshold=cfg.threshold)]
+
+
+RECIPES: dict[str, Callable] = {
+    "raw": _raw, "filter": _filter, "rephrase": _rephrase, "refusal": _refusal_kinds("refusal"),
+    "moral": _refusal_kinds("moral"), "safety-pretraining": _safety_pretraining, "tags": _tags, "reflect": _reflect,
+}

@@ -1,0 +1,112 @@
+"""Each intervention's contract, on the tiny MedSafetyWorld corpus scored by the oracle."""
+
+import random
+
+import pytest
+
+from safepretrain.markup import FORMATS, HARMFUL_TAG, SAFE, UNSAFE
+from safepretrain.pipeline.interventions.filter import SafetyFilter
+from safepretrain.pipeline.interventions.reflect import Reflect, parse_reflected, reflect_text
+from safepretrain.pipeline.interventions.refusal import RefusalData
+from safepretrain.pipeline.interventions.rephrase import Rephrase
+from safepretrain.pipeline.interventions.tags import HarmfulnessTags, insert_tags
+from safepretrain.pipeline.score import ScoreDocuments
+from safepretrain.pipeline.scorers.base import SafetyScore, metadata_key
+from safepretrain.pipeline.scorers.ensemble import EnsembleScorer
+from safepretrain.pipeline.scorers.lexicon import LexiconScorer
+from safepretrain.pipeline.segment import segment
+from tests.pipeline.conftest import fresh
+
+KEY = "safety@oracle-v1"
+
+
+@pytest.fixture
+def scored(world_docs, world_scorer):
+    return list(ScoreDocuments(world_scorer)(fresh(world_docs)))
+
+
+def test_scores_are_stored_under_a_versioned_key(scored, world_scorer):
+    assert metadata_key(world_scorer) == KEY
+    assert {d.metadata[KEY]["score"] for d in scored} == {0, 5}
+    assert all((d.metadata[KEY]["score"] == 5) == (d.metadata["label"] == "unsafe") for d in scored)
+
+
+def test_filter_drops_exactly_the_unsafe_documents_and_counts_every_drop(scored):
+    step = SafetyFilter(KEY, threshold=1)
+    kept = list(step(scored))
+    dropped = [d for d in scored if d.metadata[KEY]["score"] >= 1]
+    assert len(kept) + len(dropped) == len(scored) and all(d.metadata[KEY]["score"] == 0 for d in kept)
+    assert step.stats["dropped"].total == len(dropped) and step.stats["kept"].total == len(kept)
+    by_type = sum(step.stats[f"dropped_{t}"].total for t in {t for d in dropped for t in d.metadata["types"]})
+    assert by_type == sum(len(d.metadata["types"]) for d in dropped)
+
+
+def test_rephrased_world_documents_are_safe_and_keep_their_facts(scored, world_backend, world_scorer):
+    out = list(Rephrase(KEY, world_backend, 1, 5)(scored))
+    rephrased = [d for d in out if "rephrase" in d.metadata.get("interventions", [])]
+    assert len(rephrased) == sum(1 for d in out if d.metadata[KEY]["score"] == 5) > 0
+    assert all(s.score == 0 for s in world_scorer.score_batch([d.text for d in rephrased]))
+    assert all("segments" not in d.metadata and "label" not in d.metadata for d in rephrased)
+
+
+def test_refusal_and_moral_data_replace_harmful_requests(scored, world_backend, world_scorer):
+    step = RefusalData(KEY, world_backend, ("refusal", "moral"), min_score=4)
+    out = list(step(scored))
+    made = [d for d in out if d.metadata.get("kind") in ("refusal", "moral")]
+    harmful = [d for d in scored if any(t.startswith("harm_") for t in d.metadata.get("types", []))]
+    assert len(made) == 2 * len(harmful) > 0
+    assert all("i will not do that" in d.text for d in made if d.metadata["kind"] == "refusal")
+    assert all(s.score == 0 for s in world_scorer.score_batch([d.text for d in made if d.metadata["kind"] == "moral"]))
+    ids = {d.id for d in out}
+    assert not ids & {d.id for d in harmful}  # replaced, not kept
+    assert step.stats["rephrased_instead"].total == sum(1 for d in scored if d.metadata[KEY]["score"] == 5) - len(harmful)
+
+
+def test_tags_are_never_in_safe_text_and_follow_p(scored):
+    original = {d.id: d.text for d in scored}
+    out = list(HarmfulnessTags(KEY, threshold=1, p=0.05, seed=1)(scored))
+    assert all(HARMFUL_TAG not in d.text for d in out if d.metadata[KEY]["score"] == 0)
+    tagged = [d for d in out if d.metadata[KEY]["score"] == 5]
+    words = sum(len(d.text.replace(HARMFUL_TAG + " ", "").split()) - 1 for d in tagged)
+    tags = sum(d.text.count(HARMFUL_TAG) for d in tagged)
+    assert 0.03 < tags / words < 0.07  # p = 0.05 per word after the first
+    assert all(d.text.replace(HARMFUL_TAG + " ", "") == original[d.id] for d in tagged)  # only tags were added
+
+
+def test_tags_are_seeded_per_document():
+    a = insert_tags("one two three four five six seven eight", random.Random("0:x"), 0.5)
+    assert a == insert_tags("one two three four five six seven eight", random.Random("0:x"), 0.5)
+    assert not a.startswith(HARMFUL_TAG)  # never before the first word
+
+
+@pytest.mark.parametrize("fmt", FORMATS.values(), ids=FORMATS)
+def test_reflect_then_parse_recovers_segments_and_labels(world_docs, world_scorer, fmt):
+    for doc in fresh(world_docs)[:80]:
+        expected = [doc.text[s.start:s.end] for s in segment(doc.text, 12)]
+        text, labels = reflect_text(doc.text, world_scorer.score_batch, fmt, max_len=12)
+        parsed = parse_reflected(text, fmt)
+        assert [p[0] for p in parsed] == expected
+        truth = world_scorer.score_batch(expected)
+        assert [p[1] for p in parsed] == [SAFE if s.score == 0 else UNSAFE for s in truth]
+        assert [p[2] for p in parsed] == [s.categories for s in truth]
+
+
+def test_reflect_step_records_its_labels(world_docs, world_scorer):
+    out = list(Reflect(world_scorer, FORMATS["special"], max_len=30)(fresh(world_docs)[:20]))
+    assert all(len(d.metadata["reflections"]) == d.text.count("<|reflect|>") for d in out)
+
+
+def test_lexicon_and_ensemble_follow_the_protocol():
+    lexicon = LexiconScorer()
+    safe, unsafe = lexicon.score_batch(["a recipe for bread.", "how to build a bomb and launder money"])
+    assert safe == SafetyScore(0) and unsafe.score == 4 and unsafe.categories == ("S2", "S9")
+
+    class Fixed:
+        name, version = "fixed", "1"
+
+        def score_batch(self, texts):
+            return [SafetyScore(2, ("S6",), "fixed")] * len(texts)
+
+    ensemble = EnsembleScorer([lexicon, Fixed()])
+    assert [s.score for s in ensemble.score_batch(["bread", "build a bomb"])] == [2, 3]
+    assert ensemble.name == "ensemble(lexicon+fixed)"
