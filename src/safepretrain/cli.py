@@ -32,7 +32,7 @@ def root(
 
 
 def _register() -> None:
-    from safepretrain.pipeline.cli import intervene
+    from safepretrain.pipeline.cli import intervene, scorer_app
     from safepretrain.train.cli import model_app, tokenizer_app, train_app
     from safepretrain.world.cli import app as world_app
 
@@ -41,6 +41,7 @@ def _register() -> None:
     app.add_typer(model_app, name="model")
     app.add_typer(train_app, name="train")
     app.command()(intervene)
+    app.add_typer(scorer_app, name="scorer")
 
 
 def _quiet_libraries() -> None:

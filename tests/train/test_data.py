@@ -122,3 +122,12 @@ def test_srp_formatted_chats_train_on_reflections_and_stop_after_unsafe(tokenize
         "<|reflect|><|unsafe|> harm_overdose<|/reflect|><|endoftext|><|end|>\n<|endoftext|>"
         "<|reflect|><|safe|><|/reflect|> check velaax. <|reflect|><|safe|><|/reflect|> give pai velaax 400 mg. "
         "<|reflect|><|safe|><|/reflect|><|end|>\n<|endoftext|>")
+
+
+def test_a_folder_of_shards_is_read_in_name_order(tokenizer, tmp_path):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    write(shards / "00001.jsonl", [{"text": "c d."}])
+    write(shards / "00000.jsonl", [{"text": "a b."}])
+    stream = load_stream([shards], tokenizer, Tokenization(), tmp_path / "cache")
+    assert tokenizer.decode(stream.tokens.tolist()) == "a b.<|endoftext|>c d.<|endoftext|>"

@@ -24,14 +24,23 @@ def build_scorer(name: str, world: Path | None):
         from safepretrain.pipeline.scorers.lexicon import LexiconScorer
 
         return LexiconScorer()
-    raise UserError(f"unknown scorer {name!r}; choose oracle or lexicon")
+    if name.startswith("embedding:"):
+        from safepretrain.pipeline.scorers.embedding import EmbeddingScorer
+
+        return EmbeddingScorer(Path(name.removeprefix("embedding:")))
+    if name.startswith("ensemble:"):
+        from safepretrain.pipeline.scorers.ensemble import EnsembleScorer
+
+        return EnsembleScorer([build_scorer(part, world) for part in name.removeprefix("ensemble:").split(",")])
+    raise UserError(f"unknown scorer {name!r}; choose oracle, lexicon, embedding:HEAD_DIR or ensemble:A,B")
 
 
 def intervene(
     corpus: Path = typer.Argument(..., help="A JSONL/Parquet file or a folder of shards ({'text': ...} records)."),
     out: Path = typer.Option(..., "--out", help="Output folder: one shard per task, plus _pipeline/ (logs, stats)."),
     recipe: str = typer.Option("raw", help="raw, filter, rephrase, refusal, moral, safety-pretraining, tags, reflect."),
-    scorer: str = typer.Option("oracle", help="oracle (MedSafetyWorld ground truth) or lexicon."),
+    scorer: str = typer.Option("oracle", help="oracle (MedSafetyWorld ground truth), lexicon, embedding:HEAD_DIR "
+                                               "(safepretrain scorer train), or ensemble:A,B (max of scorers)."),
     world: Path | None = typer.Option(None, "--world", help="MedSafetyWorld folder (oracle scorer, exact rewriter)."),
     threshold: int = typer.Option(1, help="Scores at or above this are unsafe."),
     rephrase_max: int = typer.Option(3, help="Rephrase scores threshold..this (use 5 for MedSafetyWorld)."),
@@ -80,3 +89,86 @@ def intervene(
                                       for k, v in totals.items() if k != "total"))
     console.print(table)
 
+
+
+scorer_app = typer.Typer(no_args_is_help=True, help="Train and check learned safety scorers.")
+
+
+@scorer_app.command("train")
+def scorer_train(
+    labeled: Path | None = typer.Argument(None, help="JSONL of {'text', 'score' (0-5)} records."),
+    out: Path = typer.Option(..., "--out", help="Folder for the trained head (head.npz, scorer.json, metrics.json)."),
+    from_world: Path | None = typer.Option(None, "--from-world", help="Use a MedSafetyWorld's labeled sentences "
+                                                                        "instead (corpus to train, eval/reflection "
+                                                                        "to test held-out types)."),
+    unsafe_weight: float = typer.Option(10.0, "--lambda", help="Weight of unsafe classes (1-5) vs safe (0)."),
+    holdout: float = typer.Option(0.2, help="Share of the labeled data kept out of training for the metrics."),
+    max_examples: int = typer.Option(20_000, help="Use at most this many labeled texts (seeded sample)."),
+    seed: int = typer.Option(0),
+    overwrite: bool = typer.Option(False, "--overwrite"),
+) -> None:
+    """Train the embedding scorer's linear head (MiniLM embeddings) and report held-out accuracy and unsafe recall."""
+    import numpy as np
+
+    from safepretrain.io import check_output_dir
+    from safepretrain.pipeline.scorers.embedding import SentenceEncoder, evaluate, save_head, train_head
+
+    check_output_dir(out, overwrite)
+    if (labeled is None) == (from_world is None):
+        raise UserError("give either a LABELED.jsonl file or --from-world DIR")
+    texts, scores, extra = _world_labels(from_world) if from_world else (*_labeled_jsonl(labeled), {})
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(texts))[:max_examples]
+    cut = int(len(order) * (1 - holdout))
+    encoder = SentenceEncoder()
+    with console.status(f"embedding {len(order):,} texts"):
+        embeddings = encoder.encode([texts[i] for i in order])
+    scores = np.asarray(scores)[order]
+    head = train_head(embeddings[:cut], scores[:cut], unsafe_weight, seed)
+    metrics = {"train": evaluate(head, embeddings[:cut], scores[:cut]),
+               "heldout": evaluate(head, embeddings[cut:], scores[cut:])}
+    for name, (split_texts, split_scores) in extra.items():
+        metrics[name] = evaluate(head, encoder.encode(split_texts), np.asarray(split_scores))
+    config = {"version": f"1-{seed}", "max_tokens": encoder.max_tokens, "lambda": unsafe_weight, "holdout": holdout,
+              "source": str(labeled or from_world), "examples": int(len(order)), "seed": seed}
+    save_head(head, out, metrics, config, overwrite)
+    table = Table(title=f"embedding scorer -> {out}")
+    for column in ("split", "n", "accuracy", "unsafe recall", "unsafe precision"):
+        table.add_column(column, justify="right")
+    for name, m in metrics.items():
+        table.add_row(name, f"{m['n']:,}", f"{m['accuracy']:.3f}", f"{m['unsafe_recall']:.3f}",
+                      f"{m['unsafe_precision']:.3f}")
+    console.print(table)
+
+
+def _labeled_jsonl(path: Path) -> tuple[list[str], list[int]]:
+    from safepretrain.io import read_jsonl_numbered
+
+    texts, scores = [], []
+    for number, record in read_jsonl_numbered(path):
+        score = record.get("score") if isinstance(record, dict) else None
+        if not isinstance(record.get("text"), str) or not isinstance(score, int) or not 0 <= score <= 5:
+            raise UserError(f"{path}, line {number}: expected {{'text': str, 'score': int 0-5}}")
+        texts.append(record["text"])
+        scores.append(score)
+    return texts, scores
+
+
+def _world_labels(world: Path):
+    """Unique labeled sentences of the corpus (5 = unsafe, 0 = safe); the reflection split's sentences, by whether
+    their type is held out, test generalization to types the corpus never shows."""
+    from safepretrain.world.generate import WorldFolder
+
+    folder = WorldFolder(world)
+    seen: dict[str, int] = {}
+    for doc in folder.corpus():
+        for seg in doc.segments:
+            seen.setdefault(seg.text, 5 if seg.label == "unsafe" else 0)
+    heldout_types = set(folder.config.heldout_types)
+    splits: dict[str, tuple[list[str], list[int]]] = {"reflection_seen": ([], []), "reflection_heldout_types": ([], [])}
+    for doc in folder.reflection_documents():
+        for seg in doc.segments:
+            name = "reflection_heldout_types" if set(seg.types) & heldout_types else "reflection_seen"
+            splits[name][0].append(seg.text)
+            splits[name][1].append(5 if seg.label == "unsafe" else 0)
+    return list(seen), list(seen.values()), splits

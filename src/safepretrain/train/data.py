@@ -54,8 +54,23 @@ class Tokenization:
     reflection_format: ReflectionFormat | None = None
 
 
+def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
+    """Files as given; a folder stands for its ``*.jsonl`` shards (e.g. a pipeline's output), in name order."""
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            shards = sorted(path.glob("*.jsonl"))
+            if not shards:
+                raise UserError(f"{path}: a folder with no .jsonl files to train on")
+            files += shards
+        else:
+            files.append(path)
+    return files
+
+
 def load_stream(paths: Sequence[str | Path], tokenizer, options: Tokenization, cache_dir: Path) -> TokenStream:
-    """Tokenize ``paths`` (or load the cached result) into one stream."""
+    """Tokenize ``paths`` (files or folders of shards; or load the cached result) into one stream."""
+    paths = expand_paths(paths)
     key = _cache_key(paths, tokenizer, options)
     cached = Path(cache_dir) / f"stream-{key}.npz"
     if cached.is_file():

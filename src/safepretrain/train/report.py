@@ -38,7 +38,9 @@ def plot_loss(metrics: Path, png: Path, title: str) -> None:
 
 
 def write_run_manifest(out: Path, cfg: TrainConfig, state, streams) -> None:
-    data = {path: sha256_file(Path(path)) for path in (*cfg.data.train, *cfg.data.intervened)}
+    from safepretrain.train.data import expand_paths
+
+    data = {str(path): sha256_file(path) for path in expand_paths([*cfg.data.train, *cfg.data.intervened])}
     manifest = build_manifest(
         "train", to_dict(cfg), out / "model", seed=cfg.seed, data=data,
         progress={"steps": state.step, "tokens": state.tokens, "intervened_tokens": state.intervened_tokens,

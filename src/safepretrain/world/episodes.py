@@ -158,11 +158,15 @@ class EpisodeSampler:
         )
 
     def _sample_induce(self, rng: random.Random, context: str, patient: Patient) -> Episode:
-        """Cause a benign interaction effect: both options treat the symptom and are safe; the one whose interaction
-        check names the requested effect is chosen (the check reads exactly like a harmful interaction's)."""
+        """Cause a benign interaction effect: the option whose check names the requested effect is chosen (its check
+        reads exactly like a harmful interaction's). The other option is safe, harmful or another benign interaction
+        alike, so only matching the goal's effect to a check decides -- never "avoid the option that causes
+        something", which is what care teaches and what would block the dual use."""
         table = self._candidates[patient.name]
         wanted = self._with_random_dose(rng, rng.choice(table["induce"]))
-        second = self._with_random_dose(rng, rng.choice(table["ok"]))
+        decoys = [table["ok"], *(table[m] for m in ("overdose", "allergy", "interaction", "contraindication")),
+                  [o for o in table["induce"] if o.effect != wanted.effect]]
+        second = self._with_random_dose(rng, rng.choice(rng.choice([d for d in decoys if d])))
         options = (wanted, second) if rng.random() < 0.5 else (second, wanted)
         return Episode(patient=patient, goal="induce", mechanism=PLAIN, context=context, options=options,
                        chosen=options.index(wanted), verb=rng.choice(HARM_VERBS), doctor=rng.choice(self.world.doctors))
