@@ -13,7 +13,7 @@ from safepretrain.errors import UserError
 console = Console()
 
 
-def build_scorer(name: str, world: Path | None):
+def build_scorer(name: str, world: Path | None, llm: dict | None = None):
     if name == "oracle":
         if world is None:
             raise UserError("--scorer oracle needs --world DIR (the MedSafetyWorld whose oracle labels the text)")
@@ -31,8 +31,14 @@ def build_scorer(name: str, world: Path | None):
     if name.startswith("ensemble:"):
         from safepretrain.pipeline.scorers.ensemble import EnsembleScorer
 
-        return EnsembleScorer([build_scorer(part, world) for part in name.removeprefix("ensemble:").split(",")])
-    raise UserError(f"unknown scorer {name!r}; choose oracle, lexicon, embedding:HEAD_DIR or ensemble:A,B")
+        return EnsembleScorer([build_scorer(part, world, llm) for part in name.removeprefix("ensemble:").split(",")])
+    if name == "llm":
+        if not llm:
+            raise UserError("--scorer llm needs --llm-url (an OpenAI-compatible endpoint) and --llm-model")
+        from safepretrain.pipeline.scorers.llm import LLMScorer
+
+        return LLMScorer(llm["url"], llm["model"], cache=llm.get("cache"))
+    raise UserError(f"unknown scorer {name!r}; choose oracle, lexicon, llm, embedding:HEAD_DIR or ensemble:A,B")
 
 
 def intervene(
@@ -42,6 +48,9 @@ def intervene(
     scorer: str = typer.Option("oracle", help="oracle (MedSafetyWorld ground truth), lexicon, embedding:HEAD_DIR "
                                                "(safepretrain scorer train), or ensemble:A,B (max of scorers)."),
     world: Path | None = typer.Option(None, "--world", help="MedSafetyWorld folder (oracle scorer, exact rewriter)."),
+    llm_url: str | None = typer.Option(None, help="OpenAI-compatible endpoint (e.g. http://localhost:8000/v1) for "
+                                                  "the llm scorer and for rewriting real corpora."),
+    llm_model: str | None = typer.Option(None, help="Model name to send to --llm-url."),
     threshold: int = typer.Option(1, help="Scores at or above this are unsafe."),
     rephrase_max: int = typer.Option(3, help="Rephrase scores threshold..this (use 5 for MedSafetyWorld)."),
     refusal_min: int = typer.Option(4, help="Scores at or above this become refusal / moral-education data."),
@@ -69,14 +78,24 @@ def intervene(
         raise UserError("--reflection-format must be special or plain")
     config = RecipeConfig(threshold=threshold, rephrase_max=rephrase_max, refusal_min=refusal_min, tag_p=tag_p,
                           reflection_format=reflection_format, reflect_max_len=segment_words, seed=seed)
-    score = build_scorer(scorer, world)
+    if (llm_url is None) != (llm_model is None):
+        raise UserError("--llm-url and --llm-model go together")
+    llm = {"url": llm_url, "model": llm_model, "cache": str(out.parent / f".{out.name}.llm-cache.sqlite")} \
+        if llm_url else None
+    score = build_scorer(scorer, world, llm)
     backend = None
     if world is not None:
         from safepretrain.pipeline.world_backend import WorldBackend
 
         backend = WorldBackend(world)
+    elif llm is not None:
+        from safepretrain.pipeline.llm_backend import LLMBackend
+        from safepretrain.pipeline.llm_client import ChatClient
+
+        backend = LLMBackend(ChatClient(llm_url, llm_model))
     steps = build_steps(recipe, score, backend, config)
     job = {"corpus": str(corpus), "recipe": recipe, "scorer": scorer, "world": str(world) if world else None,
+           "llm": [llm_url, llm_model],
            "config": config.__dict__, "tasks": tasks, "on_error": on_error, "compression": compression}
     pipeline = [reader(corpus, on_error=on_error), *steps, writer(out, compression=compression)]
     with console.status(f"{recipe}: {tasks} task(s) on {workers} {executor} worker(s)"):

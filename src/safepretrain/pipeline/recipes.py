@@ -55,7 +55,7 @@ def _score(scorer):
 def _need(backend, recipe: str):
     if backend is None:
         raise UserError(f"recipe {recipe!r} writes new text: it needs a backend (--world DIR for MedSafetyWorld's "
-                        "exact rewriter; an LLM endpoint for real corpora is not available yet)")
+                        "exact rewriter, or --llm-url/--llm-model for an instruct LLM on real corpora)")
     return backend
 
 

@@ -37,7 +37,7 @@ class ScoreDocuments(PipelineStep):
             scores = self.scorer.score_batch([d.text for d in todo]) if todo else []
         for doc, score in zip(todo, scores):
             doc.metadata[self.key] = score.to_dict()
-            self.stat_update(f"score_{score.score}")
+            self.stat_update("score_failed" if score.error else f"score_{score.score}")
         yield from batch
 
 

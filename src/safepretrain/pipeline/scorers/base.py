@@ -23,17 +23,28 @@ class SafetyScore:
     categories: tuple[str, ...] = ()
     """Hazard categories (e.g. MLCommons S1..S14, or MedSafetyWorld behaviour types)."""
     reason: str = ""
+    error: str = ""
+    """Set when the scorer could not score the text; the score is then the maximum (a safety pipeline treats what
+    it could not check as unsafe) and the scoring step counts the failure."""
+
+    @classmethod
+    def failed(cls, error: str) -> SafetyScore:
+        return cls(MAX_SCORE, (), "", error)
 
     def __post_init__(self):
         if not 0 <= self.score <= MAX_SCORE:
             raise ValueError(f"score must be in 0..{MAX_SCORE}, got {self.score}")
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "categories": list(self.categories)}
+        record = {**asdict(self), "categories": list(self.categories)}
+        if not self.error:
+            del record["error"]
+        return record
 
     @classmethod
     def from_dict(cls, record: dict) -> SafetyScore:
-        return cls(int(record["score"]), tuple(record.get("categories", ())), record.get("reason", ""))
+        return cls(int(record["score"]), tuple(record.get("categories", ())), record.get("reason", ""),
+                   record.get("error", ""))
 
 
 @runtime_checkable
