@@ -1,5 +1,6 @@
 """Pipelines on datatrove's local executor: sharded, resumable without loss or duplicates, strict about bad input."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -112,3 +113,23 @@ def test_intervene_command_end_to_end(tiny_world_dir, tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "bad.jsonl, line 1: not valid JSON" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs ray (make test installs it)")
+def test_ray_executor_gives_the_same_shards_as_the_local_one(tiny_world_dir, world_scorer, tmp_path):
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        corpus = tiny_world_dir / "corpus.jsonl"
+        outputs = {}
+        for executor in ("local", "ray"):
+            out = tmp_path / executor
+            steps = build_steps("tags", world_scorer, None, RecipeConfig(tag_p=0.2))
+            run_pipeline([reader(corpus), *steps, writer(out)], out, {"executor": executor},
+                         ExecutionConfig(executor=executor, tasks=2, workers=2))
+            outputs[executor] = [p.read_text() for p in shard_files(out)]
+        assert len(outputs["ray"]) == 2 and outputs["ray"] == outputs["local"]
+    finally:
+        ray.shutdown()

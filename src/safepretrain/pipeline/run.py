@@ -68,6 +68,7 @@ class ExecutionConfig:
     """Output shards (and units of resumption)."""
     workers: int = 1
     """Tasks run at once (local: processes; ray: concurrent tasks)."""
+    ray_mem_per_cpu_gb: float = 1.0
     slurm_partition: str | None = None
     slurm_time: str = "04:00:00"
 
@@ -123,12 +124,15 @@ def _executor(pipeline: list, logs: Path, e: ExecutionConfig):
                                      start_method="spawn")
     if e.executor == "ray":
         try:
-            import ray  # noqa: F401
+            import ray
         except ImportError:
             raise UserError("--executor ray needs Ray: pip install 'safepretrain[ray]'") from None
         from datatrove.executor.ray import RayPipelineExecutor
 
-        return RayPipelineExecutor(pipeline, tasks=e.tasks, workers=e.workers, logging_dir=str(logs))
+        if not ray.is_initialized():  # joins $RAY_ADDRESS's cluster if set, else starts a local one
+            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        return RayPipelineExecutor(pipeline, tasks=e.tasks, workers=e.workers, logging_dir=str(logs),
+                                   mem_per_cpu_gb=e.ray_mem_per_cpu_gb)
     if e.executor == "slurm":
         from datatrove.executor.slurm import SlurmPipelineExecutor
 
