@@ -32,7 +32,7 @@ def root(
 
 
 def _register() -> None:
-    from safepretrain.pipeline.cli import intervene, scorer_app
+    from safepretrain.pipeline.cli import intervene, report_card, scorer_app
     from safepretrain.train.cli import model_app, tokenizer_app, train_app
     from safepretrain.world.cli import app as world_app
 
@@ -42,16 +42,21 @@ def _register() -> None:
     app.add_typer(train_app, name="train")
     app.command()(intervene)
     app.add_typer(scorer_app, name="scorer")
+    app.command("report-card")(report_card)
 
 
 def _quiet_libraries() -> None:
     """Our own progress bars say what is happening; the libraries' download/shard bars and the accelerate note on
-    tied embeddings ("Removed shared tensor") are noise here."""
+    tied embeddings ("Removed shared tensor") and datatrove's per-file INFO lines are noise here."""
     import logging
     import os
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     logging.getLogger("accelerate").setLevel(logging.ERROR)
+    from loguru import logger  # datatrove's logger: per-file INFO lines would drown our own output
+
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING")
 
 
 def main() -> None:

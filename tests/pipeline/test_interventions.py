@@ -42,14 +42,17 @@ def test_filter_drops_exactly_the_unsafe_documents_and_counts_every_drop(scored)
 
 
 def test_rephrased_world_documents_are_safe_and_keep_their_facts(scored, world_backend, world_scorer):
+    n_unsafe = sum(1 for d in scored if d.metadata[KEY]["score"] == 5)
     out = list(Rephrase(KEY, world_backend, 1, 5)(scored))
     rephrased = [d for d in out if "rephrase" in d.metadata.get("interventions", [])]
-    assert len(rephrased) == sum(1 for d in out if d.metadata[KEY]["score"] == 5) > 0
+    assert len(rephrased) == n_unsafe > 0
+    assert all(KEY not in d.metadata and d.metadata[KEY + ":before"]["score"] == 5 for d in rephrased)
     assert all(s.score == 0 for s in world_scorer.score_batch([d.text for d in rephrased]))
     assert all("segments" not in d.metadata and "label" not in d.metadata for d in rephrased)
 
 
 def test_refusal_and_moral_data_replace_harmful_requests(scored, world_backend, world_scorer):
+    n_unsafe = sum(1 for d in scored if d.metadata[KEY]["score"] == 5)
     step = RefusalData(KEY, world_backend, ("refusal", "moral"), min_score=4)
     out = list(step(scored))
     made = [d for d in out if d.metadata.get("kind") in ("refusal", "moral")]
@@ -59,7 +62,7 @@ def test_refusal_and_moral_data_replace_harmful_requests(scored, world_backend, 
     assert all(s.score == 0 for s in world_scorer.score_batch([d.text for d in made if d.metadata["kind"] == "moral"]))
     ids = {d.id for d in out}
     assert not ids & {d.id for d in harmful}  # replaced, not kept
-    assert step.stats["rephrased_instead"].total == sum(1 for d in scored if d.metadata[KEY]["score"] == 5) - len(harmful)
+    assert step.stats["rephrased_instead"].total == n_unsafe - len(harmful)
 
 
 def test_tags_are_never_in_safe_text_and_follow_p(scored):

@@ -191,3 +191,35 @@ def _world_labels(world: Path):
             splits[name][0].append(seg.text)
             splits[name][1].append(5 if seg.label == "unsafe" else 0)
     return list(seen), list(seen.values()), splits
+
+
+def report_card(
+    components: list[Path] = typer.Argument(..., help="Corpus components: files or folders (e.g. pipeline outputs)."),
+    out: Path = typer.Option(..., "--out", help="Folder for report.json, the PNG charts and index.html."),
+    scorer: str | None = typer.Option(None, help="Score samples that carry no stored score (see intervene)."),
+    world: Path | None = typer.Option(None, "--world", help="MedSafetyWorld folder, for --scorer oracle."),
+    sample: int = typer.Option(1000, help="Documents sampled per component for the score distribution."),
+    seed: int = typer.Option(0),
+    overwrite: bool = typer.Option(False, "--overwrite"),
+) -> None:
+    """The Data Safety Report Card: score distribution, hazard-category hits per 1M words, intervention stats."""
+    from safepretrain.io import check_output_dir
+    from safepretrain.pipeline.report_card import component_card, write_report_card
+
+    check_output_dir(out, overwrite)
+    score = build_scorer(scorer, world) if scorer else None
+    cards = []
+    for path in components:
+        with console.status(f"reading {path}"):
+            cards.append(component_card(path, score, sample, seed))
+    write_report_card(cards, out)
+    table = Table(title=f"Data Safety Report Card -> {out}/index.html")
+    for column in ("component", "documents", "words", "unsafe share (sample)", "top hazard (per 1M words)"):
+        table.add_column(column)
+    for c in cards:
+        total = sum(c.scores.values())
+        unsafe = f"{sum(n for s, n in c.scores.items() if s >= 1) / total:.1%}" if total else "not scored"
+        top = max(c.hazard_per_million_words.items(), key=lambda kv: kv[1])
+        table.add_row(c.name, f"{c.documents:,}", f"{c.words:,}", unsafe,
+                      f"{top[0]} {top[1]:.1f}" if top[1] else "none")
+    console.print(table)

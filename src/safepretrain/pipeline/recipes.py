@@ -90,8 +90,8 @@ def _safety_pretraining(scorer, backend, cfg):
     from safepretrain.pipeline.interventions.rephrase import Rephrase
 
     key, backend = metadata_key(scorer), _need(backend, "safety-pretraining")
-    return [_score(scorer), Rephrase(key, backend, cfg.threshold, cfg.refusal_min - 1),
-            RefusalData(key, backend, ("refusal", "moral"), cfg.refusal_min, seed=cfg.seed)]
+    return [_score(scorer), RefusalData(key, backend, ("refusal", "moral"), cfg.refusal_min, seed=cfg.seed),
+            Rephrase(key, backend, cfg.threshold, cfg.refusal_min - 1)]
 
 
 def _tags(scorer, backend, cfg):

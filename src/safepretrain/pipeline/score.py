@@ -41,6 +41,12 @@ class ScoreDocuments(PipelineStep):
         yield from batch
 
 
+def retire_score(doc: Document, key: str) -> None:
+    """The text was rewritten: its score now describes the input, so keep it as ``<key>:before``."""
+    if key in doc.metadata:
+        doc.metadata[f"{key}:before"] = doc.metadata.pop(key)
+
+
 def score_of(doc: Document, key: str) -> SafetyScore:
     """The stored score (a clear error when the pipeline did not score with that key)."""
     try:

@@ -14,7 +14,7 @@ from datatrove.data import Document
 from datatrove.pipeline.base import PipelineStep
 
 from safepretrain.pipeline.documents import mark_changed
-from safepretrain.pipeline.score import score_of
+from safepretrain.pipeline.score import retire_score, score_of
 
 KINDS = ("refusal", "moral")
 
@@ -34,7 +34,7 @@ class RefusalData(PipelineStep):
 
     def run(self, data, rank: int = 0, world_size: int = 1):
         for doc in data:
-            if score_of(doc, self.key).score < self.min_score:
+            if self.key not in doc.metadata or score_of(doc, self.key).score < self.min_score:
                 yield doc
                 continue
             rng = random.Random(f"{self.seed}:{doc.id}")
@@ -55,5 +55,6 @@ class RefusalData(PipelineStep):
             else:  # nothing to refuse: rather than lose the document, keep a rephrased (safe) version of it
                 doc.text = self.backend.rephrase(doc)
                 mark_changed(doc, "rephrase", stale=("segments", "label", "types"))
+                retire_score(doc, self.key)
                 self.stat_update("rephrased_instead")
                 yield doc

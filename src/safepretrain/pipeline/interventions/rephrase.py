@@ -9,7 +9,7 @@ from __future__ import annotations
 from datatrove.pipeline.base import PipelineStep
 
 from safepretrain.pipeline.documents import mark_changed
-from safepretrain.pipeline.score import score_of
+from safepretrain.pipeline.score import retire_score, score_of
 
 
 class Rephrase(PipelineStep):
@@ -22,9 +22,12 @@ class Rephrase(PipelineStep):
 
     def run(self, data, rank: int = 0, world_size: int = 1):
         for doc in data:
-            if self.min_score <= score_of(doc, self.key).score <= self.max_score:
+            if self.key not in doc.metadata:  # text an earlier step wrote (e.g. a refusal dialogue)
+                self.stat_update("unscored_passed")
+            elif self.min_score <= score_of(doc, self.key).score <= self.max_score:
                 with self.track_time():
                     doc.text = self.backend.rephrase(doc)
                 mark_changed(doc, "rephrase", stale=("segments", "label", "types"))
+                retire_score(doc, self.key)
                 self.stat_update("rephrased")
             yield doc

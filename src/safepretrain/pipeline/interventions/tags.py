@@ -39,8 +39,8 @@ class HarmfulnessTags(PipelineStep):
 
     def run(self, data, rank: int = 0, world_size: int = 1):
         for doc in data:
-            rephrased = "rephrase" in doc.metadata.get("interventions", ())
-            if score_of(doc, self.key).score >= self.threshold and not rephrased:  # never tag rephrased text
+            # Rephrased text has no current score (it was retired): it is never tagged.
+            if self.key in doc.metadata and score_of(doc, self.key).score >= self.threshold:
                 # Seeded per document, so the output does not depend on sharding or worker count.
                 doc.text = insert_tags(doc.text, random.Random(f"{self.seed}:{doc.id}"), self.p, self.tag)
                 mark_changed(doc, "tags")

@@ -1,0 +1,154 @@
+"""The Data Safety Report Card (Safety Pretraining): what is in each component of a training mixture.
+
+Per component (an input file or folder): the safety-score distribution on a seeded sample (stored scores are used
+when present, else the given scorer scores the sample), hazard-phrase hits per million words in the 14 MLCommons
+categories over the whole component, and the intervention stats a pipeline left in ``_pipeline/stats.json``.
+Written as ``report.json``, two PNG charts and one self-contained ``index.html``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import random
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from safepretrain.pipeline.scorers.base import MAX_SCORE
+from safepretrain.pipeline.scorers.lexicon import HAZARD_CATEGORIES, LexiconScorer
+
+
+@dataclass
+class ComponentCard:
+    name: str
+    documents: int = 0
+    words: int = 0
+    sample: int = 0
+    score_key: str | None = None
+    scores: dict[int, int] = field(default_factory=dict)
+    hazard_hits: dict[str, int] = field(default_factory=dict)
+    hazard_per_million_words: dict[str, float] = field(default_factory=dict)
+    pipeline_stats: list = field(default_factory=list)
+
+
+def component_card(path: Path, scorer=None, sample_size: int = 1000, seed: int = 0) -> ComponentCard:
+    import json
+
+    from safepretrain.pipeline.documents import reader
+    from safepretrain.pipeline.run import LOGS, step_table
+
+    card = ComponentCard(name=str(path))
+    lexicon, hits, sample = LexiconScorer(), Counter(), []
+    rng = random.Random(seed)
+    for doc in reader(path)():
+        card.documents += 1
+        card.words += len(doc.text.split())
+        hits.update(lexicon.hits(doc.text))
+        if len(sample) < sample_size:  # reservoir sampling: a uniform sample in one pass
+            sample.append(doc)
+        elif (j := rng.randrange(card.documents)) < sample_size:
+            sample[j] = doc
+    card.sample = len(sample)
+    card.score_key, levels = _sample_scores(sample, scorer)
+    card.scores = {level: levels.count(level) for level in range(MAX_SCORE + 1)}
+    card.hazard_hits = {c: hits.get(c, 0) for c in HAZARD_CATEGORIES}
+    card.hazard_per_million_words = {c: 1e6 * n / max(card.words, 1) for c, n in card.hazard_hits.items()}
+    stats = Path(path) / LOGS / "stats.json"
+    if stats.is_file():
+        card.pipeline_stats = [[name, totals] for name, totals in step_table(json.loads(stats.read_text()))]
+    return card
+
+
+def _sample_scores(sample, scorer) -> tuple[str | None, list[int]]:
+    stored = sorted({k for d in sample for k in d.metadata if k.startswith("safety@") and not k.endswith(":before")})
+    if stored and all(stored[0] in d.metadata for d in sample):
+        return stored[0], [int(d.metadata[stored[0]]["score"]) for d in sample]
+    if scorer is None:
+        return None, []
+    from safepretrain.pipeline.scorers.base import metadata_key
+
+    return metadata_key(scorer), [s.score for s in scorer.score_batch([d.text for d in sample])]
+
+
+def write_report_card(cards: list[ComponentCard], out: Path) -> None:
+    from safepretrain.io import atomic_directory, write_json
+
+    with atomic_directory(out, overwrite=True) as tmp:
+        write_json(tmp / "report.json", {"components": [asdict(c) for c in cards]})
+        _plot_scores(cards, tmp / "score_distribution.png")
+        _plot_hazards(cards, tmp / "hazard_hits.png")
+        (tmp / "index.html").write_text(_html(cards, tmp), encoding="utf-8")
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _plot_scores(cards: list[ComponentCard], png: Path) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=120)
+    width = 0.8 / max(len(cards), 1)
+    for i, card in enumerate(cards):
+        total = max(sum(card.scores.values()), 1)
+        ax.bar([s + i * width for s in range(MAX_SCORE + 1)], [card.scores.get(s, 0) / total for s in range(MAX_SCORE + 1)],
+               width, label=Path(card.name).name)
+    ax.set_xticks([s + 0.4 - width / 2 for s in range(MAX_SCORE + 1)], [str(s) for s in range(MAX_SCORE + 1)])
+    ax.set_xlabel("safety score (0 safe .. 5 highly unsafe)")
+    ax.set_ylabel("share of sampled documents")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png)
+    plt.close(fig)
+
+
+def _plot_hazards(cards: list[ComponentCard], png: Path) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 3.5), dpi=120)
+    categories = list(HAZARD_CATEGORIES)
+    width = 0.8 / max(len(cards), 1)
+    for i, card in enumerate(cards):
+        ax.bar([k + i * width for k in range(len(categories))],
+               [card.hazard_per_million_words[c] for c in categories], width, label=Path(card.name).name)
+    ax.set_xticks([k + 0.4 - width / 2 for k in range(len(categories))], categories)
+    ax.set_ylabel("hazard-phrase hits per 1M words")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png)
+    plt.close(fig)
+
+
+def _html(cards: list[ComponentCard], folder: Path) -> str:
+    def image(name: str) -> str:
+        data = base64.b64encode((folder / name).read_bytes()).decode()
+        return f'<img alt="{name}" src="data:image/png;base64,{data}">'
+
+    def table(headers, rows) -> str:
+        head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
+        return f"<table><tr>{head}</tr>{body}</table>"
+
+    summary = table(["component", "documents", "words", "sampled", "score key", *(f"score {s}" for s in range(6))],
+                    [[c.name, f"{c.documents:,}", f"{c.words:,}", c.sample, c.score_key or "-",
+                      *(c.scores.get(s, 0) for s in range(6))] for c in cards])
+    hazards = table(["category", *(Path(c.name).name for c in cards)],
+                    [[f"{k} {v}", *(f"{c.hazard_per_million_words[k]:.1f}" for c in cards)]
+                     for k, v in HAZARD_CATEGORIES.items()])
+    stats = "".join(f"<h3>{html.escape(c.name)}</h3>" + table(["step", "stats"], [
+        [name, ", ".join(f"{k} {v}" for k, v in totals.items())] for name, totals in c.pipeline_stats])
+        for c in cards if c.pipeline_stats)
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Data Safety Report Card</title>
+<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}img{{max-width:100%}}</style></head><body>
+<h1>Data Safety Report Card</h1>
+<p>Scores: Safety Pretraining's 0-5 scale on a seeded sample per component. Hazard hits: phrase-list matches in the
+14 MLCommons categories per million words of the whole component (a lexicon counts mentions, not intent).</p>
+<h2>Components and score distribution</h2>{summary}{image("score_distribution.png")}
+<h2>Hazard categories (hits per 1M words)</h2>{hazards}{image("hazard_hits.png")}
+<h2>Intervention stats</h2>{stats or "<p>No pipeline stats in these components.</p>"}
+</body></html>"""
