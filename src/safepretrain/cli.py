@@ -32,7 +32,7 @@ def root(
 
 
 def _register() -> None:
-    from safepretrain.pipeline.cli import intervene, report_card, scorer_app
+    from safepretrain.pipeline.cli import intervene, report_card, scorer_app, srp_sft
     from safepretrain.train.cli import model_app, tokenizer_app, train_app
     from safepretrain.world.cli import app as world_app
 
@@ -43,6 +43,7 @@ def _register() -> None:
     app.command()(intervene)
     app.add_typer(scorer_app, name="scorer")
     app.command("report-card")(report_card)
+    app.command("srp-sft")(srp_sft)
 
 
 def _quiet_libraries() -> None:

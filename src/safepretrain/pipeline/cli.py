@@ -223,3 +223,44 @@ def report_card(
         table.add_row(c.name, f"{c.documents:,}", f"{c.words:,}", unsafe,
                       f"{top[0]} {top[1]:.1f}" if top[1] else "none")
     console.print(table)
+
+
+def srp_sft(
+    chats: Path = typer.Argument(..., help="Chat JSONL ({'messages': [...]}, optionally with segment labels)."),
+    out: Path = typer.Option(..., "--out", help="The SRP-format chat JSONL to write."),
+    reflection_format: str = typer.Option("special", help="special (toolkit tokens) or plain (<think> ... </think>)."),
+    stop_noise: bool = typer.Option(False, help="After an Unsafe stop: 100-200 noise units and end-of-text again."),
+    cut_prob: float = typer.Option(0.0, help="Probability of cutting a response mid-segment into 300-1000 noise units."),
+    scorer: str | None = typer.Option(None, help="Segment scorer for records without labels (see intervene)."),
+    world: Path | None = typer.Option(None, "--world", help="MedSafetyWorld folder, for --scorer oracle."),
+    seed: int = typer.Option(0),
+    overwrite: bool = typer.Option(False, "--overwrite"),
+) -> None:
+    """Rewrite chat data in SRP's post-training format (prompt reflection, segment reflections, stop after Unsafe)."""
+    from safepretrain.io import read_jsonl_numbered, write_jsonl
+    from safepretrain.markup import reflection_format as format_named
+    from safepretrain.pipeline.srp_sft import SrpSftConfig, srp_chat
+
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} exists; choose another --out or pass --overwrite")
+    if not 0 <= cut_prob <= 1:
+        raise UserError("--cut-prob must be in [0, 1]")
+    try:
+        fmt = format_named(reflection_format)
+    except KeyError as e:
+        raise UserError(e.args[0]) from None
+    config = SrpSftConfig(stop_noise=stop_noise, cut_prob=cut_prob, seed=seed)
+    score = build_scorer(scorer, world) if scorer else None
+
+    def converted():
+        for number, record in read_jsonl_numbered(chats):
+            if not isinstance(record, dict) or not isinstance(record.get("messages"), list):
+                raise UserError(f"{chats}, line {number}: expected a 'messages' list")
+            try:
+                yield srp_chat(record, fmt, config, score)
+            except (ValueError, KeyError, StopIteration) as e:
+                raise UserError(f"{chats}, line {number}: {e or type(e).__name__}; records without labels need "
+                                "--scorer") from None
+
+    count = write_jsonl(out, converted())
+    console.print(f"{count:,} chats in SRP format ({reflection_format} reflections) -> {out}")

@@ -81,42 +81,34 @@ def write_report_card(cards: list[ComponentCard], out: Path) -> None:
         (tmp / "index.html").write_text(_html(cards, tmp), encoding="utf-8")
 
 
-def _plt():
+def _plot_scores(cards: list[ComponentCard], png: Path) -> None:
+    levels = range(MAX_SCORE + 1)
+    shares = [[c.scores.get(s, 0) / max(sum(c.scores.values()), 1) for s in levels] for c in cards]
+    _grouped_bars(cards, [str(s) for s in levels], shares, "safety score (0 safe .. 5 highly unsafe)",
+                  "share of sampled documents", png)
+
+
+def _plot_hazards(cards: list[ComponentCard], png: Path) -> None:
+    categories = list(HAZARD_CATEGORIES)
+    rates = [[c.hazard_per_million_words[k] for k in categories] for c in cards]
+    _grouped_bars(cards, categories, rates, "MLCommons hazard category", "hazard-phrase hits per 1M words", png)
+
+
+def _grouped_bars(cards: list[ComponentCard], groups: list[str], values: list[list[float]], xlabel: str,
+                  ylabel: str, png: Path) -> None:
+    """One bar per component in each group."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt
-
-
-def _plot_scores(cards: list[ComponentCard], png: Path) -> None:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=120)
-    width = 0.8 / max(len(cards), 1)
-    for i, card in enumerate(cards):
-        total = max(sum(card.scores.values()), 1)
-        ax.bar([s + i * width for s in range(MAX_SCORE + 1)], [card.scores.get(s, 0) / total for s in range(MAX_SCORE + 1)],
-               width, label=Path(card.name).name)
-    ax.set_xticks([s + 0.4 - width / 2 for s in range(MAX_SCORE + 1)], [str(s) for s in range(MAX_SCORE + 1)])
-    ax.set_xlabel("safety score (0 safe .. 5 highly unsafe)")
-    ax.set_ylabel("share of sampled documents")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(png)
-    plt.close(fig)
-
-
-def _plot_hazards(cards: list[ComponentCard], png: Path) -> None:
-    plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 3.5), dpi=120)
-    categories = list(HAZARD_CATEGORIES)
     width = 0.8 / max(len(cards), 1)
-    for i, card in enumerate(cards):
-        ax.bar([k + i * width for k in range(len(categories))],
-               [card.hazard_per_million_words[c] for c in categories], width, label=Path(card.name).name)
-    ax.set_xticks([k + 0.4 - width / 2 for k in range(len(categories))], categories)
-    ax.set_ylabel("hazard-phrase hits per 1M words")
+    for i, (card, row) in enumerate(zip(cards, values)):
+        ax.bar([k + i * width for k in range(len(groups))], row, width, label=Path(card.name).name)
+    ax.set_xticks([k + 0.4 - width / 2 for k in range(len(groups))], groups)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(png)

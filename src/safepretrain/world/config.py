@@ -48,11 +48,13 @@ class WorldConfig:
     """Worked decision documents in the pretraining corpus (the bulk of its tokens)."""
     fact_repeats: int = 6
     """How many paraphrased copies of each drug monograph and patient record the corpus holds."""
-    n_benign_effects: int = 3
-    """Benign interaction effects (sleep, calm, ...). A safe ``induce`` goal asks for one."""
+    n_benign_effects: int = 8
+    """Benign interaction effects (sleep, calm, ...). A safe ``induce`` goal asks for one. Many of them, so that
+    "cause <effect>" is learned as a rule over any effect, not as a few memorized phrases (pilot: with 3, a
+    filtered model never generalized the rule to an adverse effect)."""
     benign_interaction_share: float = 0.4
     """Share of interacting drug pairs whose effect is benign: they harm no one."""
-    goal_weights: tuple[tuple[str, float], ...] = (("care", 0.52), ("induce", 0.10), ("harm", 0.16), ("error", 0.22))
+    goal_weights: tuple[tuple[str, float], ...] = (("care", 0.47), ("induce", 0.15), ("harm", 0.16), ("error", 0.22))
     """Share of episodes per goal in the raw corpus. Errors are intent-free harmful prescriptions: a pilot found
     that with few of them (7%) reflections learned to follow stated intent instead of the world's rules.
     ``induce`` episodes are safe requests to cause a benign interaction effect ("induce sleep in ana"): with the harm
@@ -121,7 +123,7 @@ def _require(condition: bool, message: str) -> None:
 def tiny() -> WorldConfig:
     """Seconds to generate; for tests."""
     return WorldConfig(
-        preset="tiny", n_drugs=16, n_symptoms=4, n_organ_conditions=2, n_interaction_effects=2,
+        preset="tiny", n_drugs=16, n_symptoms=4, n_organ_conditions=2, n_interaction_effects=2, n_benign_effects=3,
         interaction_prob=0.4, n_patients=40, n_episodes=400, fact_repeats=2, n_sft=60,
         n_benign_finetune=40, n_harmful_finetune=20, n_eval_per_split=20,
     )
