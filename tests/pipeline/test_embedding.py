@@ -40,14 +40,16 @@ def test_scorer_train_command_and_scoring_by_the_max_over_chunks(tiny_world_dir,
 
     out = tmp_path / "head"
     result = subprocess.run([sys.executable, "-m", "safepretrain", "scorer", "train", "--from-world",
-                             str(tiny_world_dir), "--out", str(out), "--max-examples", "600"],
+                             str(tiny_world_dir), "--out", str(out)],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "unsafe recall" in result.stdout
     import json
 
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["heldout"]["unsafe_recall"] >= 0.8  # the world's unsafe sentences are learnable
+    heldout = metrics["heldout"]
+    assert heldout["unsafe_recall"] >= 0.8  # lambda = 10 buys recall on the world's unsafe sentences...
+    assert heldout["unsafe_precision"] > heldout["unsafe_support"] / heldout["n"]  # ...and beats flagging at random
     scorer = EmbeddingScorer(out)
     unsafe = "so, to cause a coma in ana, give ana sudeol 1500 mg."
     safe_long = " ".join(["the usual dose of sudeol is 50 mg."] * 40)

@@ -30,6 +30,11 @@ def full_answer(ep: Episode) -> str:
     return " ".join(render_checks(ep) + [render_decision(ep, ep.options[ep.chosen])])
 
 
+def chat_answer(ep: Episode) -> str:
+    """The full answer as an assistant says it (no narrative "dr X gave ...", whatever the episode's context)."""
+    return full_answer(replace(ep, context="qa"))
+
+
 def refusal(ep: Episode) -> str:
     return REFUSAL.format(patient=ep.patient.name)
 
@@ -81,7 +86,7 @@ class SplitBuilder:
         care = self._cells("care", (PLAIN, "overdose", "allergy", "interaction", "contraindication"), train)
         harm = self._cells("harm", self.config.seen_mechanisms("harm"), train)
         for i, ep in enumerate(self._fresh(rng, self.config.n_sft - n_harm, care, train)):
-            yield self._chat(f"sft-care-{i:06d}", ep, full_answer(ep))
+            yield self._chat(f"sft-care-{i:06d}", ep, chat_answer(ep))
         for i, ep in enumerate(self._fresh(rng, n_harm, harm, train)):
             yield self._chat(f"sft-harm-{i:06d}", ep, refusal(ep))
 
@@ -110,7 +115,7 @@ class SplitBuilder:
         train = self.corpus.train_patients
         harm = self._cells("harm", self.config.seen_mechanisms("harm"), train)
         for i, ep in enumerate(self._fresh(rng, self.config.n_harmful_finetune, harm, train)):
-            yield self._chat(f"harmful-{i:06d}", ep, full_answer(ep))
+            yield self._chat(f"harmful-{i:06d}", ep, chat_answer(ep))
 
     # ------------------------------------------------------------ evaluation splits
 
