@@ -25,7 +25,7 @@ import torch  # noqa: E402
 
 from safepretrain.markup import SPECIAL  # noqa: E402
 from safepretrain.pipeline.documents import reader, writer  # noqa: E402
-from safepretrain.pipeline.interventions.reflect import Reflect, reflect_text  # noqa: E402
+from safepretrain.pipeline.interventions.reflect import Reflect, render_reflected, segment_texts  # noqa: E402
 from safepretrain.pipeline.run import ExecutionConfig, run_pipeline  # noqa: E402
 from safepretrain.pipeline.score import ScoreDocuments  # noqa: E402
 from safepretrain.pipeline.scorers.embedding import (  # noqa: E402
@@ -42,8 +42,8 @@ def make_inputs(work: Path, n_docs: int) -> tuple[Path, Path]:
     corpus.write_text("".join(json.dumps({"id": json.loads(line)["id"], "text": json.loads(line)["text"]}) + "\n"
                               for line in lines))
     encoder = SentenceEncoder()
-    sentences = [s["text"] for line in lines[:3000] for s in json.loads(line)["segments"]]
-    labels = np.array([5 if s["label"] == "unsafe" else 0 for line in lines[:3000]
+    sentences = [s["text"] for line in lines[:500] for s in json.loads(line)["segments"]]
+    labels = np.array([5 if s["label"] == "unsafe" else 0 for line in lines[:500]
                        for s in json.loads(line)["segments"]])
     head = train_head(encoder.encode(sentences), labels)
     save_head(head, work / "head", {}, {"version": "bench", "max_tokens": encoder.max_tokens}, overwrite=True)
@@ -57,16 +57,19 @@ def plain_loop(corpus: Path, head: Path, out: Path) -> float:
     with out.open("w") as f:
         for i in range(0, len(records), 64):
             batch = records[i:i + 64]
-            for record, score in zip(batch, scorer.score_batch([r["text"] for r in batch])):
+            pieces = [segment_texts(r["text"]) for r in batch]
+            segment_scores = iter(scorer.score_batch([p for ps in pieces for p in ps]))
+            for record, score, doc_pieces in zip(batch, scorer.score_batch([r["text"] for r in batch]), pieces):
                 record["safety@embedding"] = score.to_dict()
-                record["text"], record["reflections"] = reflect_text(record["text"], scorer.score_batch, SPECIAL)
+                scores = [next(segment_scores) for _ in doc_pieces]
+                record["text"], record["reflections"] = render_reflected(doc_pieces, scores, SPECIAL)
                 f.write(json.dumps(record) + "\n")
     return len(records) / (time.perf_counter() - start)
 
 
 def datatrove_run(corpus: Path, head: Path, out: Path, workers: int, n_docs: int) -> float:
     scorer = EmbeddingScorer(head)
-    pipeline = [reader(corpus), ScoreDocuments(scorer), Reflect(scorer, SPECIAL), writer(out)]
+    pipeline = [reader(corpus), ScoreDocuments(scorer), Reflect(scorer, SPECIAL, batch_size=64), writer(out)]
     start = time.perf_counter()
     run_pipeline(pipeline, out, {"bench": workers}, ExecutionConfig(tasks=workers, workers=workers))
     return n_docs / (time.perf_counter() - start)

@@ -15,7 +15,8 @@ def run(*args, cwd=None):
 @pytest.mark.parametrize("command", [[], ["world"], ["world", "generate"], ["world", "audit"], ["world", "judge"],
                                      ["world", "show"], ["tokenizer", "train"], ["model", "presets"],
                                      ["model", "import-smollm2"], ["train", "pretrain"], ["train", "sft"],
-                                     ["train", "finetune"], ["intervene"]])
+                                     ["train", "finetune"], ["intervene"], ["scorer", "train"], ["report-card"],
+                                     ["srp-sft"]])
 def test_every_command_has_help(command):
     result = run(*command, "--help")
     assert result.returncode == 0 and "Usage" in result.stdout

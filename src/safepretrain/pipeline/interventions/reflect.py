@@ -21,8 +21,16 @@ def reflect_text(text: str, scores_of: Callable[[list[str]], list[SafetyScore]],
                  max_len: int = 100, length: Callable[[str], int] = word_count,
                  threshold: int = UNSAFE_THRESHOLD) -> tuple[str, list[dict]]:
     """The reflected text and, per segment, its label and categories."""
-    pieces = [text[s.start:s.end] for s in segment(text, max_len, length)]
-    scores = scores_of(pieces)
+    pieces = segment_texts(text, max_len, length)
+    return render_reflected(pieces, scores_of(pieces), fmt, threshold)
+
+
+def segment_texts(text: str, max_len: int = 100, length: Callable[[str], int] = word_count) -> list[str]:
+    return [text[s.start:s.end] for s in segment(text, max_len, length)]
+
+
+def render_reflected(pieces: list[str], scores: list[SafetyScore], fmt: ReflectionFormat,
+                     threshold: int = UNSAFE_THRESHOLD) -> tuple[str, list[dict]]:
     out, labels = [], []
     for piece, score in zip(pieces, scores):
         label = SAFE if score.score < threshold else UNSAFE
@@ -46,17 +54,32 @@ class Reflect(PipelineStep):
     name = "SRP reflections"
 
     def __init__(self, scorer: Scorer, fmt: ReflectionFormat, max_len: int = 100, tokenizer=None,
-                 threshold: int = UNSAFE_THRESHOLD):
+                 threshold: int = UNSAFE_THRESHOLD, batch_size: int = 32):
         super().__init__()
         self.scorer, self.fmt, self.max_len, self.threshold = scorer, fmt, max_len, threshold
+        self.batch_size = batch_size
         self.length = word_count if tokenizer is None else (
             lambda s: len(tokenizer(s, add_special_tokens=False)["input_ids"]))
 
     def run(self, data, rank: int = 0, world_size: int = 1):
+        batch = []
         for doc in data:
-            with self.track_time():
-                doc.text, labels = reflect_text(doc.text, self.scorer.score_batch, self.fmt, self.max_len,
-                                                self.length, self.threshold)
+            batch.append(doc)
+            if len(batch) == self.batch_size:
+                yield from self._reflect(batch)
+                batch = []
+        yield from self._reflect(batch)
+
+    def _reflect(self, docs: list):
+        """One scorer call for the segments of many documents (a model scorer needs batches to be fast)."""
+        with self.track_time(unit="batch"):
+            pieces = [segment_texts(d.text, self.max_len, self.length) for d in docs]
+            scores = self.scorer.score_batch([p for ps in pieces for p in ps]) if docs else []
+        start = 0
+        for doc, doc_pieces in zip(docs, pieces):
+            doc.text, labels = render_reflected(doc_pieces, scores[start:start + len(doc_pieces)], self.fmt,
+                                                self.threshold)
+            start += len(doc_pieces)
             doc.metadata["reflections"] = labels
             mark_changed(doc, "reflect")
             self.stat_update("segments", value=len(labels))

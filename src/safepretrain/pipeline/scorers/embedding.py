@@ -39,14 +39,12 @@ class SentenceEncoder:
     """Mean-pooled, normalised sentence embeddings; long texts are cut into windows of ``max_tokens``."""
 
     def __init__(self, path: str | Path | None = None, max_tokens: int = 256, batch_size: int = 64):
-        import torch
         from transformers import AutoModel, AutoTokenizer
 
         self.path = Path(path) if path else minilm_path()
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
         self.model = AutoModel.from_pretrained(self.path).eval()
         self.max_tokens, self.batch_size = max_tokens, batch_size
-        self._torch = torch
 
     def chunks(self, text: str) -> list[str]:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -56,15 +54,17 @@ class SentenceEncoder:
         return [self.tokenizer.decode(ids[i:i + window]) for i in range(0, len(ids), window)]
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
         out = []
         for i in range(0, len(texts), self.batch_size):
             batch = self.tokenizer(list(texts[i:i + self.batch_size]), padding=True, truncation=True,
                                    max_length=self.max_tokens, return_tensors="pt")
-            with self._torch.inference_mode():
+            with torch.inference_mode():
                 hidden = self.model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            out.append(self._torch.nn.functional.normalize(pooled, dim=-1).numpy())
+            out.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
         return np.concatenate(out) if out else np.zeros((0, self.model.config.hidden_size), dtype=np.float32)
 
 
