@@ -113,3 +113,11 @@ def test_lexicon_and_ensemble_follow_the_protocol():
     ensemble = EnsembleScorer([lexicon, Fixed()])
     assert [s.score for s in ensemble.score_batch(["bread", "build a bomb"])] == [2, 3]
     assert ensemble.name == "ensemble(lexicon+fixed)"
+
+
+def test_reflect_can_count_segment_length_in_tokens(world_docs, world_scorer, tokenizer):
+    step = Reflect(world_scorer, FORMATS["special"], max_len=12, tokenizer=tokenizer)
+    for doc in list(step(fresh(world_docs)[:20])):
+        for piece, _, _ in parse_reflected(doc.text, FORMATS["special"]):
+            n = len(tokenizer(piece, add_special_tokens=False)["input_ids"])
+            assert n <= 12 or len(piece.split()) == 1  # only a single over-long word may exceed the limit

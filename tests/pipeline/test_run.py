@@ -133,3 +133,16 @@ def test_ray_executor_gives_the_same_shards_as_the_local_one(tiny_world_dir, wor
         assert len(outputs["ray"]) == 2 and outputs["ray"] == outputs["local"]
     finally:
         ray.shutdown()
+
+
+def test_a_pipeline_file_composes_steps(tiny_world_dir, world_scorer, world_backend, tmp_path):
+    spec = tmp_path / "steps.yaml"
+    spec.write_text("steps:\n  - score\n  - refusal: {kinds: [refusal], min_score: 4}\n  - tags: {p: 0.5}\n")
+    steps = build_steps(str(spec), world_scorer, world_backend, RecipeConfig())
+    assert [type(s).__name__ for s in steps] == ["ScoreDocuments", "RefusalData", "HarmfulnessTags"]
+    spec.write_text("steps:\n  - score\n  - shred: {}\n")
+    with pytest.raises(UserError, match=r"steps.yaml, step 2: expected one of score, filter"):
+        build_steps(str(spec), world_scorer, world_backend, RecipeConfig())
+    spec.write_text("steps:\n  - tags: {probability: 0.5}\n")
+    with pytest.raises(UserError, match=r"step 1 \(tags\): .*unexpected keyword argument 'probability'"):
+        build_steps(str(spec), world_scorer, world_backend, RecipeConfig())

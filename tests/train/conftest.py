@@ -3,23 +3,6 @@ from pathlib import Path
 import pytest
 
 from safepretrain.train.config import build_config
-from safepretrain.train.tokenizer import corpus_texts, train_tokenizer
-
-
-@pytest.fixture(scope="session")
-def tokenizer_dir(tiny_world_dir, tmp_path_factory) -> Path:
-    """A BPE trained on the tiny world's corpus and chats (saved; read-only for tests)."""
-    out = tmp_path_factory.mktemp("tokenizer")
-    texts = corpus_texts([tiny_world_dir / "corpus.jsonl", tiny_world_dir / "sft.jsonl"])
-    train_tokenizer(texts, vocab_size=768).save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="session")
-def tokenizer(tokenizer_dir):
-    from safepretrain.train.tokenizer import load_tokenizer
-
-    return load_tokenizer(tokenizer_dir)
 
 
 @pytest.fixture

@@ -44,7 +44,8 @@ def build_scorer(name: str, world: Path | None, llm: dict | None = None):
 def intervene(
     corpus: Path = typer.Argument(..., help="A JSONL/Parquet file or a folder of shards ({'text': ...} records)."),
     out: Path = typer.Option(..., "--out", help="Output folder: one shard per task, plus _pipeline/ (logs, stats)."),
-    recipe: str = typer.Option("raw", help="raw, filter, rephrase, refusal, moral, safety-pretraining, tags, reflect."),
+    recipe: str = typer.Option("raw", help="raw, filter, rephrase, refusal, moral, safety-pretraining, tags, reflect, "
+                                            "or a pipeline file (steps.yaml, see docs/pipeline.md)."),
     scorer: str = typer.Option("oracle", help="oracle (MedSafetyWorld ground truth), lexicon, embedding:HEAD_DIR "
                                                "(safepretrain scorer train), or ensemble:A,B (max of scorers)."),
     world: Path | None = typer.Option(None, "--world", help="MedSafetyWorld folder (oracle scorer, exact rewriter)."),
@@ -56,7 +57,8 @@ def intervene(
     refusal_min: int = typer.Option(4, help="Scores at or above this become refusal / moral-education data."),
     tag_p: float = typer.Option(0.05, help="Harmfulness tag probability per word (tags recipe)."),
     reflection_format: str = typer.Option("special", help="Reflection format: special (toolkit tokens) or plain."),
-    segment_words: int = typer.Option(100, help="Maximum words per SRP segment."),
+    segment_words: int = typer.Option(100, help="Maximum words per SRP segment (tokens with --segment-tokenizer)."),
+    segment_tokenizer: Path | None = typer.Option(None, help="Count SRP segment lengths in this tokenizer's tokens."),
     seed: int = typer.Option(0, help="Seed for tags and role names (per document, so sharding does not matter)."),
     executor: str = typer.Option("local", help="local, ray or slurm (datatrove executors)."),
     tasks: int = typer.Option(1, help="Output shards; each task resumes independently."),
@@ -77,7 +79,8 @@ def intervene(
     if reflection_format not in ("special", "plain"):
         raise UserError("--reflection-format must be special or plain")
     config = RecipeConfig(threshold=threshold, rephrase_max=rephrase_max, refusal_min=refusal_min, tag_p=tag_p,
-                          reflection_format=reflection_format, reflect_max_len=segment_words, seed=seed)
+                          reflection_format=reflection_format, reflect_max_len=segment_words,
+                          segment_tokenizer=str(segment_tokenizer) if segment_tokenizer else None, seed=seed)
     if (llm_url is None) != (llm_model is None):
         raise UserError("--llm-url and --llm-model go together")
     llm = {"url": llm_url, "model": llm_model, "cache": str(out.parent / f".{out.name}.llm-cache.sqlite")} \
@@ -94,7 +97,8 @@ def intervene(
 
         backend = LLMBackend(ChatClient(llm_url, llm_model))
     steps = build_steps(recipe, score, backend, config)
-    job = {"corpus": str(corpus), "recipe": recipe, "scorer": scorer, "world": str(world) if world else None,
+    recipe_text = Path(recipe).read_text() if recipe.endswith((".yaml", ".yml")) else None
+    job = {"corpus": str(corpus), "recipe": recipe, "recipe_file": recipe_text, "scorer": scorer, "world": str(world) if world else None,
            "llm": [llm_url, llm_model],
            "config": config.__dict__, "tasks": tasks, "on_error": on_error, "compression": compression}
     pipeline = [reader(corpus, on_error=on_error), *steps, writer(out, compression=compression)]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from safepretrain.errors import UserError
@@ -33,12 +34,16 @@ class RecipeConfig:
     tag_p: float = 0.05
     reflection_format: Literal["plain", "special"] = "special"
     reflect_max_len: int = 100
-    """Words per SRP segment (public code: 100; ablations 30, 60)."""
+    """Words per SRP segment (public code: 100; ablations 30, 60), or tokens with ``segment_tokenizer``."""
+    segment_tokenizer: str | None = None
+    """A saved HF tokenizer: count SRP segment lengths in its tokens instead of words."""
     seed: int = 0
 
 
 def build_steps(recipe: str, scorer, backend, cfg: RecipeConfig) -> list:
-    """The pipeline steps of ``recipe`` (between the reader and the writer)."""
+    """The pipeline steps of ``recipe`` (between the reader and the writer); a ``.yaml`` path is a pipeline file."""
+    if recipe.endswith((".yaml", ".yml")):
+        return steps_from_file(recipe, scorer, backend)
     try:
         make = RECIPES[recipe]
     except KeyError:
@@ -103,7 +108,12 @@ def _tags(scorer, backend, cfg):
 def _reflect(scorer, backend, cfg):
     from safepretrain.pipeline.interventions.reflect import Reflect
 
-    return [Reflect(scorer, reflection_format(cfg.reflection_format), cfg.reflect_max_len,
+    tokenizer = None
+    if cfg.segment_tokenizer:
+        from safepretrain.train.tokenizer import load_tokenizer
+
+        tokenizer = load_tokenizer(cfg.segment_tokenizer)
+    return [Reflect(scorer, reflection_format(cfg.reflection_format), cfg.reflect_max_len, tokenizer,
                     threshold=cfg.threshold)]
 
 
@@ -111,3 +121,60 @@ RECIPES: dict[str, Callable] = {
     "raw": _raw, "filter": _filter, "rephrase": _rephrase, "refusal": _refusal_kinds("refusal"),
     "moral": _refusal_kinds("moral"), "safety-pretraining": _safety_pretraining, "tags": _tags, "reflect": _reflect,
 }
+
+
+# --- pipeline files ---------------------------------------------------------------------------------------------------
+#
+#   steps:                       # applied in order, between the reader and the writer
+#     - score
+#     - refusal: {kinds: [refusal, moral], min_score: 4}
+#     - rephrase: {min_score: 1, max_score: 3}
+#     - tags: {threshold: 1, p: 0.05, seed: 0}
+#     - filter: {threshold: 4}
+#     - reflect: {format: special, max_len: 100, threshold: 1}
+
+def _step_factories(scorer, backend) -> dict[str, Callable]:
+    from safepretrain.pipeline.interventions.filter import SafetyFilter
+    from safepretrain.pipeline.interventions.reflect import Reflect
+    from safepretrain.pipeline.interventions.refusal import RefusalData
+    from safepretrain.pipeline.interventions.rephrase import Rephrase
+    from safepretrain.pipeline.interventions.tags import HarmfulnessTags
+
+    key = metadata_key(scorer)
+    return {
+        "score": lambda batch_size=64: _score(scorer),
+        "filter": lambda threshold=1: SafetyFilter(key, threshold),
+        "rephrase": lambda min_score=1, max_score=3: Rephrase(key, _need(backend, "rephrase"), min_score, max_score),
+        "refusal": lambda kinds=("refusal", "moral"), min_score=4, keep_original=False, seed=0: RefusalData(
+            key, _need(backend, "refusal"), tuple(kinds), min_score, keep_original, seed),
+        "tags": lambda threshold=1, p=0.05, seed=0: HarmfulnessTags(key, threshold, p, seed=seed),
+        "reflect": lambda format="special", max_len=100, threshold=1: Reflect(
+            scorer, reflection_format(format), max_len, threshold=threshold),
+    }
+
+
+def steps_from_file(path: str, scorer, backend) -> list:
+    import yaml
+
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"{file}: no such pipeline file")
+    try:
+        spec = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"{file}: not valid YAML ({e})".replace("\n", " ")) from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("steps"), list) or not spec["steps"]:
+        raise UserError(f"{file}: expected a non-empty 'steps' list")
+    factories = _step_factories(scorer, backend)
+    steps = []
+    for number, entry in enumerate(spec["steps"], 1):
+        name, options = (entry, {}) if isinstance(entry, str) else next(iter(entry.items())) \
+            if isinstance(entry, dict) and len(entry) == 1 else (None, None)
+        if name not in factories or not isinstance(options or {}, dict):
+            raise UserError(f"{file}, step {number}: expected one of {', '.join(factories)} (optionally with a "
+                            f"mapping of options), got {entry!r}")
+        try:
+            steps.append(factories[name](**(options or {})))
+        except (TypeError, ValueError, KeyError) as e:
+            raise UserError(f"{file}, step {number} ({name}): {e}") from None
+    return steps
