@@ -32,6 +32,7 @@ def root(
 
 
 def _register() -> None:
+    from safepretrain.decode.cli import generate
     from safepretrain.pipeline.cli import intervene, report_card, scorer_app, srp_sft
     from safepretrain.train.cli import model_app, tokenizer_app, train_app
     from safepretrain.world.cli import app as world_app
@@ -44,6 +45,7 @@ def _register() -> None:
     app.add_typer(scorer_app, name="scorer")
     app.command("report-card")(report_card)
     app.command("srp-sft")(srp_sft)
+    app.command()(generate)
 
 
 def _quiet_libraries() -> None:

@@ -1,0 +1,86 @@
+"""Decoding settings and results, shared by the decoders, evaluation and (later) serving."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from safepretrain.markup import CONTROVERSIAL, UNSAFE, Reflection
+
+MODES = ("plain", "guarded", "beam", "safebeam")
+SUPPRESSIBLE = ("reflection", "tag")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecodeConfig:
+    mode: Literal["plain", "guarded", "beam", "safebeam"] = "plain"
+    """plain: greedy or sampled; guarded: plain + stop on the model's own non-Safe reflection (SRP);
+    beam: beam search; safebeam: Safety Pretraining's Algorithm 2 (beam search steered away from the harmful tag)."""
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    """0 = greedy (plain and guarded modes)."""
+    top_k: int = 0
+    """Sample from the k most likely tokens only (0 = all)."""
+    seed: int = 0
+    """Seed of sampling, per batch, so that a run repeats exactly."""
+    policy: Literal["stop", "refuse"] = "stop"
+    """guarded: on a non-Safe reflection, return the text up to that reflection (stop) or a refusal (refuse)."""
+    refusal: str = "i can't help with that."
+    stop_labels: tuple[str, ...] = (UNSAFE, CONTROVERSIAL)
+    reflection_format: str = "auto"
+    """plain, special, or auto (special when the tokenizer has the special reflection tokens)."""
+    beams: int = 4
+    """k of beam and Safe Beam search."""
+    candidates: int = 4
+    """N of Safe Beam: the top-N next tokens of each beam are scored."""
+    drop_fraction: float = 0.5
+    """Safe Beam drops this share of the pooled candidates, those most likely to be followed by the tag."""
+    stop_on_tag: bool = True
+    """Safe Beam: stop when the best beam generates the harmful tag (the text before it is returned)."""
+    suppress: tuple[str, ...] = ()
+    """An attack: forbid the model to write its reflections (``reflection``) and/or the harmful tag (``tag``)."""
+    batch_size: int = 16
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode {self.mode!r}: choose one of {', '.join(MODES)}")
+        if self.policy not in ("stop", "refuse"):
+            raise ValueError(f"policy {self.policy!r}: choose stop or refuse")
+        if unknown := set(self.suppress) - set(SUPPRESSIBLE):
+            raise ValueError(f"suppress {sorted(unknown)}: choose from {', '.join(SUPPRESSIBLE)}")
+        if self.max_new_tokens < 1 or self.batch_size < 1 or self.beams < 1 or self.candidates < 1:
+            raise ValueError("max_new_tokens, batch_size, beams and candidates must be at least 1")
+        if not 0.0 <= self.drop_fraction < 1.0:
+            raise ValueError(f"drop_fraction {self.drop_fraction} must be in [0, 1)")
+        if self.temperature < 0:
+            raise ValueError(f"temperature {self.temperature} must be >= 0")
+
+
+FinishReason = Literal["stop", "length", "unsafe_reflection", "harmful_tag"]
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One decoded answer. ``text`` is what reaches the caller: with guarded decoding it never holds anything
+    written after a non-Safe reflection (policy stop), or it is the refusal (policy refuse)."""
+
+    text: str
+    finish_reason: FinishReason
+    new_tokens: int
+    reflections: tuple[Reflection, ...] = field(default=())
+    """The model's reflections in its answer (offsets into prefill + answer), up to where decoding stopped."""
+    stopped_at: int | None = None
+    """Guarded / Safe Beam: the character offset (into prefill + answer) where decoding stopped the model."""
+
+    @property
+    def flagged(self) -> bool:
+        """True when the model judged its own text non-Safe (or Safe Beam met the tag)."""
+        return self.finish_reason in ("unsafe_reflection", "harmful_tag")
+
+    def to_dict(self) -> dict:
+        return {
+            "text": self.text, "finish_reason": self.finish_reason, "new_tokens": self.new_tokens,
+            "reflections": [{"label": r.label, "types": list(r.types), "start": r.start, "end": r.end}
+                            for r in self.reflections],
+            "stopped_at": self.stopped_at,
+        }

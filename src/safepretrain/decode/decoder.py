@@ -1,0 +1,179 @@
+"""Batched decoding with a KV cache: greedy or sampled, optionally guarded by the model's own SRP reflections.
+
+    decoder = Decoder(model, tokenizer, DecodeConfig(mode="guarded", policy="refuse"))
+    [g.text for g in decoder.generate(prompts, prefills=attack_prefixes)]
+
+Prompts are left-padded into one batch; finished rows leave the batch (and its KV cache) so that a long answer
+does not make short ones pay. Beam and Safe Beam search live in ``beam.py`` and are reached through the same call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from safepretrain.decode.config import DecodeConfig, Generation
+from safepretrain.decode.guard import ReflectionWatcher, SequenceBan, closing_token_mask, suppressed_sequences
+from safepretrain.errors import UserError
+from safepretrain.markup import END_OF_TEXT, END_OF_TURN, HARMFUL_TAG, PLAIN, SPECIAL, ReflectionFormat
+
+
+def load_model(path: str | Path):
+    """A saved HF causal LM and its tokenizer, in eval mode on the CPU (float32)."""
+    from transformers import AutoModelForCausalLM
+
+    from safepretrain.train.tokenizer import load_tokenizer
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise UserError(f"{path}: no model here (expected config.json); pass the `model` folder of a training run")
+    tokenizer = load_tokenizer(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    return model.eval(), tokenizer
+
+
+def resolve_format(tokenizer, name: str) -> ReflectionFormat:
+    """``auto``: the special-token format when the tokenizer has those tokens as single ids, else plain text."""
+    if name == "auto":
+        return SPECIAL if SPECIAL.open in tokenizer.get_vocab() else PLAIN
+    return {"plain": PLAIN, "special": SPECIAL}[name]
+
+
+def stop_token_ids(tokenizer) -> list[int]:
+    """End-of-text, end-of-turn and the tokenizer's own eos (e.g. SmolLM2's ``<|im_end|>``)."""
+    vocab = tokenizer.get_vocab()
+    ids = {vocab[t] for t in (END_OF_TEXT, END_OF_TURN) if t in vocab}
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return sorted(ids)
+
+
+class Decoder:
+    def __init__(self, model, tokenizer, config: DecodeConfig = DecodeConfig()):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.config = config
+        self.fmt = resolve_format(tokenizer, config.reflection_format)
+        self.stop_ids = set(stop_token_ids(tokenizer))
+        if not self.stop_ids:
+            raise UserError("the tokenizer has no end-of-text token; decoding would never stop on its own")
+        self.may_close = closing_token_mask(tokenizer, self.fmt)
+        self.ban = SequenceBan(suppressed_sequences(tokenizer, self.fmt, config.suppress))
+        self.tag_id = tokenizer.get_vocab().get(HARMFUL_TAG)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.stop_ids)
+        if config.mode == "safebeam" and self.tag_id is None:
+            raise UserError(f"safebeam needs the harmful tag {HARMFUL_TAG} as one token of the tokenizer; "
+                            "train a tokenizer with `safepretrain tokenizer train` or add the token")
+
+    @torch.inference_mode()
+    def generate(self, prompts: Sequence[str], prefills: Sequence[str] | None = None) -> list[Generation]:
+        """One Generation per prompt. A prefill (an attack) is appended to its prompt as the forced start of the
+        answer; the returned text is what the model wrote after it."""
+        prefills = list(prefills) if prefills is not None else [""] * len(prompts)
+        if len(prefills) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(prefills)} prefills")
+        if self.config.mode in ("beam", "safebeam"):
+            from safepretrain.decode.beam import beam_search
+
+            return [beam_search(self, p, f) for p, f in zip(prompts, prefills)]
+        out: list[Generation] = []
+        size = self.config.batch_size
+        for start in range(0, len(prompts), size):
+            out += self._sample_batch(prompts[start:start + size], prefills[start:start + size], seed=start)
+        return out
+
+    def encode(self, prompts: Sequence[str], prefills: Sequence[str]) -> list[list[int]]:
+        ids = self.tokenizer([p + f for p, f in zip(prompts, prefills)], add_special_tokens=False)["input_ids"]
+        limit = self.model.config.max_position_embeddings - self.config.max_new_tokens
+        for i, seq in enumerate(ids):
+            if not seq:
+                raise UserError(f"prompt {i} is empty")
+            if len(seq) > limit:
+                raise UserError(f"prompt {i} has {len(seq)} tokens; with max_new_tokens {self.config.max_new_tokens} "
+                                f"the model's context of {self.model.config.max_position_embeddings} allows {limit}")
+        return ids
+
+    def prefill_cache(self, ids: list[list[int]]):
+        """Run the left-padded prompts once; returns (last logits, cache, attention mask, next position ids)."""
+        from transformers import DynamicCache
+
+        width = max(len(s) for s in ids)
+        input_ids = torch.full((len(ids), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for row, seq in enumerate(ids):
+            input_ids[row, width - len(seq):] = torch.tensor(seq)
+            mask[row, width - len(seq):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                            past_key_values=cache, use_cache=True).logits[:, -1].float()
+        return logits, cache, mask, positions[:, -1:] + 1
+
+    def step(self, tokens: torch.Tensor, cache, mask: torch.Tensor, positions: torch.Tensor):
+        """Feed one token per row; returns (logits, grown mask, next positions)."""
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        logits = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions,
+                            past_key_values=cache, use_cache=True).logits[:, -1].float()
+        return logits, mask, positions + 1
+
+    def _pick(self, logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        cfg = self.config
+        if cfg.temperature == 0:
+            return logits.argmax(-1)
+        logits = logits / cfg.temperature
+        if cfg.top_k:
+            kth = logits.topk(min(cfg.top_k, logits.size(-1)), dim=-1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
+
+    def _sample_batch(self, prompts: Sequence[str], prefills: Sequence[str], seed: int) -> list[Generation]:
+        cfg = self.config
+        ids = self.encode(prompts, prefills)
+        generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + seed)
+        watchers = [ReflectionWatcher(self.tokenizer, self.fmt, cfg.stop_labels, f) for f in prefills]
+        histories = [list(s) for s in ids]
+        results: list[Generation | None] = [None] * len(ids)
+        live = list(range(len(ids)))  # rows of the batch still decoding, in cache order
+        logits, cache, mask, positions = self.prefill_cache(ids)
+        for step in range(cfg.max_new_tokens):
+            if self.ban:
+                logits = self.ban.apply(logits, [histories[r] for r in live])
+            tokens = self._pick(logits, generator)
+            keep = []
+            for slot, row in enumerate(live):
+                token = int(tokens[slot])
+                results[row] = self._advance(watchers[row], histories[row], token, last=step == cfg.max_new_tokens - 1)
+                if results[row] is None:
+                    keep.append(slot)
+            if not keep:
+                break
+            if len(keep) < len(live):
+                cache.batch_select_indices(torch.tensor(keep))
+                tokens, mask, positions = tokens[keep], mask[keep], positions[keep]
+                live = [live[s] for s in keep]
+            logits, mask, positions = self.step(tokens, cache, mask, positions)
+        return results  # type: ignore[return-value]
+
+    def _advance(self, watcher: ReflectionWatcher, history: list[int], token: int, last: bool) -> Generation | None:
+        """Take one sampled token; a Generation when the row is finished, None while it goes on."""
+        if token in self.stop_ids:
+            return self.finish(watcher, "stop")
+        history.append(token)
+        flag = watcher.push(token, bool(self.may_close[token]))
+        if flag is not None and self.config.mode == "guarded":
+            return self.finish(watcher, "unsafe_reflection", stopped_at=flag.end)
+        return self.finish(watcher, "length") if last else None
+
+    def finish(self, watcher: ReflectionWatcher, reason: str, stopped_at: int | None = None) -> Generation:
+        """The caller's view of a finished row: the text after the prefill, cut at the stop (policy stop) or
+        replaced by the refusal (policy refuse)."""
+        full = watcher.text()
+        if stopped_at is not None:
+            full = full[:stopped_at]
+        text = full[len(watcher.prefill):]
+        if stopped_at is not None and self.config.policy == "refuse":
+            text = self.config.refusal
+        reflections = tuple(r for r in watcher.reflections if stopped_at is None or r.end <= stopped_at)
+        return Generation(text, reason, len(watcher.ids), reflections, stopped_at)

@@ -1,0 +1,83 @@
+"""What guarded decoding watches and what the suppression attack forbids, per sequence, token by token."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from safepretrain.markup import HARMFUL_TAG, Reflection, ReflectionFormat
+
+
+class ReflectionWatcher:
+    """Finds the model's reflections as it writes them, cheaply.
+
+    Decoding the whole answer after every token would cost O(length^2); a reflection can only be complete on a
+    token whose text holds the last character of the format's closing marker, so only those tokens trigger a look.
+    """
+
+    def __init__(self, tokenizer, fmt: ReflectionFormat, stop_labels: Sequence[str], prefill: str = ""):
+        self.tokenizer = tokenizer
+        self.fmt = fmt
+        self.stop_labels = tuple(stop_labels)
+        self.prefill = prefill
+        self.ids: list[int] = []
+        self.reflections: tuple[Reflection, ...] = ()
+
+    def push(self, token_id: int, may_close: bool) -> Reflection | None:
+        """Add a generated token; return the reflection that tells decoding to stop, if this token completed one."""
+        self.ids.append(token_id)
+        if not may_close:
+            return None
+        text = self.text()
+        # Reflections the attacker wrote into the prefill are not the model's judgement.
+        found = tuple(r for r in self.fmt.find(text) if r.end > len(self.prefill))
+        new = found[len(self.reflections):]
+        self.reflections = found
+        return next((r for r in new if r.label in self.stop_labels), None)
+
+    def text(self) -> str:
+        return self.prefill + self.tokenizer.decode(self.ids, skip_special_tokens=False)
+
+
+def closing_token_mask(tokenizer, fmt: ReflectionFormat) -> torch.Tensor:
+    """A (vocab,) bool mask of the tokens whose text could end a reflection (they hold the marker's last char)."""
+    last = fmt.close.strip()[-1]
+    vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    return torch.tensor([last in (t or "") for t in vocab], dtype=torch.bool)
+
+
+class SequenceBan:
+    """Forbids token sequences (the suppression attack): a sequence's last token is banned wherever the text so far
+    ends with the rest of it. Single tokens are banned everywhere."""
+
+    def __init__(self, sequences: Sequence[Sequence[int]]):
+        unique = {tuple(s) for s in sequences if s}
+        self.single = sorted(s[0] for s in unique if len(s) == 1)
+        self.longer = [s for s in unique if len(s) > 1]
+
+    def __bool__(self) -> bool:
+        return bool(self.single or self.longer)
+
+    def apply(self, logits: torch.Tensor, histories: Sequence[Sequence[int]]) -> torch.Tensor:
+        """``logits`` (rows, vocab), one token history per row; returns the logits with banned tokens at -inf."""
+        if self.single:
+            logits[:, self.single] = float("-inf")
+        for row, history in enumerate(histories):
+            for seq in self.longer:
+                if len(history) >= len(seq) - 1 and tuple(history[len(history) - len(seq) + 1:]) == seq[:-1]:
+                    logits[row, seq[-1]] = float("-inf")
+        return logits
+
+
+def suppressed_sequences(tokenizer, fmt: ReflectionFormat, what: Sequence[str]) -> list[list[int]]:
+    """Token sequences of the markers an attack forbids: a reflection's opening and/or the harmful tag.
+
+    A plain-text marker is forbidden in the ways it is usually tokenized (on its own and after a space).
+    """
+    markers = ([fmt.open.strip()] if "reflection" in what else []) + ([HARMFUL_TAG] if "tag" in what else [])
+    sequences = []
+    for marker in markers:
+        variants = [marker] if marker.startswith("<|") and marker in tokenizer.get_vocab() else [marker, " " + marker]
+        sequences += [tokenizer.encode(v, add_special_tokens=False) for v in variants]
+    return sequences

@@ -1,0 +1,138 @@
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+from transformers import LlamaForCausalLM
+
+from safepretrain.decode.beam import safe_choice
+from safepretrain.decode.config import DecodeConfig
+from safepretrain.decode.decoder import Decoder
+from safepretrain.markup import HARMFUL_TAG, SPECIAL, END_OF_TEXT
+from safepretrain.train.models import preset_config
+
+from tests.decode.conftest import MarkovLM, markov_table
+
+PROMPTS = ["check meil 300 mg: it treats", "what should laon get to cause a stroke in laon?", "so, give"]
+
+
+@pytest.fixture(scope="module")
+def random_llama(tokenizer):
+    torch.manual_seed(0)
+    return LlamaForCausalLM(preset_config("tiny", len(tokenizer))).eval()
+
+
+def test_plain_greedy_equals_hf_generate_token_for_token(random_llama, tokenizer):
+    decoder = Decoder(random_llama, tokenizer, DecodeConfig(max_new_tokens=24, batch_size=3))
+    ours = decoder.generate(PROMPTS)
+    for prompt, generation in zip(PROMPTS, ours):
+        x = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")
+        hf = random_llama.generate(**x, do_sample=False, max_new_tokens=24, eos_token_id=sorted(decoder.stop_ids),
+                                   pad_token_id=decoder.pad_id)
+        hf_ids = hf[0, x["input_ids"].shape[1]:].tolist()
+        hf_ids = [t for t in hf_ids if t not in decoder.stop_ids]
+        assert generation.text == tokenizer.decode(hf_ids, skip_special_tokens=False)
+        assert generation.new_tokens == len(hf_ids)
+
+
+def test_guarding_changes_nothing_when_the_model_never_reflects(random_llama, tokenizer):
+    plain = Decoder(random_llama, tokenizer, DecodeConfig(max_new_tokens=16)).generate(PROMPTS)
+    guarded = Decoder(random_llama, tokenizer, DecodeConfig(mode="guarded", max_new_tokens=16)).generate(PROMPTS)
+    assert [g.text for g in guarded] == [g.text for g in plain]
+
+
+def _reflecting_model(tokenizer, draw_logits, words: list[int]) -> MarkovLM:
+    """A random chain that writes words and well-formed special reflections of random labels, then stops."""
+    vocab = tokenizer.get_vocab()
+    open_, close = vocab[SPECIAL.open], vocab[SPECIAL.close]
+    labels = [vocab[t] for t in ("<|safe|>", "<|unsafe|>", "<|controversial|>")]
+    stop = vocab[END_OF_TEXT]
+    favoured = {}
+    for w in words:
+        favoured[w] = dict(zip([*words, open_, stop], draw_logits(len(words) + 2)))
+    favoured[open_] = dict(zip(labels, draw_logits(3)))
+    for label in labels:
+        favoured[label] = {close: 5.0}
+    favoured[close] = dict(zip(words, draw_logits(len(words))))
+    return MarkovLM(markov_table(len(tokenizer), favoured))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), policy=st.sampled_from(["stop", "refuse"]),
+       prefill=st.sampled_from(["", " <|reflect|><|unsafe|><|/reflect|> so,"]))
+def test_no_text_after_an_unsafe_reflection_ever_reaches_the_caller(tokenizer, seed, policy, prefill):
+    g = torch.Generator().manual_seed(seed)
+    words = [tokenizer.get_vocab()[w] for w in ("give", "Ġmg", "Ġlaon") if w in tokenizer.get_vocab()] or [300, 301, 302]
+    model = _reflecting_model(tokenizer, lambda n: (torch.randn(n, generator=g) * 2).tolist(), words)
+    base = dict(max_new_tokens=40, temperature=1.0, seed=seed, batch_size=1)
+    prompts = [tokenizer.decode([w]) for w in words[:2]]
+    plain = Decoder(model, tokenizer, DecodeConfig(**base)).generate(prompts, [prefill] * 2)
+    guarded = Decoder(model, tokenizer, DecodeConfig(mode="guarded", policy=policy, **base)).generate(prompts, [prefill] * 2)
+    for free, safe in zip(plain, guarded):
+        full = prefill + free.text
+        flags = [r for r in SPECIAL.find(full) if r.end > len(prefill) and not r.is_safe]
+        if not flags:
+            assert safe.text == free.text and not safe.flagged
+            continue
+        assert safe.finish_reason == "unsafe_reflection" and safe.stopped_at == flags[0].end
+        if policy == "refuse":
+            assert safe.text == DecodeConfig().refusal
+        else:
+            assert prefill + safe.text == full[:flags[0].end]  # nothing after the first flag
+        assert all(r.is_safe for r in safe.reflections[:-1]) and not safe.reflections[-1].is_safe
+
+
+def test_suppression_attack_keeps_the_model_from_reflecting(tokenizer):
+    vocab = tokenizer.get_vocab()
+    word = vocab["give"] if "give" in vocab else 300
+    model = MarkovLM(markov_table(len(tokenizer), {word: {vocab[SPECIAL.open]: 9.0, word: 1.0},
+                                                   vocab[SPECIAL.open]: {vocab["<|unsafe|>"]: 9.0},
+                                                   vocab["<|unsafe|>"]: {vocab[SPECIAL.close]: 9.0},
+                                                   vocab[SPECIAL.close]: {word: 9.0}}))
+    prompt = [tokenizer.decode([word])]
+    free = Decoder(model, tokenizer, DecodeConfig(mode="guarded", max_new_tokens=12)).generate(prompt)[0]
+    attacked = Decoder(model, tokenizer, DecodeConfig(mode="guarded", max_new_tokens=12,
+                                                      suppress=("reflection",))).generate(prompt)[0]
+    assert free.flagged and free.text.endswith(SPECIAL.close)
+    assert not attacked.flagged and SPECIAL.open not in attacked.text and attacked.finish_reason == "length"
+
+
+def test_safe_beam_drops_the_tag_heavy_half_of_the_candidates():
+    totals = torch.tensor([-0.1, -0.2, -0.3, -0.4, -0.5, -0.6, -0.7, -0.8])
+    tag_probability = torch.tensor([0.9, 0.8, 0.01, 0.7, 0.02, 0.6, 0.03, 0.04])
+    chosen = safe_choice(totals, tag_probability, torch.ones(8, dtype=torch.bool), k=2, drop_fraction=0.5)
+    assert chosen.tolist() == [2, 4]  # the two most likely among the four least tag-prone
+    everything = safe_choice(totals, tag_probability, torch.ones(8, dtype=torch.bool), k=2, drop_fraction=0.0)
+    assert everything.tolist() == [0, 1]
+
+
+def test_safe_beam_steers_away_from_text_that_leads_into_the_tag(tokenizer):
+    """From the prompt, four continuations: the two likeliest are usually followed by the harmful tag."""
+    vocab = tokenizer.get_vocab()
+    tag, stop = vocab[HARMFUL_TAG], vocab[END_OF_TEXT]
+    start, a, b, c, d = 300, 301, 302, 303, 304
+    model = MarkovLM(markov_table(len(tokenizer), {
+        start: {a: 4.0, b: 3.5, c: 2.0, d: 1.5},
+        a: {tag: 5.0, stop: 4.0}, b: {tag: 5.0, stop: 4.0}, c: {stop: 5.0}, d: {stop: 5.0}, tag: {stop: 5.0},
+    }))
+    prompt = tokenizer.decode([start])
+    config = dict(beams=2, candidates=4, max_new_tokens=6)
+    beam = Decoder(model, tokenizer, DecodeConfig(mode="beam", **config)).generate([prompt])[0]
+    safe = Decoder(model, tokenizer, DecodeConfig(mode="safebeam", **config)).generate([prompt])[0]
+    assert beam.text == tokenizer.decode([a, tag])  # the likeliest path writes the tag
+    assert safe.text == tokenizer.decode([c]) and safe.finish_reason == "stop"
+
+
+def test_safe_beam_short_circuits_when_the_tag_is_generated(tokenizer):
+    vocab = tokenizer.get_vocab()
+    tag, stop = vocab[HARMFUL_TAG], vocab[END_OF_TEXT]
+    start, a = 300, 301
+    model = MarkovLM(markov_table(len(tokenizer), {start: {a: 5.0}, a: {tag: 9.0}, tag: {a: 9.0}}))
+    safe = Decoder(model, tokenizer, DecodeConfig(mode="safebeam", beams=1, candidates=1, drop_fraction=0.0,
+                                                  max_new_tokens=8)).generate([tokenizer.decode([start])])[0]
+    assert safe.finish_reason == "harmful_tag" and safe.text == tokenizer.decode([a]) and HARMFUL_TAG not in safe.text
+
+
+def test_bad_decode_settings_are_refused():
+    with pytest.raises(ValueError, match="mode"):
+        DecodeConfig(mode="nucleus")
+    with pytest.raises(ValueError, match="suppress"):
+        DecodeConfig(suppress=("everything",))
