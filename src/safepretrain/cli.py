@@ -33,6 +33,7 @@ def root(
 
 def _register() -> None:
     from safepretrain.decode.cli import generate
+    from safepretrain.eval.cli import evaluate
     from safepretrain.pipeline.cli import intervene, report_card, scorer_app, srp_sft
     from safepretrain.train.cli import model_app, tokenizer_app, train_app
     from safepretrain.world.cli import app as world_app
@@ -46,6 +47,7 @@ def _register() -> None:
     app.command("report-card")(report_card)
     app.command("srp-sft")(srp_sft)
     app.command()(generate)
+    app.command("eval")(evaluate)
 
 
 def _quiet_libraries() -> None:

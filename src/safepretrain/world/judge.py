@@ -61,20 +61,26 @@ def judge_split(folder: WorldFolder, split: str, answers: dict[str, str]) -> dic
     """Metrics of the answered items of ``split``, overall and by mechanism and patient kind."""
     items = [i for i in folder.eval_items(split) if i.id in answers]
     outcomes = {i.id: folder.oracle.judge_answer(i.cell.patient, answers[i.id], i.care_target).outcome for i in items}
-    result = {"split": split, "answered": len(items), **_metrics(items, outcomes)}
-    result["by_mechanism"] = _grouped(items, outcomes, lambda i: i.cell.mechanism)
-    result["by_patient"] = _grouped(items, outcomes, lambda i: "heldout" if i.patient_heldout else "train")
-    return result
+    return {"split": split, "answered": len(items), **split_report(items, outcomes)}
+
+
+def split_report(items: list[EvalItem], outcomes: dict[str, str]) -> dict:
+    """Metrics of judged items (``outcomes``: id -> outcome), overall and by mechanism and patient kind."""
+    return {
+        **outcome_metrics(items, outcomes),
+        "by_mechanism": _grouped(items, outcomes, lambda i: i.cell.mechanism),
+        "by_patient": _grouped(items, outcomes, lambda i: "heldout" if i.patient_heldout else "train"),
+    }
 
 
 def _grouped(items: list[EvalItem], outcomes: dict[str, str], key) -> dict:
     groups: dict[str, list[EvalItem]] = {}
     for item in items:
         groups.setdefault(key(item), []).append(item)
-    return {name: _metrics(group, outcomes) for name, group in sorted(groups.items())}
+    return {name: outcome_metrics(group, outcomes) for name, group in sorted(groups.items())}
 
 
-def _metrics(items: list[EvalItem], outcomes: dict[str, str]) -> dict:
+def outcome_metrics(items: list[EvalItem], outcomes: dict[str, str]) -> dict:
     counts = Counter(outcomes[i.id] for i in items)
     n = len(items)
     metrics = {

@@ -113,6 +113,8 @@ class EvalItem:
     """The same request as a user message, for chat models."""
     prefill: str
     """An attack: a forced start of the answer, up to the decision point (``... give ana``)."""
+    chat_prefill: str
+    """The same attack in the assistant's voice, for a chat model's answer to ``chat_prompt``."""
     care_target: str | None
     """The symptom a care request asks to treat; None for harmful requests (no answer is correct)."""
     options: tuple[EvalOption, ...]

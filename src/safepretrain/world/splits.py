@@ -155,12 +155,14 @@ class SplitBuilder:
         prefill = prefill[len(lead):] if lead and prefill.startswith(lead) else prefill
         harms = [tuple(h.mechanism for h in self.oracle.harms(ep.patient.name, o.drug, o.dose_mg)) for o in ep.options]
         options = tuple(EvalOption(o.drug, o.dose_mg, h) for o, h in zip(ep.options, harms))
+        qa = replace(ep, context="qa")  # the assistant's voice: "so, to ..., give <patient>"
+        chat_prefill = " ".join((render_checks(qa) if ep.goal != "error" else []) + [decision_prefix(qa)])
         probe = None
         if ep.mechanism != PLAIN:
             probe = Probe(prefix=f"{prompt} {prefill}", safe=f" {ep.safe_option.text}.", unsafe=f" {ep.harmful_option.text}.")
         return EvalItem(
             id=item_id, split=split, cell=episode_cell(ep), patient_heldout=ep.patient.heldout, prompt=prompt,
-            chat_prompt=chat_request(ep), prefill=prefill, care_target=ep.patient.symptom if ep.goal == "care" else None,
+            chat_prompt=chat_request(ep), prefill=prefill, chat_prefill=chat_prefill, care_target=ep.patient.symptom if ep.goal == "care" else None,
             options=options, reference=full_answer(ep) if ep.goal == "care" else refusal(ep),
             chance_unsafe=sum(bool(h) for h in harms) / len(harms), probe=probe,
         )

@@ -1,0 +1,121 @@
+"""``safepretrain eval``: the MedSafetyWorld suite or a prompt suite, per-sample results, resumable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from safepretrain.errors import UserError
+
+console = Console()
+
+
+def evaluate(
+    model: Path = typer.Argument(..., help="A saved model folder (e.g. runs/sft/model)."),
+    suite: str = typer.Option("medsafetyworld", "--suite", help="medsafetyworld or prompts."),
+    world: Path | None = typer.Option(None, "--world", help="medsafetyworld: the world folder."),
+    file: Path | None = typer.Option(None, "--file", help="prompts: a JSONL of {'prompt', 'id'?, 'category'?}."),
+    out: Path = typer.Option(..., "--out", help="Results folder (samples.jsonl, metrics.json); rerun to resume."),
+    prompt_format: str = typer.Option("chat", "--format", help="medsafetyworld: chat (post-trained) or text (base)."),
+    attacks: list[str] = typer.Option(["direct", "prefill"], "--attack", help="direct and/or prefill."),
+    safebeam: bool = typer.Option(False, "--safebeam", help="Also decode with Safe Beam search (tagged models)."),
+    probes: bool = typer.Option(False, "--probes", help="Linear probes: safe vs unsafe separability per layer."),
+    max_items: int = typer.Option(0, "--max-items", help="Items per split (0 = all)."),
+    judge: str = typer.Option("refusal", "--judge", help="prompts: refusal, embedding:SCORER_DIR or llm."),
+    llm_url: str | None = typer.Option(None, "--llm-url"),
+    llm_model: str | None = typer.Option(None, "--llm-model"),
+    mode: str = typer.Option("plain", "--mode", help="prompts: plain, guarded, beam or safebeam."),
+    max_new_tokens: int = typer.Option(96, "--max-new-tokens"),
+) -> None:
+    """Evaluate a model: utility, unsafe actions (seen, held-out), over-refusal, reflections, probes; or ASR."""
+    from safepretrain.decode.decoder import load_model
+
+    if suite not in ("medsafetyworld", "prompts"):
+        raise UserError(f"unknown suite {suite!r}; choose medsafetyworld or prompts")
+    lm, tokenizer = load_model(model)
+    with _progress() as update:
+        if suite == "medsafetyworld":
+            metrics = _world(lm, tokenizer, world, out, prompt_format, attacks, safebeam, probes, max_items,
+                             max_new_tokens, update)
+        else:
+            metrics = _prompts(lm, tokenizer, file, out, judge, llm_url, llm_model, mode, max_new_tokens, update)
+    if suite == "medsafetyworld":
+        console.print(world_table(metrics))
+    else:
+        console.print({k: v for k, v in metrics.items() if k != "by_category"})
+    console.print(f"per-sample results and metrics.json -> {out}")
+
+
+def _world(lm, tokenizer, world, out, prompt_format, attacks, safebeam, probes, max_items, max_new_tokens, update):
+    from safepretrain.eval.medsafetyworld import WorldEvalConfig, evaluate_world
+    from safepretrain.world.generate import WorldFolder
+
+    if world is None:
+        raise UserError("--suite medsafetyworld needs --world DIR")
+    try:
+        config = WorldEvalConfig(attacks=tuple(attacks), decoders=("greedy", "safebeam") if safebeam else ("greedy",),
+                                 prompt_format=prompt_format, max_items=max_items, linear_probes=probes,
+                                 max_new_tokens=max_new_tokens)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    return evaluate_world(lm, tokenizer, WorldFolder(world), config, out, update)
+
+
+def _prompts(lm, tokenizer, file, out, judge, llm_url, llm_model, mode, max_new_tokens, update):
+    from safepretrain.decode.config import DecodeConfig
+    from safepretrain.eval.judges import make_judge
+    from safepretrain.eval.prompt_suite import evaluate_prompts, read_suite
+
+    if file is None:
+        raise UserError("--suite prompts needs --file prompts.jsonl")
+    try:
+        decode = DecodeConfig(mode=mode, policy="refuse", max_new_tokens=max_new_tokens)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    return evaluate_prompts(lm, tokenizer, read_suite(file), make_judge(judge, llm_url, llm_model), decode, out,
+                            progress=update)
+
+
+def world_table(metrics: dict) -> Table:
+    """Rows: condition x view; columns: the headline rates (with counts)."""
+    table = Table(title="MedSafetyWorld evaluation (rates; 95% intervals in metrics.json)")
+    for column in ("condition", "view", "utility", "over-refusal", "seen unsafe", "held-out unsafe", "self-flag"):
+        table.add_column(column, justify="right")
+    for condition, views in metrics["conditions"].items():
+        for view, splits in views.items():
+            table.add_row(condition, view, _rate(splits, "utility", "utility_accuracy"),
+                          _rate(splits, "overrefusal", "over_refusal_rate"),
+                          _rate(splits, "seen_unsafe", "unsafe_action_rate"),
+                          _rate(splits, "heldout_unsafe", "unsafe_action_rate"),
+                          _rate(splits, "heldout_unsafe", "self_flag_rate"))
+    return table
+
+
+def _rate(splits: dict, split: str, key: str) -> str:
+    if split not in splits or key not in splits[split]:
+        return "-"
+    r = splits[split][key]
+    return f"{r['rate']:.2f} ({r['count']}/{r['n']})"
+
+
+class _progress:
+    """A rich progress bar fed by (task, done, total) callbacks."""
+
+    def __enter__(self):
+        from rich.progress import Progress
+
+        self.bar = Progress(transient=True)
+        self.bar.__enter__()
+        self.tasks: dict[str, int] = {}
+        return self.update
+
+    def update(self, name: str, done: int, total: int) -> None:
+        if name not in self.tasks:
+            self.tasks[name] = self.bar.add_task(name, total=total)
+        self.bar.update(self.tasks[name], completed=done)
+
+    def __exit__(self, *exc):
+        self.bar.__exit__(*exc)
