@@ -34,6 +34,7 @@ def root(
 def _register() -> None:
     from safepretrain.decode.cli import generate
     from safepretrain.eval.cli import evaluate
+    from safepretrain.experiment.cli import app as experiment_app
     from safepretrain.pipeline.cli import intervene, report_card, scorer_app, srp_sft
     from safepretrain.train.cli import model_app, tokenizer_app, train_app
     from safepretrain.world.cli import app as world_app
@@ -48,6 +49,7 @@ def _register() -> None:
     app.command("srp-sft")(srp_sft)
     app.command()(generate)
     app.command("eval")(evaluate)
+    app.add_typer(experiment_app, name="experiment")
 
 
 def _quiet_libraries() -> None:

@@ -7,6 +7,7 @@
 | rephrase | score, rephrase threshold..rephrase_max | Safety Pretraining rephrasing; SRP's rewriting baseline |
 | refusal | score, RefuseWeb dialogues for score >= refusal_min | Safety Pretraining |
 | moral | score, moral-education articles for score >= refusal_min | Safety Pretraining |
+| refusal+moral | both, from each unsafe document | Safety Pretraining |
 | safety-pretraining | score; 1-3 rephrased; 4-5 refusal + moral | the paper's full routing |
 | tags | score, harmfulness tags in unsafe text (p) | Safety Pretraining, Algorithm 1 |
 | reflect | a reflection after every segment | SRP |
@@ -119,7 +120,8 @@ def _reflect(scorer, backend, cfg):
 
 RECIPES: dict[str, Callable] = {
     "raw": _raw, "filter": _filter, "rephrase": _rephrase, "refusal": _refusal_kinds("refusal"),
-    "moral": _refusal_kinds("moral"), "safety-pretraining": _safety_pretraining, "tags": _tags, "reflect": _reflect,
+    "moral": _refusal_kinds("moral"), "refusal+moral": _refusal_kinds("refusal", "moral"),
+    "safety-pretraining": _safety_pretraining, "tags": _tags, "reflect": _reflect,
 }
 
 

@@ -8,7 +8,6 @@ Written as ``report.json``, two PNG charts and one self-contained ``index.html``
 
 from __future__ import annotations
 
-import base64
 import html
 import random
 from collections import Counter
@@ -116,14 +115,7 @@ def _grouped_bars(cards: list[ComponentCard], groups: list[str], values: list[li
 
 
 def _html(cards: list[ComponentCard], folder: Path) -> str:
-    def image(name: str) -> str:
-        data = base64.b64encode((folder / name).read_bytes()).decode()
-        return f'<img alt="{name}" src="data:image/png;base64,{data}">'
-
-    def table(headers, rows) -> str:
-        head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
-        return f"<table><tr>{head}</tr>{body}</table>"
+    from safepretrain.htmlpage import image, page, table
 
     summary = table(["component", "documents", "words", "sampled", "score key", *(f"score {s}" for s in range(6))],
                     [[c.name, f"{c.documents:,}", f"{c.words:,}", c.sample, c.score_key or "-",
@@ -134,13 +126,9 @@ def _html(cards: list[ComponentCard], folder: Path) -> str:
     stats = "".join(f"<h3>{html.escape(c.name)}</h3>" + table(["step", "stats"], [
         [name, ", ".join(f"{k} {v}" for k, v in totals.items())] for name, totals in c.pipeline_stats])
         for c in cards if c.pipeline_stats)
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Data Safety Report Card</title>
-<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}img{{max-width:100%}}</style></head><body>
-<h1>Data Safety Report Card</h1>
+    return page("Data Safety Report Card", f"""
 <p>Scores: Safety Pretraining's 0-5 scale on a seeded sample per component. Hazard hits: phrase-list matches in the
 14 MLCommons categories per million words of the whole component (a lexicon counts mentions, not intent).</p>
-<h2>Components and score distribution</h2>{summary}{image("score_distribution.png")}
-<h2>Hazard categories (hits per 1M words)</h2>{hazards}{image("hazard_hits.png")}
-<h2>Intervention stats</h2>{stats or "<p>No pipeline stats in these components.</p>"}
-</body></html>"""
+<h2>Components and score distribution</h2>{summary}{image(folder / "score_distribution.png")}
+<h2>Hazard categories (hits per 1M words)</h2>{hazards}{image(folder / "hazard_hits.png")}
+<h2>Intervention stats</h2>{stats or "<p>No pipeline stats in these components.</p>"}""")

@@ -323,6 +323,11 @@ def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def has_checkpoint(out: Path) -> bool:
+    """True when ``out`` holds a checkpoint that ``train(..., resume=True)`` can continue from."""
+    return bool(_checkpoint_dirs(Path(out))) and (Path(out) / "config.yaml").is_file()
+
+
 def _checkpoint_dirs(out: Path) -> list[Path]:
     root = out / CHECKPOINTS
     if not root.is_dir():

@@ -1,0 +1,145 @@
+"""Aggregate an experiment: mean and 95% CI over seeds per recipe, as Markdown, CSV, PNG plots and one HTML page.
+
+"Safe decoding" is each recipe's own inference-time defense: guarded decoding (stop on the model's own non-Safe
+reflection, replace the answer by a refusal) for every model, Safe Beam search for ``tags``. A model that never
+reflects is unchanged by guarding, so its two columns agree.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from safepretrain.experiment.config import ExperimentConfig
+from safepretrain.experiment.stages import Cell, Layout
+from safepretrain.io import atomic_open, write_json
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    stage: str  # post | finetuned
+    split: str
+    key: str
+    attack: str = "direct"
+    safe_decoding: bool = False
+
+
+METRICS = (
+    Metric("utility", "post", "utility", "utility_accuracy"),
+    Metric("over-refusal (safe dec.)", "post", "overrefusal", "over_refusal_rate", safe_decoding=True),
+    Metric("seen unsafe", "post", "seen_unsafe", "unsafe_action_rate"),
+    Metric("held-out unsafe", "post", "heldout_unsafe", "unsafe_action_rate"),
+    Metric("held-out unsafe (safe dec.)", "post", "heldout_unsafe", "unsafe_action_rate", safe_decoding=True),
+    Metric("held-out unsafe, prefill", "post", "heldout_unsafe", "unsafe_action_rate", "prefill"),
+    Metric("held-out unsafe, prefill (safe dec.)", "post", "heldout_unsafe", "unsafe_action_rate", "prefill", True),
+    Metric("utility after FT", "finetuned", "utility", "utility_accuracy"),
+    Metric("held-out unsafe after FT", "finetuned", "heldout_unsafe", "unsafe_action_rate"),
+    Metric("held-out unsafe after FT (safe dec.)", "finetuned", "heldout_unsafe", "unsafe_action_rate",
+           safe_decoding=True),
+)
+EXTRA = ("reflection F1", "held-out reflection recall", "held-out probe P(unsafe)")
+
+
+def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float]:
+    """Mean and the half-width of its Student-t confidence interval (nan with one value)."""
+    from scipy.stats import t
+
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return float("nan"), float("nan")
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, float("nan")
+    half = t.ppf(0.5 + level / 2, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    return mean, half
+
+
+def cell_values(cfg: ExperimentConfig, cell: Cell) -> dict[str, float]:
+    """The headline numbers of one finished cell."""
+    import json
+
+    root = Layout(cfg).cell(cell)
+    evals = {s: json.loads((root / f"eval-{s}" / "metrics.json").read_text()) for s in ("post", "finetuned")}
+    values = {}
+    for m in METRICS:
+        decoder = "safebeam" if m.safe_decoding and cell.spec.safebeam else "greedy"
+        view = "guarded" if m.safe_decoding and not cell.spec.safebeam else "unguarded"
+        split = evals[m.stage]["conditions"][f"{decoder}/{m.attack}"][view].get(m.split, {})
+        values[m.name] = split.get(m.key, {}).get("rate", float("nan"))
+    post = evals["post"]
+    values["reflection F1"] = post.get("reflection", {}).get("all", {}).get("f1", float("nan"))
+    values["held-out reflection recall"] = (post.get("reflection", {}).get("heldout_types", {})
+                                            .get("recall", {}).get("rate", float("nan")))
+    values["held-out probe P(unsafe)"] = post.get("decision_probes", {}).get("heldout_unsafe", {}).get(
+        "mean_p_unsafe", float("nan"))
+    values["probe AUROC per layer"] = post.get("linear_probes", {}).get("auroc_per_layer")
+    return values
+
+
+def aggregate(cfg: ExperimentConfig, cells: list[Cell]) -> Path:
+    out = Layout(cfg).root / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    per_cell = {c: cell_values(cfg, c) for c in cells}
+    rows = []  # one per (recipe, start, metric)
+    groups: dict[tuple[str, float], list[Cell]] = {}
+    for c in cells:
+        groups.setdefault((c.recipe, c.start), []).append(c)
+    for (recipe, start), group in groups.items():
+        for name in [m.name for m in METRICS] + list(EXTRA):
+            values = [per_cell[c][name] for c in group]
+            mean, half = mean_ci(values)
+            rows.append({"recipe": recipe, "start": start, "metric": name, "mean": mean, "ci95_half": half,
+                         "n_seeds": len(values), "values": values})
+    write_json(out / "results.json", {"experiment": cfg.to_dict(), "rows": rows,
+                                      "cells": {c.name: v for c, v in per_cell.items()}})
+    _write_csv(out / "results.csv", rows)
+    table = markdown_table(rows, len(cfg.seeds))
+    with atomic_open(out / "results.md") as f:
+        f.write(table)
+    from safepretrain.experiment.report import write_plots_and_html
+
+    write_plots_and_html(out, rows, per_cell, table)
+    return out
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["recipe", "start", "metric", "mean", "ci95_half", "n_seeds", "values"])
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({**r, "values": " ".join(f"{v:.4f}" for v in r["values"])})
+    with atomic_open(path) as f:
+        f.write(buffer.getvalue())
+
+
+MAIN_COLUMNS = ("utility", "held-out unsafe", "held-out unsafe (safe dec.)", "held-out unsafe, prefill (safe dec.)",
+                "held-out unsafe after FT (safe dec.)", "seen unsafe", "over-refusal (safe dec.)", "reflection F1",
+                "held-out probe P(unsafe)")
+
+
+def markdown_table(rows: list[dict], n_seeds: int, columns: tuple[str, ...] = MAIN_COLUMNS) -> str:
+    """Recipes as rows, headline metrics as columns: "mean ± 95% CI half-width" over seeds."""
+    by_key = {(r["recipe"], r["start"], r["metric"]): r for r in rows}
+    keys = list(dict.fromkeys((r["recipe"], r["start"]) for r in rows))
+    starts = {s for _, s in keys}
+    head = ["recipe"] + (["start"] if len(starts) > 1 else []) + list(columns)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for recipe, start in keys:
+        cells = [recipe] + ([f"{start:g}"] if len(starts) > 1 else [])
+        cells += [_fmt(by_key[(recipe, start, c)]) for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    note = (f"\nMean over {n_seeds} seed(s) (each a new world and training seed), ± the 95% t-interval half-width. "
+            "Rates are fractions of evaluation items; chance for an unsafe action on the held-out split is 0.50 "
+            "(two options, one harmful). Safe dec. = guarded decoding (Safe Beam for tags).\n")
+    return "\n".join(lines) + "\n" + note
+
+
+def _fmt(row: dict) -> str:
+    if math.isnan(row["mean"]):
+        return "-"
+    return f"{row['mean']:.2f}" + ("" if math.isnan(row["ci95_half"]) else f" ± {row['ci95_half']:.2f}")

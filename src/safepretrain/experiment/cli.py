@@ -1,0 +1,49 @@
+"""``safepretrain experiment``: run a recipe comparison grid (resumable) and aggregate it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(no_args_is_help=True, help="Recipe x curriculum x seed experiments on MedSafetyWorld.")
+console = Console()
+
+
+@app.command("run")
+def run(
+    config: Path = typer.Argument(..., help="YAML of ExperimentConfig fields (optionally 'preset: laptop|tiny|paper')."),
+    out: str | None = typer.Option(None, "--out", help="Experiment folder; rerun to resume."),
+    workers: int | None = typer.Option(None, "--workers", help="Jobs at once (processes)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start over when the folder holds another config."),
+) -> None:
+    """Run the experiment a YAML file describes."""
+    from safepretrain.experiment.config import load_experiment
+
+    _run(load_experiment(config, None, {"out": out, "workers": workers}), overwrite)
+
+
+@app.command("medsafetyworld")
+def medsafetyworld(
+    preset: str = typer.Option("laptop", "--preset", help="laptop (the demo), tiny (seconds), paper (GPU)."),
+    out: str | None = typer.Option(None, "--out"),
+    seeds: int | None = typer.Option(None, "--seeds", help="Number of seeds (0..n-1)."),
+    recipes: list[str] = typer.Option([], "--recipe", help="Recipes to compare (repeatable; default: all)."),
+    workers: int | None = typer.Option(None, "--workers"),
+    overwrite: bool = typer.Option(False, "--overwrite"),
+) -> None:
+    """The built-in comparison: SRP against filtering, rewriting and Safety Pretraining's recipes."""
+    from safepretrain.experiment.config import load_experiment
+
+    overrides = {"out": out, "workers": workers, "seeds": tuple(range(seeds)) if seeds else None,
+                 "recipes": tuple(recipes) or None}
+    _run(load_experiment(None, preset, overrides), overwrite)
+
+
+def _run(cfg, overwrite: bool) -> None:
+    from safepretrain.experiment.run import run_experiment
+
+    results = run_experiment(cfg, console, overwrite)
+    console.print((results / "results.md").read_text(), markup=False, highlight=False)
+    console.print(f"plots and report: {results}/report.html")

@@ -1,0 +1,108 @@
+"""Experiment configs: a grid of recipes x curriculum starts x seeds on MedSafetyWorld, and its presets."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from safepretrain.errors import UserError
+from safepretrain.experiment.recipes import RECIPES
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExperimentConfig:
+    out: str = "runs/experiment"
+    world_preset: str = "laptop"
+    seeds: tuple[int, ...] = (0, 1, 2)
+    """Each seed is a new world (generated with that seed) and a new training seed: variation between worlds is
+    part of the error bars."""
+    recipes: tuple[str, ...] = ("raw", "filter", "rewrite", "refusal+moral", "tags", "srp", "srp-mask",
+                                "srp-pretrain-only", "posttrain-only")
+    curriculum_starts: tuple[float, ...] = (0.0,)
+    """When interventions start, as a fraction of the pretraining budget (safe-only data before it)."""
+    model: str = "tiny"
+    vocab_size: int = 1024
+    pretrain_tokens: int = 4_000_000
+    sft_epochs: float = 3.0
+    finetune_steps: int = 100
+    """Steps of the benign finetuning attack (lr 1e-4, constant)."""
+    lr: float = 2e-3
+    segment_words: int = 24
+    """SRP segment length in words, in pretraining data and in the reflection evaluation (sentences are 8-25)."""
+    tag_p: float = 0.05
+    eval_items: int = 100
+    """Items per evaluation split (0 = all)."""
+    eval_max_new_tokens: int = 96
+    linear_probes: bool = True
+    threads: int = 1
+    """Torch threads per job."""
+    workers: int = 2
+    """Jobs run at once (processes)."""
+    train_overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Extra ``--set`` overrides per stage (pretrain, sft, finetune), e.g. {"pretrain": ["optim.micro_batch=32"]}."""
+
+    def __post_init__(self):
+        if unknown := set(self.recipes) - set(RECIPES):
+            raise ValueError(f"unknown recipes {sorted(unknown)}; choose from {', '.join(RECIPES)}")
+        if not self.seeds or not self.recipes or not self.curriculum_starts:
+            raise ValueError("seeds, recipes and curriculum_starts must not be empty")
+        if any(not 0.0 <= s < 1.0 for s in self.curriculum_starts):
+            raise ValueError("curriculum_starts must be fractions in [0, 1)")
+        if unknown := set(self.train_overrides) - {"pretrain", "sft", "finetune"}:
+            raise ValueError(f"train_overrides: unknown stages {sorted(unknown)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def laptop() -> ExperimentConfig:
+    """The demo: the laptop world, a ~1M-parameter model, 9 recipes x 3 seeds, 2 processes on 2 cores."""
+    return ExperimentConfig(out="runs/demo")
+
+
+def tiny() -> ExperimentConfig:
+    """Seconds per cell, for tests and smoke runs: the tiny world and a few training steps."""
+    return ExperimentConfig(
+        out="runs/experiment-tiny", world_preset="tiny", seeds=(0,), recipes=("raw", "srp"), vocab_size=768,
+        pretrain_tokens=60_000, sft_epochs=1.0, finetune_steps=5, eval_items=8, eval_max_new_tokens=48,
+        linear_probes=False, workers=1,
+    )
+
+
+def paper() -> ExperimentConfig:
+    """The paper-scale world and the SRP paper's ~50M model shape: for a GPU."""
+    return ExperimentConfig(out="runs/experiment-paper", world_preset="paper", model="50m", vocab_size=4096,
+                            pretrain_tokens=2_000_000_000, finetune_steps=500, eval_items=1000, workers=1, threads=8)
+
+
+PRESETS = {"laptop": laptop, "tiny": tiny, "paper": paper}
+
+
+def load_experiment(path: Path | None, preset: str | None, overrides: dict[str, Any]) -> ExperimentConfig:
+    """A preset (default laptop), updated by a YAML file's fields, then by command-line values."""
+    import yaml
+
+    if preset is not None and preset not in PRESETS:
+        raise UserError(f"unknown experiment preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            values = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise UserError(f"{path}: cannot read the experiment config ({e})") from None
+        if not isinstance(values, dict):
+            raise UserError(f"{path}: expected a mapping of ExperimentConfig fields")
+        preset = values.pop("preset", preset)
+    base = PRESETS[preset or "laptop"]()
+    values |= {k: v for k, v in overrides.items() if v is not None}
+    known = set(base.to_dict())
+    if unknown := set(values) - known:
+        raise UserError(f"{path or 'options'}: unknown experiment fields {sorted(unknown)}; known: {', '.join(sorted(known))}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    if "train_overrides" in values:
+        values["train_overrides"] = {k: tuple(v) for k, v in values["train_overrides"].items()}
+    try:
+        return replace(base, **values)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{path or 'options'}: {e}") from None

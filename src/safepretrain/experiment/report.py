@@ -1,0 +1,106 @@
+"""The experiment's plots (PNG) and its one-page HTML report."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from safepretrain.experiment.stages import Cell
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _series(rows: list[dict], metric: str) -> tuple[list[str], list[float], list[float]]:
+    chosen = [r for r in rows if r["metric"] == metric]
+    labels = [r["recipe"] + (f" @{r['start']:g}" if r["start"] else "") for r in chosen]
+    return labels, [r["mean"] for r in chosen], [0.0 if math.isnan(r["ci95_half"]) else r["ci95_half"] for r in chosen]
+
+
+def plot_unsafe_rates(rows: list[dict], png: Path) -> None:
+    """Held-out unsafe-action rate per recipe: unguarded and with safe decoding, before and after the attack."""
+    plt = _pyplot()
+    series = [("post-training", "held-out unsafe"), ("post-training, safe decoding", "held-out unsafe (safe dec.)"),
+              ("after benign FT", "held-out unsafe after FT"),
+              ("after benign FT, safe decoding", "held-out unsafe after FT (safe dec.)")]
+    labels = _series(rows, series[0][1])[0]
+    fig, ax = plt.subplots(figsize=(max(7, 1.1 * len(labels)), 4), dpi=120)
+    width = 0.8 / len(series)
+    for i, (name, metric) in enumerate(series):
+        _, means, halves = _series(rows, metric)
+        ax.bar([k + i * width for k in range(len(labels))], means, width, yerr=halves, capsize=2, label=name)
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--", label="chance (random option)")
+    ax.set_xticks([k + 0.4 - width / 2 for k in range(len(labels))], labels, rotation=30, ha="right")
+    ax.set_ylabel("held-out unsafe-action rate")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png)
+    plt.close(fig)
+
+
+def plot_utility_vs_safety(rows: list[dict], png: Path) -> None:
+    plt = _pyplot()
+    labels, utility, u_err = _series(rows, "utility")
+    _, unsafe, s_err = _series(rows, "held-out unsafe (safe dec.)")
+    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
+    ax.errorbar(unsafe, utility, xerr=s_err, yerr=u_err, fmt="o", capsize=2)
+    for x, y, label in zip(unsafe, utility, labels):
+        ax.annotate(label, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    ax.set_xlabel("held-out unsafe-action rate (safe decoding)  <- safer")
+    ax.set_ylabel("utility accuracy  -> more useful")
+    ax.set_xlim(-0.05, 1.05)
+    ax.set_ylim(-0.05, 1.05)
+    fig.tight_layout()
+    fig.savefig(png)
+    plt.close(fig)
+
+
+def plot_probe_auroc(per_cell: dict[Cell, dict], png: Path) -> bool:
+    """Mean linear-probe AUROC per layer for each recipe; False when no cell measured probes."""
+    curves: dict[str, list[list[float]]] = {}
+    for cell, values in per_cell.items():
+        if values.get("probe AUROC per layer"):
+            curves.setdefault(cell.recipe + (f" @{cell.start:g}" if cell.start else ""), []).append(
+                values["probe AUROC per layer"])
+    if not curves:
+        return False
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for label, runs in curves.items():
+        mean = [sum(layer) / len(layer) for layer in zip(*runs)]
+        ax.plot(range(len(mean)), mean, marker="o", label=label)
+    ax.set_xlabel("layer (0 = embeddings)")
+    ax.set_ylabel("probe AUROC, safe vs unsafe prompts")
+    ax.set_ylim(0.4, 1.02)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png)
+    plt.close(fig)
+    return True
+
+
+def write_plots_and_html(out: Path, rows: list[dict], per_cell: dict[Cell, dict], table_md: str) -> None:
+    import html
+
+    from safepretrain.htmlpage import image, page, table
+    from safepretrain.io import atomic_open
+
+    plot_unsafe_rates(rows, out / "unsafe_rates.png")
+    plot_utility_vs_safety(rows, out / "utility_vs_safety.png")
+    probes = plot_probe_auroc(per_cell, out / "probe_auroc.png")
+    lines = [line.strip("|").split("|") for line in table_md.splitlines() if line.startswith("|")]
+    body = (table([c.strip() for c in lines[0]], [[c.strip() for c in row] for row in lines[2:]])
+            + f"<p>{html.escape(table_md.split(chr(10) + chr(10))[-1].strip())}</p>"
+            + "<h2>Held-out unsafe actions</h2>" + image(out / "unsafe_rates.png")
+            + "<h2>Utility vs safety</h2>" + image(out / "utility_vs_safety.png")
+            + ("<h2>Linear probes</h2>" + image(out / "probe_auroc.png") if probes else "")
+            + "<p>Per-seed values: results.csv; per-sample answers: cells/*/*/*/eval-*/samples.jsonl.</p>")
+    with atomic_open(out / "report.html") as f:
+        f.write(page("MedSafetyWorld experiment", body))

@@ -1,0 +1,121 @@
+"""Run an experiment grid: stages in dependency order, jobs of a stage in parallel processes, everything resumable."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+
+from rich.console import Console
+
+from safepretrain.errors import UserError
+from safepretrain.experiment import stages
+from safepretrain.experiment.config import ExperimentConfig
+from safepretrain.experiment.stages import Cell, Layout
+
+
+def grid(cfg: ExperimentConfig) -> list[Cell]:
+    return [Cell(r, s, seed) for seed in cfg.seeds for s in cfg.curriculum_starts for r in cfg.recipes]
+
+
+def run_experiment(cfg: ExperimentConfig, console: Console | None = None, overwrite: bool = False) -> Path:
+    """Run every cell (skipping what is done), then aggregate; returns the results folder."""
+    from safepretrain.experiment.aggregate import aggregate
+
+    console = console or Console()
+    layout = Layout(cfg)
+    _check_config(layout.root, cfg, overwrite)
+    cells = grid(cfg)
+    corpora = {c.spec.corpus for c in cells} | ({"filter"} if any(c.effective_start > 0 for c in cells) else set())
+    phases: list[tuple[str, list[tuple[str, Callable, tuple]]]] = [
+        ("world", [(f"seed{s}", stages.make_world, (cfg, s)) for s in cfg.seeds]),
+        ("tokenizer", [(f"seed{s}", stages.make_tokenizer, (cfg, s)) for s in cfg.seeds]),
+        ("data", [(f"{k} seed{s}", stages.make_corpus, (cfg, s, k)) for s in cfg.seeds for k in sorted(corpora)]
+         + [(f"sft-{k} seed{s}", stages.make_sft_data, (cfg, s, k)) for s in cfg.seeds
+            for k in sorted({c.spec.sft for c in cells})]),
+        ("pretrain", _unique(cells, layout.pretrain, stages.pretrain, cfg)),
+        ("post-train", _unique(cells, layout.sft, stages.post_train, cfg)),
+        ("eval", [(c.name, stages.evaluate, (cfg, c, "post")) for c in cells]),
+        ("finetune attack", _unique(cells, layout.finetune, stages.finetune, cfg)),
+        ("eval after attack", [(c.name, stages.evaluate, (cfg, c, "finetuned")) for c in cells]),
+    ]
+    started = time.perf_counter()
+    for phase, jobs in phases:
+        _run_phase(phase, jobs, cfg.workers, console)
+    for cell in cells:
+        stages.write_cell_manifest(cfg, cell)
+    results = aggregate(cfg, cells)
+    console.print(f"experiment: {len(cells)} cells in {time.perf_counter() - started:,.0f} s -> {results}")
+    return results
+
+
+def _unique(cells: list[Cell], path_of: Callable[[Cell], Path], job: Callable, cfg) -> list[tuple[str, Callable, tuple]]:
+    """One job per distinct output path (cells that share a model train it once)."""
+    seen: dict[Path, Cell] = {}
+    for cell in cells:
+        seen.setdefault(path_of(cell), cell)
+    return [(path.name + f" seed{cell.seed}", job, (cfg, cell)) for path, cell in seen.items()]
+
+
+def _check_config(root: Path, cfg: ExperimentConfig, overwrite: bool) -> None:
+    """An experiment folder belongs to one config: resuming with a changed config would mix results."""
+    import shutil
+
+    saved = root / "experiment.json"
+    now = json.loads(json.dumps(cfg.to_dict()))
+    if saved.is_file():
+        before = json.loads(saved.read_text())
+        if before != now and not overwrite:
+            changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+            raise UserError(f"{root} holds an experiment with another config (changed: {', '.join(changed)}); "
+                            "choose another --out or pass --overwrite to start over")
+        if before != now:
+            shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    from safepretrain.io import write_json
+
+    write_json(saved, now)
+
+
+def _run_phase(phase: str, jobs: list[tuple[str, Callable, tuple]], workers: int, console: Console) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn(f"[bold]{phase:<18}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.description}"))
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("", total=len(jobs))
+        if workers <= 1 or len(jobs) == 1:
+            for name, job, args in jobs:
+                bar.update(task, description=name)
+                _call(name, job, args)
+                bar.advance(task)
+            bar.update(task, description="")
+            return
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(job, *args): name for name, job, args in jobs}
+            try:
+                for future in as_completed(futures):
+                    _result(futures[future], future)
+                    bar.update(task, advance=1, description=f"done: {futures[future]}")
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+        bar.update(task, description="")
+
+
+def _call(name: str, job: Callable, args: tuple):
+    try:
+        return job(*args)
+    except UserError as e:
+        raise UserError(f"{name}: {e}") from None
+
+
+def _result(name: str, future):
+    try:
+        return future.result()
+    except UserError as e:
+        raise UserError(f"{name}: {e}") from None

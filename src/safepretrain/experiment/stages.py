@@ -1,0 +1,255 @@
+"""The stages of an experiment, each a resumable job with a fixed output path.
+
+A stage whose output exists is never recomputed; a training stage interrupted mid-way resumes from its checkpoint;
+an evaluation resumes per sample. Stages shared by several cells (the world of a seed, the raw pretraining that
+``raw`` and ``posttrain-only`` both start from) are computed once.
+
+    out/worlds/seed0/                      the world (generated with seed 0)
+    out/tokenizers/seed0/                  BPE on its corpus and SFT chats
+    out/data/seed0/<corpus>.jsonl          pretraining data of each pipeline recipe; sft-<plain|srp>.jsonl
+    out/models/seed0/pretrain-<key>-start<s>/, .../sft-.../, .../finetune-.../
+    out/cells/<recipe>/start<s>/seed0/     eval-post/ and eval-finetuned/ (samples.jsonl, metrics.json), manifest.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from safepretrain.experiment.config import ExperimentConfig
+from safepretrain.experiment.recipes import RECIPES, Recipe
+from safepretrain.io import atomic_open
+
+
+@dataclass(frozen=True)
+class Cell:
+    recipe: str
+    start: float
+    seed: int
+
+    @property
+    def spec(self) -> Recipe:
+        return RECIPES[self.recipe]
+
+    @property
+    def effective_start(self) -> float:
+        """A recipe without a pretraining intervention has no curriculum: it is trained once, at start 0."""
+        return self.start if self.spec.corpus != "raw" else 0.0
+
+    @property
+    def name(self) -> str:
+        return f"{self.recipe}/start{self.start:g}/seed{self.seed}"
+
+
+class Layout:
+    def __init__(self, cfg: ExperimentConfig):
+        self.root = Path(cfg.out)
+
+    def world(self, seed: int) -> Path:
+        return self.root / "worlds" / f"seed{seed}"
+
+    def tokenizer(self, seed: int) -> Path:
+        return self.root / "tokenizers" / f"seed{seed}"
+
+    def corpus(self, seed: int, corpus: str) -> Path:
+        return self.root / "data" / f"seed{seed}" / f"{corpus}.jsonl"
+
+    def sft_data(self, seed: int, kind: str) -> Path:
+        return self.root / "data" / f"seed{seed}" / f"sft-{kind}.jsonl"
+
+    def pretrain(self, cell: Cell) -> Path:
+        return self.root / "models" / f"seed{cell.seed}" / f"pretrain-{cell.spec.pretrain_key}-start{cell.effective_start:g}"
+
+    def sft(self, cell: Cell) -> Path:
+        return self.pretrain(cell).with_name(self.pretrain(cell).name.replace("pretrain-", "sft-") + f"-{cell.spec.sft}")
+
+    def finetune(self, cell: Cell) -> Path:
+        return self.sft(cell).with_name(self.sft(cell).name.replace("sft-", "finetune-"))
+
+    def cell(self, cell: Cell) -> Path:
+        return self.root / "cells" / cell.recipe / f"start{cell.start:g}" / f"seed{cell.seed}"
+
+
+def _threads(cfg: ExperimentConfig) -> None:
+    import torch
+
+    torch.set_num_threads(cfg.threads)
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+
+# ---------------------------------------------------------------- data
+
+
+def make_world(cfg: ExperimentConfig, seed: int) -> Path:
+    from safepretrain.world.config import preset_config
+    from safepretrain.world.generate import generate_world
+
+    out = Layout(cfg).world(seed)
+    if not (out / "manifest.json").is_file():
+        generate_world(preset_config(cfg.world_preset, seed), out, overwrite=True)
+    return out
+
+
+def make_tokenizer(cfg: ExperimentConfig, seed: int) -> Path:
+    from safepretrain.io import atomic_directory
+    from safepretrain.train.tokenizer import corpus_texts, train_tokenizer
+
+    layout = Layout(cfg)
+    out, world = layout.tokenizer(seed), layout.world(seed)
+    if not (out / "tokenizer.json").is_file():
+        tokenizer = train_tokenizer(corpus_texts([world / "corpus.jsonl", world / "sft.jsonl"]), cfg.vocab_size)
+        with atomic_directory(out, overwrite=True) as tmp:
+            tokenizer.save_pretrained(tmp)
+    return out
+
+
+def make_corpus(cfg: ExperimentConfig, seed: int, corpus: str) -> Path:
+    """Pretraining data of one pipeline recipe, run in-process (the world's corpora are small)."""
+    from safepretrain.pipeline.documents import reader
+    from safepretrain.pipeline.recipes import RecipeConfig, build_steps
+    from safepretrain.pipeline.scorers.oracle import OracleScorer
+    from safepretrain.pipeline.world_backend import WorldBackend
+
+    layout = Layout(cfg)
+    out, world = layout.corpus(seed, corpus), layout.world(seed)
+    if out.is_file():
+        return out
+    recipe_cfg = RecipeConfig(threshold=1, rephrase_max=5, refusal_min=1, tag_p=cfg.tag_p,
+                              reflect_max_len=cfg.segment_words, seed=seed)
+    steps = build_steps(corpus, OracleScorer(world), WorldBackend(world), recipe_cfg)
+    _quiet_datatrove()
+    docs = reader(world / "corpus.jsonl")()
+    for step in steps:
+        docs = step(docs)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(out) as f:
+        for doc in docs:
+            f.write(json.dumps({"text": doc.text}) + "\n")
+    return out
+
+
+def _quiet_datatrove() -> None:
+    """datatrove logs every file it reads at INFO; in a progress display that is noise."""
+    import sys
+
+    from loguru import logger
+
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING")
+
+
+def make_sft_data(cfg: ExperimentConfig, seed: int, kind: str) -> Path:
+    """``plain``: the world's SFT chats; ``srp``: the same chats in SRP's post-training format."""
+    from safepretrain.io import read_jsonl
+    from safepretrain.markup import SPECIAL
+    from safepretrain.pipeline.srp_sft import SrpSftConfig, srp_chat
+
+    layout = Layout(cfg)
+    source = layout.world(seed) / "sft.jsonl"
+    if kind == "plain":
+        return source
+    out = layout.sft_data(seed, kind)
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_open(out) as f:
+            for record in read_jsonl(source):
+                f.write(json.dumps(srp_chat(record, SPECIAL, SrpSftConfig(seed=seed))) + "\n")
+    return out
+
+
+# ---------------------------------------------------------------- training
+
+
+def _train(kind: str, out: Path, values: dict, overrides: tuple[str, ...]) -> Path:
+    """Train unless the model exists; continue from a checkpoint when one is there."""
+    from safepretrain.train.config import build_config
+    from safepretrain.train.trainer import has_checkpoint, train
+
+    if (out / "model" / "config.json").is_file():
+        return out / "model"
+    cfg = build_config(kind, {**values, "out": str(out)}, list(overrides), source=f"experiment {kind}")
+    return train(cfg, resume=has_checkpoint(out), overwrite=not has_checkpoint(out), show_progress=False).model_dir
+
+
+def pretrain(cfg: ExperimentConfig, cell: Cell) -> Path:
+    _threads(cfg)
+    layout = Layout(cfg)
+    data = layout.corpus(cell.seed, cell.spec.corpus)
+    values = {
+        "model": {"name": cfg.model, "tokenizer": str(layout.tokenizer(cell.seed))},
+        "data": {"train": [str(data)]}, "max_tokens": cfg.pretrain_tokens, "seed": cell.seed, "threads": cfg.threads,
+        "optim": {"lr": cfg.lr}, "masking": {"after_unsafe": cell.spec.mask_after_unsafe},
+    }
+    if cell.effective_start > 0:  # safe-only data first, the recipe's data from the start on
+        values["data"] = {"train": [str(layout.corpus(cell.seed, "filter"))], "intervened": [str(data)]}
+        values["curriculum"] = {"start": cell.effective_start}
+    return _train("pretrain", layout.pretrain(cell), values, cfg.train_overrides.get("pretrain", ()))
+
+
+def post_train(cfg: ExperimentConfig, cell: Cell) -> Path:
+    _threads(cfg)
+    layout = Layout(cfg)
+    values = {"model": {"name": str(layout.pretrain(cell) / "model")},
+              "data": {"train": [str(make_sft_data(cfg, cell.seed, cell.spec.sft))]},
+              "epochs": cfg.sft_epochs, "seed": cell.seed, "threads": cfg.threads}
+    return _train("sft", layout.sft(cell), values, cfg.train_overrides.get("sft", ()))
+
+
+def finetune(cfg: ExperimentConfig, cell: Cell) -> Path:
+    """The benign finetuning attack: terse care answers and drug facts, no checks, no reflections."""
+    _threads(cfg)
+    layout = Layout(cfg)
+    values = {"model": {"name": str(layout.sft(cell) / "model")},
+              "data": {"train": [str(layout.world(cell.seed) / "benign_finetune.jsonl")]},
+              "max_steps": cfg.finetune_steps, "seed": cell.seed, "threads": cfg.threads}
+    return _train("finetune", layout.finetune(cell), values, cfg.train_overrides.get("finetune", ()))
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def evaluate(cfg: ExperimentConfig, cell: Cell, stage: str) -> Path:
+    """``stage``: post (after post-training) or finetuned (after the benign finetuning attack)."""
+    from safepretrain.decode.decoder import load_model
+    from safepretrain.eval.medsafetyworld import WorldEvalConfig, evaluate_world
+    from safepretrain.world.generate import WorldFolder
+
+    _threads(cfg)
+    layout = Layout(cfg)
+    out = layout.cell(cell) / f"eval-{stage}"
+    if (out / "metrics.json").is_file():
+        return out
+    model_dir = (layout.sft(cell) if stage == "post" else layout.finetune(cell)) / "model"
+    model, tokenizer = load_model(model_dir)
+    config = WorldEvalConfig(decoders=("greedy", "safebeam") if cell.spec.safebeam else ("greedy",),
+                             max_items=cfg.eval_items, max_new_tokens=cfg.eval_max_new_tokens,
+                             segment_words=cfg.segment_words, linear_probes=cfg.linear_probes)
+    evaluate_world(model, tokenizer, WorldFolder(layout.world(cell.seed)), config, out)
+    return out
+
+
+def write_cell_manifest(cfg: ExperimentConfig, cell: Cell) -> Path:
+    """What the cell was made of: config, seeds, versions, and the hashes of its data and models."""
+    from safepretrain.io import sha256_file, write_json
+    from safepretrain.manifest import package_versions
+
+    layout = Layout(cfg)
+    inputs = {
+        "world_manifest": layout.world(cell.seed) / "manifest.json",
+        "pretraining_data": layout.corpus(cell.seed, cell.spec.corpus),
+        "sft_data": make_sft_data(cfg, cell.seed, cell.spec.sft),
+        "pretrained_model": layout.pretrain(cell) / "model" / "model.safetensors",
+        "sft_model": layout.sft(cell) / "model" / "model.safetensors",
+        "finetuned_model": layout.finetune(cell) / "model" / "model.safetensors",
+    }
+    manifest = {
+        "cell": {"recipe": cell.recipe, "curriculum_start": cell.start, "seed": cell.seed},
+        "recipe": vars(cell.spec), "experiment": cfg.to_dict(), "versions": package_versions(),
+        "paths": {k: str(v) for k, v in inputs.items()},
+        "sha256": {k: sha256_file(v) for k, v in inputs.items() if v.is_file()},
+    }
+    path = layout.cell(cell) / "manifest.json"
+    write_json(path, manifest)
+    return path
