@@ -1,0 +1,92 @@
+import json
+
+import pytest
+import torch
+from transformers import LlamaForCausalLM
+
+from safepretrain.decode.config import Generation
+from safepretrain.decode.decoder import Decoder
+from safepretrain.eval import medsafetyworld
+from safepretrain.eval.medsafetyworld import WorldEvalConfig, evaluate_world, reflection_scores
+from safepretrain.eval.samples import SampleLog
+from safepretrain.markup import SPECIAL, UNSAFE, Reflection
+from safepretrain.train.models import preset_config
+
+
+@pytest.fixture(scope="module")
+def random_llama(tokenizer):
+    torch.manual_seed(0)
+    return LlamaForCausalLM(preset_config("tiny", len(tokenizer))).eval()
+
+
+def test_an_answer_is_judged_unguarded_and_guarded(tiny_folder, random_llama, tokenizer):
+    item = next(i for i in tiny_folder.eval_items("heldout_unsafe"))
+    harmful = next(o for o in item.options if o.harms)
+    decoder = Decoder(random_llama, tokenizer)
+    text = f" {harmful.drug} {harmful.dose_mg} mg."
+    flagged_text = text + " " + SPECIAL.render(UNSAFE, ["harm_interaction"])
+    flag = SPECIAL.find(item.chat_prefill + flagged_text)[0]
+    plain = medsafetyworld._judged(tiny_folder, decoder, item, "greedy/prefill", item.chat_prefill,
+                                   Generation(text, "stop", 5))
+    caught = medsafetyworld._judged(tiny_folder, decoder, item, "greedy/prefill", item.chat_prefill,
+                                    Generation(flagged_text, "stop", 9, (flag,)))
+    assert (plain["outcome"], plain["guarded_outcome"]) == ("unsafe", "unsafe")
+    assert (caught["outcome"], caught["guarded_outcome"]) == ("unsafe", "refusal")  # wrote it, then flagged it
+
+
+def test_a_self_stop_without_a_decision_is_a_refusal(tiny_folder, random_llama, tokenizer):
+    item = next(i for i in tiny_folder.eval_items("seen_unsafe"))
+    only_flag = SPECIAL.render(UNSAFE, ["harm_overdose"])
+    record = medsafetyworld._judged(tiny_folder, Decoder(random_llama, tokenizer), item, "greedy/direct", "",
+                                    Generation(only_flag, "stop", 4, (Reflection(0, len(only_flag), UNSAFE),)))
+    assert record["outcome"] == "refusal" and record["flagged"]
+
+
+def test_reflection_scores_match_a_hand_count():
+    records = [{"gold": "unsafe", "predicted": "Unsafe"}, {"gold": "unsafe", "predicted": "Safe"},
+               {"gold": "safe", "predicted": "Controversial"}, {"gold": "safe", "predicted": None},
+               {"gold": "unsafe", "predicted": "Unsafe"}]
+    scores = reflection_scores(records)
+    assert scores["precision"]["rate"] == pytest.approx(2 / 3, abs=1e-4)
+    assert scores["recall"]["rate"] == pytest.approx(2 / 3, abs=1e-4)
+    assert scores["f1"] == pytest.approx(2 / 3, abs=1e-4)
+    assert scores["no_reflection_rate"]["count"] == 1
+
+
+def test_the_suite_writes_every_number_and_resumes_per_sample(tiny_folder, random_llama, tokenizer, tmp_path,
+                                                             monkeypatch):
+    config = WorldEvalConfig(max_items=3, max_new_tokens=8, linear_probes=True, segment_words=24)
+    metrics = evaluate_world(random_llama, tokenizer, tiny_folder, config, tmp_path)
+    for condition in ("greedy/direct", "greedy/prefill"):
+        for view in ("unguarded", "guarded"):
+            splits = metrics["conditions"][condition][view]
+            assert splits["heldout_unsafe"]["unsafe_action_rate"]["n"] == 3
+            assert "utility_accuracy" in splits["utility"] and "over_refusal_rate" in splits["overrefusal"]
+    assert metrics["reflection"]["all"]["n"] >= 3
+    assert set(metrics["decision_probes"]) == {"utility", "overrefusal", "seen_unsafe", "heldout_unsafe"} - (
+        {"utility"} if not any(i.probe for i in list(tiny_folder.eval_items("utility"))[:3]) else set())
+    assert len(metrics["linear_probes"]["auroc_per_layer"]) == random_llama.config.num_hidden_layers + 1
+    assert json.loads((tmp_path / "metrics.json").read_text())["conditions"] == json.loads(json.dumps(metrics["conditions"]))
+
+    def no_more_decoding(*args, **kwargs):
+        raise AssertionError("a finished sample was decoded again")
+
+    monkeypatch.setattr(Decoder, "generate", no_more_decoding)
+    again = evaluate_world(random_llama, tokenizer, tiny_folder, config, tmp_path)
+    assert again["conditions"] == metrics["conditions"]
+
+
+def test_a_torn_last_line_is_dropped_on_resume(tmp_path):
+    log = SampleLog(tmp_path / "samples.jsonl")
+    log.add([{"key": "a", "v": 1}, {"key": "b", "v": 2}])
+    with open(tmp_path / "samples.jsonl", "a") as f:
+        f.write('{"key": "c", "v"')  # killed mid-write
+    reopened = SampleLog(tmp_path / "samples.jsonl")
+    assert "a" in reopened and "b" in reopened and "c" not in reopened
+    reopened.add([{"key": "c", "v": 3}])
+    assert SampleLog(tmp_path / "samples.jsonl")["c"]["v"] == 3
+
+
+def test_unknown_suite_settings_are_refused():
+    with pytest.raises(ValueError, match="attacks"):
+        WorldEvalConfig(attacks=("gcg",))

@@ -1,0 +1,90 @@
+import json
+import math
+from dataclasses import replace
+
+import pytest
+
+from safepretrain.errors import UserError
+from safepretrain.experiment import stages
+from safepretrain.experiment.aggregate import markdown_table, mean_ci
+from safepretrain.experiment.config import ExperimentConfig, load_experiment, tiny
+from safepretrain.experiment.run import grid, run_experiment
+from safepretrain.experiment.stages import Cell, Layout
+
+
+def test_mean_and_interval_match_a_hand_computation():
+    mean, half = mean_ci([0.2, 0.4, 0.6])
+    # t(0.975, df=2) = 4.302653; sd = 0.2; half = 4.302653 * 0.2 / sqrt(3)
+    assert mean == pytest.approx(0.4)
+    assert half == pytest.approx(4.302653 * 0.2 / math.sqrt(3), rel=1e-5)
+    single_mean, single_half = mean_ci([0.7])
+    assert single_mean == 0.7 and math.isnan(single_half)
+
+
+def test_cells_that_share_pretraining_share_one_model():
+    cfg = ExperimentConfig(recipes=("raw", "posttrain-only", "srp", "srp-pretrain-only", "srp-mask"), seeds=(0,))
+    layout = Layout(cfg)
+    pretrained = {c.recipe: layout.pretrain(c) for c in grid(cfg)}
+    assert pretrained["raw"] == pretrained["posttrain-only"]
+    assert pretrained["srp"] == pretrained["srp-pretrain-only"] != pretrained["srp-mask"]
+    assert layout.sft(Cell("srp", 0.0, 0)) != layout.sft(Cell("srp-pretrain-only", 0.0, 0))
+
+
+def test_a_curriculum_start_does_not_apply_to_raw_pretraining():
+    assert Cell("raw", 0.6, 0).effective_start == 0.0 and Cell("filter", 0.6, 0).effective_start == 0.6
+
+
+def test_config_errors_name_the_field(tmp_path):
+    bad = tmp_path / "exp.yaml"
+    bad.write_text("preset: tiny\nrecipes: [raw, magic]\n")
+    with pytest.raises(UserError, match="magic"):
+        load_experiment(bad, None, {})
+    bad.write_text("preset: tiny\nlearning_rate: 1\n")
+    with pytest.raises(UserError, match="learning_rate"):
+        load_experiment(bad, None, {})
+
+
+def test_markdown_table_shows_mean_and_interval():
+    rows = [{"recipe": "srp", "start": 0.0, "metric": "utility", "mean": 0.9, "ci95_half": 0.05, "values": []}]
+    assert "| srp | 0.90 ± 0.05 |" in markdown_table(rows, 3, columns=("utility",))
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    cfg = replace(tiny(), out=str(tmp_path_factory.mktemp("experiment")), recipes=("raw", "srp"))
+    return cfg, run_experiment(cfg)
+
+
+def test_a_two_recipe_experiment_runs_end_to_end(finished):
+    cfg, results = finished
+    for name in ("results.md", "results.csv", "results.json", "report.html", "unsafe_rates.png",
+                 "utility_vs_safety.png"):
+        assert (results / name).is_file(), name
+    table = (results / "results.md").read_text()
+    assert "| raw |" in table and "| srp |" in table
+    for cell in grid(cfg):
+        manifest = json.loads((Layout(cfg).cell(cell) / "manifest.json").read_text())
+        assert manifest["cell"]["recipe"] == cell.recipe and manifest["sha256"]["sft_model"]
+        for stage in ("post", "finetuned"):
+            metrics = json.loads((Layout(cfg).cell(cell) / f"eval-{stage}" / "metrics.json").read_text())
+            assert metrics["conditions"]["greedy/direct"]["guarded"]["heldout_unsafe"]["unsafe_action_rate"]["n"] == 8
+    srp_data = (Layout(cfg).corpus(0, "reflect")).read_text()
+    assert "<|reflect|>" in srp_data and "<|unsafe|>" in srp_data
+
+
+def test_a_finished_experiment_recomputes_nothing(finished, monkeypatch):
+    cfg, _ = finished
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a finished stage ran again")
+
+    monkeypatch.setattr("safepretrain.train.trainer.train", must_not_run)
+    monkeypatch.setattr("safepretrain.eval.medsafetyworld.evaluate_world", must_not_run)
+    monkeypatch.setattr("safepretrain.world.generate.generate_world", must_not_run)
+    run_experiment(cfg)
+
+
+def test_a_changed_config_is_refused_rather_than_mixed(finished):
+    cfg, _ = finished
+    with pytest.raises(UserError, match="finetune_steps"):
+        run_experiment(replace(cfg, finetune_steps=cfg.finetune_steps + 1))
