@@ -21,10 +21,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## The main job: generate the laptop MedSafetyWorld and print its audit.
+## The main job: the MedSafetyWorld recipe comparison (resumable: run it again after Ctrl-C to continue).
 demo: $(STAMP)
-	$(BIN)/safepretrain world generate --preset laptop --seed 0 --out $(OUT)/world --overwrite
-	$(BIN)/safepretrain world audit $(OUT)/world
+	$(BIN)/safepretrain experiment medsafetyworld --preset laptop --out $(OUT)
 
 ## The whole test suite (slow end-to-end tests included).
 test: $(STAMP)

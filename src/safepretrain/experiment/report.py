@@ -17,6 +17,12 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, png: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(png)
+    plt.close(fig)
+
+
 def _series(rows: list[dict], metric: str) -> tuple[list[str], list[float], list[float]]:
     chosen = [r for r in rows if r["metric"] == metric]
     labels = [r["recipe"] + (f" @{r['start']:g}" if r["start"] else "") for r in chosen]
@@ -40,9 +46,7 @@ def plot_unsafe_rates(rows: list[dict], png: Path) -> None:
     ax.set_ylabel("held-out unsafe-action rate")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(png)
-    plt.close(fig)
+    _save(plt, fig, png)
 
 
 def plot_utility_vs_safety(rows: list[dict], png: Path) -> None:
@@ -57,9 +61,7 @@ def plot_utility_vs_safety(rows: list[dict], png: Path) -> None:
     ax.set_ylabel("utility accuracy  -> more useful")
     ax.set_xlim(-0.05, 1.05)
     ax.set_ylim(-0.05, 1.05)
-    fig.tight_layout()
-    fig.savefig(png)
-    plt.close(fig)
+    _save(plt, fig, png)
 
 
 def plot_probe_auroc(per_cell: dict[Cell, dict], png: Path) -> bool:
@@ -80,9 +82,7 @@ def plot_probe_auroc(per_cell: dict[Cell, dict], png: Path) -> bool:
     ax.set_ylabel("probe AUROC, safe vs unsafe prompts")
     ax.set_ylim(0.4, 1.02)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(png)
-    plt.close(fig)
+    _save(plt, fig, png)
     return True
 
 
