@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from safepretrain import __version__
 from safepretrain.errors import UserError
+from safepretrain.logs import quiet_libraries
 
 app = typer.Typer(
     name="safepretrain", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -52,23 +53,9 @@ def _register() -> None:
     app.add_typer(experiment_app, name="experiment")
 
 
-def _quiet_libraries() -> None:
-    """Our own progress bars say what is happening; the libraries' download/shard bars and the accelerate note on
-    tied embeddings ("Removed shared tensor") and datatrove's per-file INFO lines are noise here."""
-    import logging
-    import os
-
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    logging.getLogger("accelerate").setLevel(logging.ERROR)
-    from loguru import logger  # datatrove's logger: per-file INFO lines would drown our own output
-
-    logger.remove()
-    logger.add(sys.stderr, level="WARNING")
-
-
 def main() -> None:
     """Entry point: user errors print one red line and exit 2; everything else is a bug and keeps its traceback."""
-    _quiet_libraries()
+    quiet_libraries()
     _register()
     try:
         app()

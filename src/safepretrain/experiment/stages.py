@@ -73,8 +73,12 @@ class Layout:
 
 
 def _threads(cfg: ExperimentConfig) -> None:
+    """Per job (jobs run in spawned processes): torch threads, and the CLI's quiet logging."""
     import torch
 
+    from safepretrain.logs import quiet_libraries
+
+    quiet_libraries()
     torch.set_num_threads(cfg.threads)
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
@@ -112,6 +116,7 @@ def make_corpus(cfg: ExperimentConfig, seed: int, corpus: str) -> Path:
     from safepretrain.pipeline.scorers.oracle import OracleScorer
     from safepretrain.pipeline.world_backend import WorldBackend
 
+    _threads(cfg)
     layout = Layout(cfg)
     out, world = layout.corpus(seed, corpus), layout.world(seed)
     if out.is_file():
@@ -119,7 +124,6 @@ def make_corpus(cfg: ExperimentConfig, seed: int, corpus: str) -> Path:
     recipe_cfg = RecipeConfig(threshold=1, rephrase_max=5, refusal_min=1, tag_p=cfg.tag_p,
                               reflect_max_len=cfg.segment_words, seed=seed)
     steps = build_steps(corpus, OracleScorer(world), WorldBackend(world), recipe_cfg)
-    _quiet_datatrove()
     docs = reader(world / "corpus.jsonl")()
     for step in steps:
         docs = step(docs)
@@ -128,16 +132,6 @@ def make_corpus(cfg: ExperimentConfig, seed: int, corpus: str) -> Path:
         for doc in docs:
             f.write(json.dumps({"text": doc.text}) + "\n")
     return out
-
-
-def _quiet_datatrove() -> None:
-    """datatrove logs every file it reads at INFO; in a progress display that is noise."""
-    import sys
-
-    from loguru import logger
-
-    logger.remove()
-    logger.add(sys.stderr, level="WARNING")
 
 
 def make_sft_data(cfg: ExperimentConfig, seed: int, kind: str) -> Path:
