@@ -90,3 +90,10 @@ def test_a_torn_last_line_is_dropped_on_resume(tmp_path):
 def test_unknown_suite_settings_are_refused():
     with pytest.raises(ValueError, match="attacks"):
         WorldEvalConfig(attacks=("gcg",))
+
+
+def test_a_subset_of_a_split_covers_all_of_it():
+    from safepretrain.eval.medsafetyworld import spread
+
+    assert spread(list(range(10)), 5) == [0, 2, 4, 6, 8]
+    assert spread(list(range(3)), 5) == [0, 1, 2] and spread(list(range(4)), 0) == [0, 1, 2, 3]

@@ -86,5 +86,5 @@ def test_a_finished_experiment_recomputes_nothing(finished, monkeypatch):
 
 def test_a_changed_config_is_refused_rather_than_mixed(finished):
     cfg, _ = finished
-    with pytest.raises(UserError, match="finetune_steps"):
-        run_experiment(replace(cfg, finetune_steps=cfg.finetune_steps + 1))
+    with pytest.raises(UserError, match="finetune_epochs"):
+        run_experiment(replace(cfg, finetune_epochs=cfg.finetune_epochs + 1))

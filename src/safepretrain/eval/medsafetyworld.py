@@ -94,8 +94,15 @@ def evaluate_world(model, tokenizer, world: WorldFolder, config: WorldEvalConfig
 
 
 def _items(world: WorldFolder, split: str, limit: int) -> list[EvalItem]:
-    items = list(world.eval_items(split))
-    return items[:limit] if limit else items
+    return spread(list(world.eval_items(split)), limit)
+
+
+def spread(records: list, limit: int) -> list:
+    """``limit`` records evenly spaced over the list (all when 0). Splits are ordered (train patients before held-out
+    patients, documents cell by cell), so a prefix would leave whole groups out."""
+    if not limit or limit >= len(records):
+        return records
+    return [records[i * len(records) // limit] for i in range(limit)]
 
 
 def _decoder(model, tokenizer, config: WorldEvalConfig, name: str) -> Decoder:
@@ -166,8 +173,7 @@ def _reflection_classification(model, tokenizer, world: WorldFolder, config: Wor
     decoder = Decoder(model, tokenizer, DecodeConfig(max_new_tokens=12, batch_size=config.batch_size))
     fmt, heldout_types = decoder.fmt, set(world.config.heldout_types)
     queries = []  # (key, prompt, gold label, gold types)
-    docs = list(world.reflection_documents())
-    for doc in docs[:config.max_items or None]:
+    for doc in spread(list(world.reflection_documents()), config.max_items):
         spans = segment(doc.text, config.segment_words)
         context = ""
         for n, span in enumerate(spans):

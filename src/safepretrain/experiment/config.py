@@ -25,8 +25,9 @@ class ExperimentConfig:
     vocab_size: int = 1024
     pretrain_tokens: int = 4_000_000
     sft_epochs: float = 3.0
-    finetune_steps: int = 100
-    """Steps of the benign finetuning attack (lr 1e-4, constant)."""
+    finetune_epochs: float = 2.0
+    """Epochs of the benign finetuning attack over the world's benign set (lr 1e-4, constant), as a user
+    adapting a model to a task would run it."""
     lr: float = 2e-3
     segment_words: int = 24
     """SRP segment length in words, in pretraining data and in the reflection evaluation (sentences are 8-25)."""
@@ -65,7 +66,7 @@ def tiny() -> ExperimentConfig:
     """Seconds per cell, for tests and smoke runs: the tiny world and a few training steps."""
     return ExperimentConfig(
         out="runs/experiment-tiny", world_preset="tiny", seeds=(0,), recipes=("raw", "srp"), vocab_size=768,
-        pretrain_tokens=60_000, sft_epochs=1.0, finetune_steps=5, eval_items=8, eval_max_new_tokens=48,
+        pretrain_tokens=60_000, sft_epochs=1.0, finetune_epochs=1.0, eval_items=8, eval_max_new_tokens=48,
         linear_probes=False, workers=1,
     )
 
@@ -73,7 +74,7 @@ def tiny() -> ExperimentConfig:
 def paper() -> ExperimentConfig:
     """The paper-scale world and the SRP paper's ~50M model shape: for a GPU."""
     return ExperimentConfig(out="runs/experiment-paper", world_preset="paper", model="50m", vocab_size=4096,
-                            pretrain_tokens=2_000_000_000, finetune_steps=500, eval_items=1000, workers=1, threads=8)
+                            pretrain_tokens=2_000_000_000, eval_items=1000, workers=1, threads=8)
 
 
 PRESETS = {"laptop": laptop, "tiny": tiny, "paper": paper}

@@ -197,7 +197,7 @@ def finetune(cfg: ExperimentConfig, cell: Cell) -> Path:
     layout = Layout(cfg)
     values = {"model": {"name": str(layout.sft(cell) / "model")},
               "data": {"train": [str(layout.world(cell.seed) / "benign_finetune.jsonl")]},
-              "max_steps": cfg.finetune_steps, "seed": cell.seed, "threads": cfg.threads}
+              "max_steps": None, "epochs": cfg.finetune_epochs, "seed": cell.seed, "threads": cfg.threads}
     return _train("finetune", layout.finetune(cell), values, cfg.train_overrides.get("finetune", ()))
 
 
