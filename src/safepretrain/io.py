@@ -138,3 +138,19 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_yaml_mapping(path: Path, what: str = "config") -> dict[str, Any]:
+    """A YAML file whose top level is a mapping; a clear error (which file, what is wrong) otherwise."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such {what} file")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML ({e})".replace("\n", " ")) from None
+    if not isinstance(values, dict):
+        raise UserError(f"{path}: expected a mapping of {what} fields at the top level")
+    return values

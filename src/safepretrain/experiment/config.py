@@ -23,7 +23,7 @@ class ExperimentConfig:
     """When interventions start, as a fraction of the pretraining budget (safe-only data before it)."""
     model: str = "tiny"
     vocab_size: int = 1024
-    pretrain_tokens: int = 4_000_000
+    pretrain_tokens: int = 3_000_000
     sft_epochs: float = 3.0
     finetune_epochs: float = 2.0
     """Epochs of the benign finetuning attack over the world's benign set (lr 1e-4, constant), as a user
@@ -82,19 +82,14 @@ PRESETS = {"laptop": laptop, "tiny": tiny, "paper": paper}
 
 def load_experiment(path: Path | None, preset: str | None, overrides: dict[str, Any]) -> ExperimentConfig:
     """A preset (default laptop), updated by a YAML file's fields, then by command-line values."""
-    import yaml
+    from safepretrain.io import read_yaml_mapping
 
-    if preset is not None and preset not in PRESETS:
-        raise UserError(f"unknown experiment preset {preset!r}; choose one of {', '.join(PRESETS)}")
     values: dict[str, Any] = {}
     if path is not None:
-        try:
-            values = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise UserError(f"{path}: cannot read the experiment config ({e})") from None
-        if not isinstance(values, dict):
-            raise UserError(f"{path}: expected a mapping of ExperimentConfig fields")
+        values = read_yaml_mapping(path, "experiment")
         preset = values.pop("preset", preset)
+    if preset is not None and preset not in PRESETS:
+        raise UserError(f"unknown experiment preset {preset!r}; choose one of {', '.join(PRESETS)}")
     base = PRESETS[preset or "laptop"]()
     values |= {k: v for k, v in overrides.items() if v is not None}
     known = set(base.to_dict())

@@ -156,16 +156,11 @@ def _step_factories(scorer, backend) -> dict[str, Callable]:
 
 
 def steps_from_file(path: str, scorer, backend) -> list:
-    import yaml
+    from safepretrain.io import read_yaml_mapping
 
     file = Path(path)
-    if not file.is_file():
-        raise UserError(f"{file}: no such pipeline file")
-    try:
-        spec = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise UserError(f"{file}: not valid YAML ({e})".replace("\n", " ")) from None
-    if not isinstance(spec, dict) or not isinstance(spec.get("steps"), list) or not spec["steps"]:
+    spec = read_yaml_mapping(file, "pipeline")
+    if not isinstance(spec.get("steps"), list) or not spec["steps"]:
         raise UserError(f"{file}: expected a non-empty 'steps' list")
     factories = _step_factories(scorer, backend)
     steps = []

@@ -143,18 +143,9 @@ def build_config(kind: str, file_values: dict[str, Any] | None = None, overrides
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
-    import yaml
+    from safepretrain.io import read_yaml_mapping
 
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such config file")
-    try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML ({e})".replace("\n", " ")) from None
-    if not isinstance(values, dict):
-        raise UserError(f"{path}: expected a mapping of config fields at the top level")
-    return values
+    return read_yaml_mapping(path, "config")
 
 
 def to_dict(config: TrainConfig) -> dict[str, Any]:
