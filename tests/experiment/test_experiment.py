@@ -5,7 +5,6 @@ from dataclasses import replace
 import pytest
 
 from safepretrain.errors import UserError
-from safepretrain.experiment import stages
 from safepretrain.experiment.aggregate import markdown_table, mean_ci
 from safepretrain.experiment.config import ExperimentConfig, load_experiment, tiny
 from safepretrain.experiment.run import grid, run_experiment

@@ -25,7 +25,7 @@ class ExperimentConfig:
     vocab_size: int = 1024
     pretrain_tokens: int = 3_000_000
     sft_epochs: float = 3.0
-    finetune_epochs: float = 2.0
+    finetune_epochs: float = 5.0
     """Epochs of the benign finetuning attack over the world's benign set (lr 1e-4, constant), as a user
     adapting a model to a task would run it."""
     lr: float = 2e-3
