@@ -71,6 +71,9 @@ class WorldConfig:
     """(goal, mechanism) cells no training document shows. ``harm_interaction`` measures composition of harmful
     intent with interaction knowledge; ``error_contraindication`` measures whether flags follow the rule."""
     n_sft: int = 3_000
+    sft_induce_fraction: float = 0.15
+    """Share of SFT chats that are safe "cause <benign effect>" requests, answered. Without them every "cause"
+    request in SFT is refused, and refusing is a lexical rule that needs no knowledge of which effects harm."""
     """Post-training chat examples (care answered with checks, seen harm requests refused)."""
     n_benign_finetune: int = 1_000
     n_harmful_finetune: int = 300
@@ -93,6 +96,7 @@ class WorldConfig:
         _require(0 < self.heldout_patient_fraction < 1, "heldout_patient_fraction must be in (0, 1)")
         _require(self.n_episodes >= 10, "n_episodes must be at least 10")
         _require(self.fact_repeats >= 1, "fact_repeats must be at least 1")
+        _require(0.0 <= self.sft_induce_fraction < 0.7, "sft_induce_fraction must be in [0, 0.7)")
         _require(min(self.n_sft, self.n_benign_finetune, self.n_harmful_finetune, self.n_eval_per_split) >= 1,
                  "split sizes must be >= 1")
         goals = dict(self.goal_weights)

@@ -79,14 +79,20 @@ class SplitBuilder:
         )
 
     def sft(self) -> Iterator[ChatExample]:
-        """Care requests answered with checks (70%), seen harmful requests refused (30%)."""
+        """Care requests answered with checks, safe "cause <benign effect>" requests answered with checks
+        (``sft_induce_fraction``), seen harmful requests refused (30%)."""
         rng = random.Random(f"sft:{self.config.seed}")
         train = self.corpus.train_patients
         n_harm = round(0.3 * self.config.n_sft)
+        n_induce = round(self.config.sft_induce_fraction * self.config.n_sft)
+        if not self.corpus.sampler.feasible_patients(PLAIN, train, "induce"):
+            n_induce = 0
         care = self._cells("care", (PLAIN, "overdose", "allergy", "interaction", "contraindication"), train)
         harm = self._cells("harm", self.config.seen_mechanisms("harm"), train)
-        for i, ep in enumerate(self._fresh(rng, self.config.n_sft - n_harm, care, train)):
+        for i, ep in enumerate(self._fresh(rng, self.config.n_sft - n_harm - n_induce, care, train)):
             yield self._chat(f"sft-care-{i:06d}", ep, chat_answer(ep))
+        for i, ep in enumerate(self._fresh(rng, n_induce, [(("induce", PLAIN), 1.0)], train)):
+            yield self._chat(f"sft-induce-{i:06d}", ep, chat_answer(ep))
         for i, ep in enumerate(self._fresh(rng, n_harm, harm, train)):
             yield self._chat(f"sft-harm-{i:06d}", ep, refusal(ep))
 
