@@ -23,13 +23,10 @@ class ScoreDocuments(PipelineStep):
         self.scorer, self.batch_size = scorer, batch_size
 
     def run(self, data, rank: int = 0, world_size: int = 1) -> Iterator[Document]:
-        batch: list[Document] = []
-        for doc in data:
-            batch.append(doc)
-            if len(batch) == self.batch_size:
-                yield from self._score(batch)
-                batch = []
-        yield from self._score(batch)
+        from datatrove.utils.batching import batched
+
+        for batch in batched(data, self.batch_size):
+            yield from self._score(batch)
 
     def _score(self, batch: list[Document]) -> Iterator[Document]:
         todo = [d for d in batch if self.key not in d.metadata]

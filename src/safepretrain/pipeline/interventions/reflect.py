@@ -62,19 +62,17 @@ class Reflect(PipelineStep):
             lambda s: len(tokenizer(s, add_special_tokens=False)["input_ids"]))
 
     def run(self, data, rank: int = 0, world_size: int = 1):
-        batch = []
-        for doc in data:
-            batch.append(doc)
-            if len(batch) == self.batch_size:
-                yield from self._reflect(batch)
-                batch = []
-        yield from self._reflect(batch)
+        from datatrove.utils.batching import batched
+
+        for batch in batched(data, self.batch_size):
+            yield from self._reflect(batch)
 
     def _reflect(self, docs: list):
         """One scorer call for the segments of many documents (a model scorer needs batches to be fast)."""
         with self.track_time(unit="batch"):
             pieces = [segment_texts(d.text, self.max_len, self.length) for d in docs]
-            scores = self.scorer.score_batch([p for ps in pieces for p in ps]) if docs else []
+            flat = [p for ps in pieces for p in ps]
+            scores = self.scorer.score_batch(flat) if flat else []
         start = 0
         for doc, doc_pieces in zip(docs, pieces):
             doc.text, labels = render_reflected(doc_pieces, scores[start:start + len(doc_pieces)], self.fmt,
