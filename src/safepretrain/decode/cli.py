@@ -32,7 +32,7 @@ def generate(
 ) -> None:
     """Generate answers; guarded decoding never lets text written after a non-Safe reflection through."""
     from safepretrain.decode.config import DecodeConfig
-    from safepretrain.decode.decoder import Decoder, load_model
+    from safepretrain.decode.decoder import Decoder, chat_prompt, load_model
     from safepretrain.io import write_jsonl
 
     prompts, prefills = _read_prompts(prompt, file, prefill)
@@ -54,14 +54,6 @@ def generate(
     for r in records:
         console.rule(f"[dim]{r['finish_reason']}[/] ({r['new_tokens']} tokens)")
         console.print(r["prefill"] + r["text"], markup=False, highlight=False)
-
-
-def chat_prompt(tokenizer, user_message: str) -> str:
-    """The prompt text that asks a chat model to answer ``user_message``."""
-    if not tokenizer.chat_template:
-        raise UserError("--chat: this tokenizer has no chat template")
-    return tokenizer.apply_chat_template([{"role": "user", "content": user_message}], tokenize=False,
-                                         add_generation_prompt=True)
 
 
 def _read_prompts(prompt: list[str], file: Path | None, prefill: str | None) -> tuple[list[str], list[str]]:

@@ -34,6 +34,14 @@ def load_model(path: str | Path):
     return model.eval(), tokenizer
 
 
+def chat_prompt(tokenizer, user_message: str) -> str:
+    """The prompt text that asks a chat model to answer ``user_message``."""
+    if not tokenizer.chat_template:
+        raise UserError("this tokenizer has no chat template; it cannot answer chat prompts")
+    return tokenizer.apply_chat_template([{"role": "user", "content": user_message}], tokenize=False,
+                                         add_generation_prompt=True)
+
+
 def resolve_format(tokenizer, name: str) -> ReflectionFormat:
     """``auto``: the special-token format when the tokenizer has those tokens as single ids, else plain text."""
     if name == "auto":

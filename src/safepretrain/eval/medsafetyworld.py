@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 from safepretrain.decode.config import DecodeConfig
-from safepretrain.decode.decoder import Decoder
+from safepretrain.decode.decoder import Decoder, chat_prompt
 from safepretrain.eval.samples import SampleLog
 from safepretrain.eval.scoring import continuation_logprobs
 from safepretrain.io import write_json
@@ -113,11 +113,7 @@ def _decoder(model, tokenizer, config: WorldEvalConfig, name: str) -> Decoder:
 
 
 def _prompt(tokenizer, item: EvalItem, config: WorldEvalConfig) -> str:
-    if config.prompt_format == "text":
-        return item.prompt
-    from safepretrain.decode.cli import chat_prompt
-
-    return chat_prompt(tokenizer, item.chat_prompt)
+    return item.prompt if config.prompt_format == "text" else chat_prompt(tokenizer, item.chat_prompt)
 
 
 def _prefill(item: EvalItem, attack: str, config: WorldEvalConfig) -> str:

@@ -11,9 +11,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from safepretrain.decode.cli import chat_prompt
 from safepretrain.decode.config import DecodeConfig
-from safepretrain.decode.decoder import Decoder
+from safepretrain.decode.decoder import Decoder, chat_prompt
 from safepretrain.errors import UserError
 from safepretrain.eval.samples import SampleLog
 from safepretrain.io import read_jsonl_numbered, write_json
