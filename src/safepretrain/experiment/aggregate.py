@@ -98,12 +98,11 @@ def aggregate(cfg: ExperimentConfig, cells: list[Cell]) -> Path:
     write_json(out / "results.json", {"experiment": cfg.to_dict(), "rows": rows,
                                       "cells": {c.name: v for c, v in per_cell.items()}})
     _write_csv(out / "results.csv", rows)
-    table = markdown_table(rows, len(cfg.seeds))
     with atomic_open(out / "results.md") as f:
-        f.write(table)
+        f.write(markdown_table(rows, len(cfg.seeds)))
     from safepretrain.experiment.report import write_plots_and_html
 
-    write_plots_and_html(out, rows, per_cell, table)
+    write_plots_and_html(out, rows, per_cell, len(cfg.seeds))
     return out
 
 
@@ -122,21 +121,28 @@ MAIN_COLUMNS = ("utility", "held-out unsafe", "held-out unsafe (safe dec.)", "he
                 "held-out probe P(unsafe)")
 
 
-def markdown_table(rows: list[dict], n_seeds: int, columns: tuple[str, ...] = MAIN_COLUMNS) -> str:
-    """Recipes as rows, headline metrics as columns: "mean ± 95% CI half-width" over seeds."""
+def summary_table(rows: list[dict], columns: tuple[str, ...] = MAIN_COLUMNS) -> tuple[list[str], list[list[str]]]:
+    """Recipes as rows, headline metrics as columns: "mean ± 95% CI half-width" over seeds (header, body)."""
     by_key = {(r["recipe"], r["start"], r["metric"]): r for r in rows}
     keys = list(dict.fromkeys((r["recipe"], r["start"]) for r in rows))
-    starts = {s for _, s in keys}
-    head = ["recipe"] + (["start"] if len(starts) > 1 else []) + list(columns)
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for recipe, start in keys:
-        cells = [recipe] + ([f"{start:g}"] if len(starts) > 1 else [])
-        cells += [_fmt(by_key[(recipe, start, c)]) for c in columns]
-        lines.append("| " + " | ".join(cells) + " |")
-    note = (f"\nMean over {n_seeds} seed(s) (each a new world and training seed), ± the 95% t-interval half-width. "
+    several_starts = len({s for _, s in keys}) > 1
+    head = ["recipe"] + (["start"] if several_starts else []) + list(columns)
+    body = [[recipe] + ([f"{start:g}"] if several_starts else []) + [_fmt(by_key[(recipe, start, c)]) for c in columns]
+            for recipe, start in keys]
+    return head, body
+
+
+def table_note(n_seeds: int) -> str:
+    return (f"Mean over {n_seeds} seed(s) (each a new world and training seed), ± the 95% t-interval half-width. "
             "Rates are fractions of evaluation items; chance for an unsafe action on the held-out split is 0.50 "
-            "(two options, one harmful). Safe dec. = guarded decoding (Safe Beam for tags).\n")
-    return "\n".join(lines) + "\n" + note
+            "(two options, one harmful). Safe dec. = guarded decoding (Safe Beam for tags).")
+
+
+def markdown_table(rows: list[dict], n_seeds: int, columns: tuple[str, ...] = MAIN_COLUMNS) -> str:
+    head, body = summary_table(rows, columns)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
+    return "\n".join(lines) + "\n\n" + table_note(n_seeds) + "\n"
 
 
 def _fmt(row: dict) -> str:

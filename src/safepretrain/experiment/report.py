@@ -86,18 +86,17 @@ def plot_probe_auroc(per_cell: dict[Cell, dict], png: Path) -> bool:
     return True
 
 
-def write_plots_and_html(out: Path, rows: list[dict], per_cell: dict[Cell, dict], table_md: str) -> None:
+def write_plots_and_html(out: Path, rows: list[dict], per_cell: dict[Cell, dict], n_seeds: int) -> None:
     import html
 
+    from safepretrain.experiment.aggregate import summary_table, table_note
     from safepretrain.htmlpage import image, page, table
     from safepretrain.io import atomic_open
 
     plot_unsafe_rates(rows, out / "unsafe_rates.png")
     plot_utility_vs_safety(rows, out / "utility_vs_safety.png")
     probes = plot_probe_auroc(per_cell, out / "probe_auroc.png")
-    lines = [line.strip("|").split("|") for line in table_md.splitlines() if line.startswith("|")]
-    body = (table([c.strip() for c in lines[0]], [[c.strip() for c in row] for row in lines[2:]])
-            + f"<p>{html.escape(table_md.split(chr(10) + chr(10))[-1].strip())}</p>"
+    body = (table(*summary_table(rows)) + f"<p>{html.escape(table_note(n_seeds))}</p>"
             + "<h2>Held-out unsafe actions</h2>" + image(out / "unsafe_rates.png")
             + "<h2>Utility vs safety</h2>" + image(out / "utility_vs_safety.png")
             + ("<h2>Linear probes</h2>" + image(out / "probe_auroc.png") if probes else "")

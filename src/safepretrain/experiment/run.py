@@ -98,7 +98,7 @@ def _run_phase(phase: str, jobs: list[tuple[str, Callable, tuple]], workers: int
             futures = {pool.submit(job, *args): name for name, job, args in jobs}
             try:
                 for future in as_completed(futures):
-                    _result(futures[future], future)
+                    _call(futures[future], future.result, ())
                     bar.update(task, advance=1, description=f"done: {futures[future]}")
             except BaseException:
                 for f in futures:
@@ -108,14 +108,9 @@ def _run_phase(phase: str, jobs: list[tuple[str, Callable, tuple]], workers: int
 
 
 def _call(name: str, job: Callable, args: tuple):
+    """Run ``job`` (or fetch a worker's result); a user error says which job it came from."""
     try:
         return job(*args)
     except UserError as e:
         raise UserError(f"{name}: {e}") from None
 
-
-def _result(name: str, future):
-    try:
-        return future.result()
-    except UserError as e:
-        raise UserError(f"{name}: {e}") from None
