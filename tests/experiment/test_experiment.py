@@ -8,7 +8,7 @@ from safepretrain.errors import UserError
 from safepretrain.experiment.aggregate import markdown_table, mean_ci
 from safepretrain.experiment.config import ExperimentConfig, load_experiment, tiny
 from safepretrain.experiment.run import grid, run_experiment
-from safepretrain.experiment.stages import Cell, Layout
+from safepretrain.experiment.stages import Cell, Layout, eval_dir
 
 
 def test_mean_and_interval_match_a_hand_computation():
@@ -64,9 +64,10 @@ def test_a_two_recipe_experiment_runs_end_to_end(finished):
     for cell in grid(cfg):
         manifest = json.loads((Layout(cfg).cell(cell) / "manifest.json").read_text())
         assert manifest["cell"]["recipe"] == cell.recipe and manifest["sha256"]["sft_model"]
-        for stage in ("post", "finetuned"):
-            metrics = json.loads((Layout(cfg).cell(cell) / f"eval-{stage}" / "metrics.json").read_text())
+        for stage in ("pretrained", "post", "finetuned"):
+            metrics = json.loads((eval_dir(cfg, cell, stage) / "metrics.json").read_text())
             assert metrics["conditions"]["greedy/direct"]["guarded"]["heldout_unsafe"]["unsafe_action_rate"]["n"] == 8
+            assert metrics["config"]["prompt_format"] == ("text" if stage == "pretrained" else "chat")
     srp_data = (Layout(cfg).corpus(0, "reflect")).read_text()
     assert "<|reflect|>" in srp_data and "<|unsafe|>" in srp_data
 

@@ -132,3 +132,12 @@ def test_the_laptop_world_generates_and_passes_its_audit(tmp_path):
     assert 1_000_000 < manifest["counts"]["corpus"]["words"] < 5_000_000
     report = audit_world(WorldFolder(tmp_path / "laptop"))
     assert report.passed, [p for p in report.properties if not p.passed]
+
+
+def test_with_shared_effects_every_adverse_interaction_effect_is_also_some_drugs_overdose_effect():
+    world = build_world(preset_config("laptop"))
+    overdose_targets = {d.overdose_effect for d in world.drugs}
+    adverse_interactions = {i.effect for i in world.interactions} - set(world.benign_effects)
+    assert adverse_interactions and adverse_interactions <= overdose_targets
+    disjoint = build_world(replace(preset_config("laptop"), shared_effects=False))
+    assert not {d.overdose_effect for d in disjoint.drugs} & set(disjoint.interaction_effects)

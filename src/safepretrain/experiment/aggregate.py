@@ -15,21 +15,31 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from safepretrain.experiment.config import ExperimentConfig
-from safepretrain.experiment.stages import Cell, Layout
+from safepretrain.experiment.stages import Cell, Layout, eval_dir
 from safepretrain.io import atomic_open, write_json
 
 
 @dataclass(frozen=True)
 class Metric:
     name: str
-    stage: str  # post | finetuned
+    stage: str  # pretrained | post | finetuned
     split: str
     key: str
     attack: str = "direct"
     safe_decoding: bool = False
+    patients: str = "all"
+    """all, train (patients seen in worked episodes) or heldout (patients known only from records: two hops)."""
 
 
 METRICS = (
+    Metric("base: held-out unsafe", "pretrained", "heldout_unsafe", "unsafe_action_rate"),
+    Metric("base: held-out unsafe (safe dec.)", "pretrained", "heldout_unsafe", "unsafe_action_rate",
+           safe_decoding=True),
+    Metric("base: held-out unsafe, train patients", "pretrained", "heldout_unsafe", "unsafe_action_rate",
+           patients="train"),
+    Metric("base: seen unsafe", "pretrained", "seen_unsafe", "unsafe_action_rate"),
+    Metric("base: utility", "pretrained", "utility", "utility_accuracy"),
+    Metric("utility, train patients", "post", "utility", "utility_accuracy", patients="train"),
     Metric("utility", "post", "utility", "utility_accuracy"),
     Metric("over-refusal (safe dec.)", "post", "overrefusal", "over_refusal_rate", safe_decoding=True),
     Metric("seen unsafe", "post", "seen_unsafe", "unsafe_action_rate"),
@@ -42,7 +52,7 @@ METRICS = (
     Metric("held-out unsafe after FT (safe dec.)", "finetuned", "heldout_unsafe", "unsafe_action_rate",
            safe_decoding=True),
 )
-EXTRA = ("reflection F1", "held-out reflection recall", "held-out probe P(unsafe)")
+EXTRA = ("reflection F1", "held-out reflection recall", "held-out probe P(unsafe)", "base: held-out probe P(unsafe)")
 
 
 def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float]:
@@ -63,13 +73,15 @@ def cell_values(cfg: ExperimentConfig, cell: Cell) -> dict[str, float]:
     """The headline numbers of one finished cell."""
     import json
 
-    root = Layout(cfg).cell(cell)
-    evals = {s: json.loads((root / f"eval-{s}" / "metrics.json").read_text()) for s in ("post", "finetuned")}
+    evals = {s: json.loads((eval_dir(cfg, cell, s) / "metrics.json").read_text())
+             for s in ("pretrained", "post", "finetuned")}
     values = {}
     for m in METRICS:
         decoder = "safebeam" if m.safe_decoding and cell.spec.safebeam else "greedy"
         view = "guarded" if m.safe_decoding and not cell.spec.safebeam else "unguarded"
         split = evals[m.stage]["conditions"][f"{decoder}/{m.attack}"][view].get(m.split, {})
+        if m.patients != "all":
+            split = split.get("by_patient", {}).get(m.patients, {})
         values[m.name] = split.get(m.key, {}).get("rate", float("nan"))
     post = evals["post"]
     values["reflection F1"] = post.get("reflection", {}).get("all", {}).get("f1", float("nan"))
@@ -77,6 +89,8 @@ def cell_values(cfg: ExperimentConfig, cell: Cell) -> dict[str, float]:
                                             .get("recall", {}).get("rate", float("nan")))
     values["held-out probe P(unsafe)"] = post.get("decision_probes", {}).get("heldout_unsafe", {}).get(
         "mean_p_unsafe", float("nan"))
+    values["base: held-out probe P(unsafe)"] = evals["pretrained"].get("decision_probes", {}).get(
+        "heldout_unsafe", {}).get("mean_p_unsafe", float("nan"))
     values["probe AUROC per layer"] = post.get("linear_probes", {}).get("auroc_per_layer")
     return values
 
@@ -116,9 +130,9 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         f.write(buffer.getvalue())
 
 
-MAIN_COLUMNS = ("utility", "held-out unsafe", "held-out unsafe (safe dec.)", "held-out unsafe, prefill (safe dec.)",
-                "held-out unsafe after FT (safe dec.)", "seen unsafe", "over-refusal (safe dec.)", "reflection F1",
-                "held-out probe P(unsafe)")
+MAIN_COLUMNS = ("base: held-out unsafe", "base: held-out unsafe (safe dec.)", "base: held-out probe P(unsafe)",
+                "utility", "held-out unsafe", "held-out unsafe, prefill", "held-out unsafe, prefill (safe dec.)",
+                "held-out unsafe after FT (safe dec.)", "over-refusal (safe dec.)", "reflection F1")
 
 
 def summary_table(rows: list[dict], columns: tuple[str, ...] = MAIN_COLUMNS) -> tuple[list[str], list[list[str]]]:

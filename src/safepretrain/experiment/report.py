@@ -30,9 +30,11 @@ def _series(rows: list[dict], metric: str) -> tuple[list[str], list[float], list
 
 
 def plot_unsafe_rates(rows: list[dict], png: Path) -> None:
-    """Held-out unsafe-action rate per recipe: unguarded and with safe decoding, before and after the attack."""
+    """Held-out unsafe-action rate per recipe: unguarded and with safe decoding, for the base model, after
+    post-training and after the attack."""
     plt = _pyplot()
-    series = [("post-training", "held-out unsafe"), ("post-training, safe decoding", "held-out unsafe (safe dec.)"),
+    series = [("base model", "base: held-out unsafe"), ("base model, safe decoding", "base: held-out unsafe (safe dec.)"),
+              ("post-training", "held-out unsafe"), ("post-training, safe decoding", "held-out unsafe (safe dec.)"),
               ("after benign FT", "held-out unsafe after FT"),
               ("after benign FT, safe decoding", "held-out unsafe after FT (safe dec.)")]
     labels = _series(rows, series[0][1])[0]

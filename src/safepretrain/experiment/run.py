@@ -37,6 +37,7 @@ def run_experiment(cfg: ExperimentConfig, console: Console | None = None, overwr
          + [(f"sft-{k} seed{s}", stages.make_sft_data, (cfg, s, k)) for s in cfg.seeds
             for k in sorted({c.spec.sft for c in cells})]),
         ("pretrain", _unique(cells, layout.pretrain, stages.pretrain, cfg)),
+        ("eval base model", _unique(cells, layout.pretrain, stages.evaluate, cfg, "pretrained")),
         ("post-train", _unique(cells, layout.sft, stages.post_train, cfg)),
         ("eval", [(c.name, stages.evaluate, (cfg, c, "post")) for c in cells]),
         ("finetune attack", _unique(cells, layout.finetune, stages.finetune, cfg)),
@@ -52,12 +53,13 @@ def run_experiment(cfg: ExperimentConfig, console: Console | None = None, overwr
     return results
 
 
-def _unique(cells: list[Cell], path_of: Callable[[Cell], Path], job: Callable, cfg) -> list[tuple[str, Callable, tuple]]:
+def _unique(cells: list[Cell], path_of: Callable[[Cell], Path], job: Callable, cfg,
+            *args) -> list[tuple[str, Callable, tuple]]:
     """One job per distinct output path (cells that share a model train it once)."""
     seen: dict[Path, Cell] = {}
     for cell in cells:
         seen.setdefault(path_of(cell), cell)
-    return [(path.name + f" seed{cell.seed}", job, (cfg, cell)) for path, cell in seen.items()]
+    return [(path.name + f" seed{cell.seed}", job, (cfg, cell, *args)) for path, cell in seen.items()]
 
 
 def _check_config(root: Path, cfg: ExperimentConfig, overwrite: bool) -> None:

@@ -8,6 +8,7 @@ an evaluation resumes per sample. Stages shared by several cells (the world of a
     out/tokenizers/seed0/                  BPE on its corpus and SFT chats
     out/data/seed0/<corpus>.jsonl          pretraining data of each pipeline recipe; sft-<plain|srp>.jsonl
     out/models/seed0/pretrain-<key>-start<s>/, .../sft-.../, .../finetune-.../
+    out/models/seed0/pretrain-.../eval-text/   the base model's evaluation (corpus-style prompts)
     out/cells/<recipe>/start<s>/seed0/     eval-post/ and eval-finetuned/ (samples.jsonl, metrics.json), manifest.json
 """
 
@@ -205,23 +206,31 @@ def finetune(cfg: ExperimentConfig, cell: Cell) -> Path:
 
 
 def evaluate(cfg: ExperimentConfig, cell: Cell, stage: str) -> Path:
-    """``stage``: post (after post-training) or finetuned (after the benign finetuning attack)."""
+    """``stage``: pretrained (the base model, corpus-style prompts), post (after post-training, chat prompts) or
+    finetuned (after the benign finetuning attack)."""
     from safepretrain.decode.decoder import load_model
     from safepretrain.eval.medsafetyworld import WorldEvalConfig, evaluate_world
     from safepretrain.world.generate import WorldFolder
 
     _threads(cfg)
-    layout = Layout(cfg)
-    out = layout.cell(cell) / f"eval-{stage}"
+    out = eval_dir(cfg, cell, stage)
     if (out / "metrics.json").is_file():
         return out
-    model_dir = (layout.sft(cell) if stage == "post" else layout.finetune(cell)) / "model"
-    model, tokenizer = load_model(model_dir)
+    layout = Layout(cfg)
+    trained = {"pretrained": layout.pretrain, "post": layout.sft, "finetuned": layout.finetune}[stage](cell)
+    model, tokenizer = load_model(trained / "model")
     config = WorldEvalConfig(decoders=("greedy", "safebeam") if cell.spec.safebeam else ("greedy",),
+                             prompt_format="text" if stage == "pretrained" else "chat",
                              max_items=cfg.eval_items, max_new_tokens=cfg.eval_max_new_tokens,
-                             segment_words=cfg.segment_words, linear_probes=cfg.linear_probes)
+                             segment_words=cfg.segment_words, linear_probes=cfg.linear_probes and stage == "post")
     evaluate_world(model, tokenizer, WorldFolder(layout.world(cell.seed)), config, out)
     return out
+
+
+def eval_dir(cfg: ExperimentConfig, cell: Cell, stage: str) -> Path:
+    """A base model is evaluated once, beside it: cells that share a pretraining share its evaluation."""
+    layout = Layout(cfg)
+    return layout.pretrain(cell) / "eval-text" if stage == "pretrained" else layout.cell(cell) / f"eval-{stage}"
 
 
 def write_cell_manifest(cfg: ExperimentConfig, cell: Cell) -> Path:

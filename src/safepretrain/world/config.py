@@ -14,6 +14,8 @@ GOALS = ("care", "induce", "harm", "error")
 MECHANISMS = ("overdose", "allergy", "interaction", "contraindication")
 CONTEXTS = ("note", "qa", "dialogue", "narrative")
 UNSAFE_GOALS = ("harm", "error")
+HARM_REQUEST = "harm_request"
+"""The behaviour type of a stated harmful goal before any action: which mechanism will serve it is not yet known."""
 
 
 def behavior_type(goal: str, mechanism: str) -> str:
@@ -21,7 +23,7 @@ def behavior_type(goal: str, mechanism: str) -> str:
     return f"{goal}_{mechanism}"
 
 
-ALL_UNSAFE_TYPES = tuple(behavior_type(g, m) for g in UNSAFE_GOALS for m in MECHANISMS)
+ALL_UNSAFE_TYPES = (HARM_REQUEST, *(behavior_type(g, m) for g in UNSAFE_GOALS for m in MECHANISMS))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,7 +50,13 @@ class WorldConfig:
     """Worked decision documents in the pretraining corpus (the bulk of its tokens)."""
     fact_repeats: int = 6
     """How many paraphrased copies of each drug monograph and patient record the corpus holds."""
-    n_benign_effects: int = 8
+    shared_effects: bool = True
+    """Drug overdoses can cause the interaction effects too (a stroke by overdose or by interaction), as in real
+    pharmacology. Then every effect a held-out ``harm_interaction`` request names is also the target of seen harm
+    episodes of another mechanism, and what is new in the held-out cell is only how the harm is done. With disjoint
+    vocabularies (False) the adverse interaction effects are never a goal anywhere and a model meets them only in
+    "avoid" contexts; run 3 of the results log measured that world."""
+    n_benign_effects: int = 16
     """Benign interaction effects (sleep, calm, ...). A safe ``induce`` goal asks for one. Many of them, so that
     "cause <effect>" is learned as a rule over any effect, not as a few memorized phrases (pilot: with 3, a
     filtered model never generalized the rule to an adverse effect)."""
@@ -87,8 +95,8 @@ class WorldConfig:
         _require(self.n_symptoms >= 2, "n_symptoms must be at least 2")
         _require(self.n_drugs >= 2 * self.n_symptoms, "n_drugs must be at least 2 * n_symptoms (two drugs per symptom)")
         _require(self.n_organ_conditions >= 1, "n_organ_conditions must be at least 1")
-        _require(self.n_interaction_effects >= 1, "n_interaction_effects must be at least 1")
-        _require(self.n_benign_effects >= 1, "n_benign_effects must be at least 1")
+        _require(1 <= self.n_benign_effects <= 32, "n_benign_effects must be in [1, 32]")
+        _require(1 <= self.n_interaction_effects <= 8, "n_interaction_effects must be in [1, 8]")
         _require(0 <= self.benign_interaction_share < 1, "benign_interaction_share must be in [0, 1)")
         _require(0 < self.interaction_prob < 1, "interaction_prob must be in (0, 1)")
         _require(0 < self.contraindication_prob < 1, "contraindication_prob must be in (0, 1)")
@@ -159,6 +167,6 @@ def preset_config(name: str, seed: int = 0) -> WorldConfig:
 
 
 __all__ = [
-    "ALL_UNSAFE_TYPES", "CONTEXTS", "GOALS", "MECHANISMS", "PRESETS", "UNSAFE_GOALS",
+    "ALL_UNSAFE_TYPES", "CONTEXTS", "GOALS", "HARM_REQUEST", "MECHANISMS", "PRESETS", "UNSAFE_GOALS",
     "WorldConfig", "behavior_type", "preset_config",
 ]

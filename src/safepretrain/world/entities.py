@@ -1,7 +1,8 @@
 """The world's entities and facts, generated from a seed: drugs, conditions, patients and the rules that link them.
 
 Every name is one lower-case word made of syllables, so a word-level tokenizer sees each entity as one token.
-The adverse-effect vocabularies of the four mechanisms are disjoint, so an effect names its mechanism exactly.
+An adverse effect may arise by several mechanisms (with ``shared_effects``, a drug's overdose can cause the same
+stroke as an interaction), so the effect a harmful request names does not say how the harm is done.
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ OVERDOSE_EFFECTS = ("liver damage", "kidney damage", "a coma", "an overdose cris
 ALLERGY_EFFECT = "anaphylaxis"
 BENIGN_EFFECTS = (
     "sleep", "calm", "sweating", "thirst", "hunger", "yawning", "warmth", "alertness", "deep sleep",
-    "a warm feeling", "relaxation", "a good appetite", "mild thirst", "cool skin",
+    "a warm feeling", "relaxation", "a good appetite", "mild thirst", "cool skin", "drowsiness", "focus",
+    "a cheerful mood", "vivid dreams", "a light head", "goosebumps", "a dry mouth", "sneezing fits", "blushing",
+    "a calm stomach", "slow breathing", "tingling", "a sweet taste", "heavy eyelids", "restlessness", "giggling",
+    "cold hands", "a fast pulse",
 )
 """Effects of some drug interactions that harm no one; asking to cause one is a safe request."""
 DOSE_STEP_MG = 50
@@ -124,7 +128,8 @@ def build_world(config: WorldConfig) -> WorldSpec:
     organs = tuple(OrganCondition(name=n, effect=e) for n, e in rng.sample(ORGAN_CONDITIONS, config.n_organ_conditions))
     effects = tuple(rng.sample(INTERACTION_EFFECTS, config.n_interaction_effects))
     benign = tuple(rng.sample(BENIGN_EFFECTS, config.n_benign_effects))
-    drugs = _make_drugs(rng, drug_names, symptoms)
+    overdose_effects = OVERDOSE_EFFECTS + effects if config.shared_effects else OVERDOSE_EFFECTS
+    drugs = _make_drugs(rng, drug_names, symptoms, overdose_effects)
     interactions = _make_interactions(rng, drugs, effects, benign, config)
     contraindications = tuple(
         Contraindication(drug=d.name, condition=o.name)
@@ -133,7 +138,7 @@ def build_world(config: WorldConfig) -> WorldSpec:
     patients = _make_patients(rng, person_names[: config.n_patients], drugs, symptoms, organs, config)
     return WorldSpec(
         seed=config.seed, symptoms=symptoms, organ_conditions=organs, interaction_effects=effects,
-        overdose_effects=OVERDOSE_EFFECTS, allergy_effect=ALLERGY_EFFECT, benign_effects=benign, drugs=drugs, interactions=interactions,
+        overdose_effects=overdose_effects, allergy_effect=ALLERGY_EFFECT, benign_effects=benign, drugs=drugs, interactions=interactions,
         contraindications=contraindications, patients=patients, doctors=tuple(person_names[config.n_patients:]),
     )
 
@@ -148,15 +153,19 @@ def _fresh_name(rng: random.Random, taken: set[str], endings: tuple[str, ...]) -
             return word
 
 
-def _make_drugs(rng: random.Random, names: list[str], symptoms: tuple[str, ...]) -> tuple[Drug, ...]:
+def _make_drugs(rng: random.Random, names: list[str], symptoms: tuple[str, ...],
+                overdose_effects: tuple[str, ...]) -> tuple[Drug, ...]:
     indications = [symptoms[i % len(symptoms)] for i in range(len(names))]
     rng.shuffle(indications)
+    # Every overdose effect belongs to some drug: a shared effect must be the target of some seen harm.
+    overdoses = [overdose_effects[i % len(overdose_effects)] for i in range(len(names))]
+    rng.shuffle(overdoses)
     drugs = []
-    for name, treats in zip(names, indications):
+    for name, treats, overdose_effect in zip(names, indications, overdoses):
         usual = DOSE_STEP_MG * rng.randint(1, 8)
         drugs.append(Drug(
             name=name, treats=treats, usual_dose_mg=usual, max_dose_mg=usual * rng.choice((2, 3)),
-            overdose_effect=rng.choice(OVERDOSE_EFFECTS),
+            overdose_effect=overdose_effect,
         ))
     return tuple(drugs)
 
