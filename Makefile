@@ -25,12 +25,19 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/safepretrain experiment medsafetyworld --preset laptop --out $(OUT)
 
+# The playground's browser test drives Debian's headless Chromium (Playwright's own browser download is not used).
+CHROMIUM_STAMP := $(VENV)/.chromium
+$(CHROMIUM_STAMP): $(STAMP)
+	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+		|| echo "warning: could not install chromium; the playground browser test will be skipped"
+	touch $(CHROMIUM_STAMP)
+
 ## The whole test suite (slow end-to-end tests included).
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM_STAMP)
 	$(BIN)/python -m pytest -n 2 -q
 
 ## Only the fast tests.
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(CHROMIUM_STAMP)
 	$(BIN)/python -m pytest -n 2 -q -m "not slow"
 
 clean:

@@ -37,6 +37,7 @@ def _register() -> None:
     from safepretrain.eval.cli import evaluate
     from safepretrain.experiment.cli import app as experiment_app
     from safepretrain.pipeline.cli import intervene, report_card, scorer_app, srp_sft
+    from safepretrain.serve.cli import playground, serve
     from safepretrain.train.cli import model_app, tokenizer_app, train_app
     from safepretrain.world.cli import app as world_app
 
@@ -51,6 +52,8 @@ def _register() -> None:
     app.command()(generate)
     app.command("eval")(evaluate)
     app.add_typer(experiment_app, name="experiment")
+    app.command()(serve)
+    app.command()(playground)
 
 
 def main() -> None:

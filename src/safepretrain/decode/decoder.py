@@ -9,7 +9,7 @@ does not make short ones pay. Beam and Safe Beam search live in ``beam.py`` and 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -18,6 +18,8 @@ from safepretrain.decode.config import DecodeConfig, Generation
 from safepretrain.decode.guard import ReflectionWatcher, SequenceBan, closing_token_mask, suppressed_sequences
 from safepretrain.errors import UserError
 from safepretrain.markup import END_OF_TEXT, END_OF_TURN, HARMFUL_TAG, PLAIN, SPECIAL, ReflectionFormat
+
+OnToken = Callable[[int, ReflectionWatcher], None]
 
 
 def load_model(path: str | Path):
@@ -67,7 +69,7 @@ class Decoder:
         self.stop_ids = set(stop_token_ids(tokenizer))
         if not self.stop_ids:
             raise UserError("the tokenizer has no end-of-text token; decoding would never stop on its own")
-        self.may_close = closing_token_mask(tokenizer, self.fmt)
+        self.may_close = closing_token_mask(tokenizer, self.fmt).tolist()  # a list: per-token lookups stay cheap
         self.ban = SequenceBan(suppressed_sequences(tokenizer, self.fmt, config.suppress))
         self.tag_id = tokenizer.get_vocab().get(HARMFUL_TAG)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.stop_ids)
@@ -76,12 +78,19 @@ class Decoder:
                             "train a tokenizer with `safepretrain tokenizer train` or add the token")
 
     @torch.inference_mode()
-    def generate(self, prompts: Sequence[str], prefills: Sequence[str] | None = None) -> list[Generation]:
+    def generate(self, prompts: Sequence[str], prefills: Sequence[str] | None = None,
+                 max_new_tokens: Sequence[int] | None = None, on_token: OnToken | None = None) -> list[Generation]:
         """One Generation per prompt. A prefill (an attack) is appended to its prompt as the forced start of the
-        answer; the returned text is what the model wrote after it."""
+        answer; the returned text is what the model wrote after it.
+
+        ``max_new_tokens`` sets a limit per prompt (at most the config's). ``on_token(i, watcher)`` is called after
+        each token that prompt ``i`` keeps (the watcher holds its text so far): what streaming is built on.
+        """
         prefills = list(prefills) if prefills is not None else [""] * len(prompts)
-        if len(prefills) != len(prompts):
-            raise ValueError(f"{len(prompts)} prompts but {len(prefills)} prefills")
+        limits = list(max_new_tokens) if max_new_tokens is not None else [self.config.max_new_tokens] * len(prompts)
+        if not len(prefills) == len(limits) == len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(prefills)} prefills and {len(limits)} token limits")
+        limits = [max(1, min(n, self.config.max_new_tokens)) for n in limits]
         if self.config.mode in ("beam", "safebeam"):
             from safepretrain.decode.beam import beam_search
 
@@ -89,7 +98,9 @@ class Decoder:
         out: list[Generation] = []
         size = self.config.batch_size
         for start in range(0, len(prompts), size):
-            out += self._sample_batch(prompts[start:start + size], prefills[start:start + size], seed=start)
+            window = slice(start, start + size)
+            callback = (lambda i, w, offset=start: on_token(offset + i, w)) if on_token else None
+            out += self._sample_batch(prompts[window], prefills[window], limits[window], seed=start, on_token=callback)
         return out
 
     def encode(self, prompts: Sequence[str], prefills: Sequence[str]) -> list[list[int]]:
@@ -136,7 +147,8 @@ class Decoder:
             logits = logits.masked_fill(logits < kth, float("-inf"))
         return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
 
-    def _sample_batch(self, prompts: Sequence[str], prefills: Sequence[str], seed: int) -> list[Generation]:
+    def _sample_batch(self, prompts: Sequence[str], prefills: Sequence[str], limits: Sequence[int], seed: int,
+                      on_token: OnToken | None) -> list[Generation]:
         cfg = self.config
         ids = self.encode(prompts, prefills)
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + seed)
@@ -145,16 +157,18 @@ class Decoder:
         results: list[Generation | None] = [None] * len(ids)
         live = list(range(len(ids)))  # rows of the batch still decoding, in cache order
         logits, cache, mask, positions = self.prefill_cache(ids)
-        for step in range(cfg.max_new_tokens):
+        for step in range(max(limits)):
             if self.ban:
                 logits = self.ban.apply(logits, [histories[r] for r in live])
             tokens = self._pick(logits, generator)
             keep = []
             for slot, row in enumerate(live):
                 token = int(tokens[slot])
-                results[row] = self._advance(watchers[row], histories[row], token, last=step == cfg.max_new_tokens - 1)
+                results[row] = self._advance(watchers[row], histories[row], token, last=step == limits[row] - 1)
                 if results[row] is None:
                     keep.append(slot)
+                    if on_token:
+                        on_token(row, watchers[row])
             if not keep:
                 break
             if len(keep) < len(live):
@@ -169,7 +183,7 @@ class Decoder:
         if token in self.stop_ids:
             return self.finish(watcher, "stop")
         history.append(token)
-        flag = watcher.push(token, bool(self.may_close[token]))
+        flag = watcher.push(token, self.may_close[token])
         if flag is not None and self.config.mode == "guarded":
             return self.finish(watcher, "unsafe_reflection", stopped_at=flag.end)
         return self.finish(watcher, "length") if last else None

@@ -1,0 +1,69 @@
+import socket
+import threading
+import time
+
+import pytest
+import torch
+
+from safepretrain.markup import END_OF_TEXT, SPECIAL
+from safepretrain.serve.api import Limits, create_app
+from safepretrain.serve.engine import ModelEngine
+from tests.decode.conftest import MarkovLM
+
+
+def words(tokenizer, n: int) -> list[int]:
+    """Token ids of ``n`` plain lower-case words of the tokenizer's vocabulary (stable order)."""
+    vocab = tokenizer.get_vocab()
+    chosen = sorted(t for t in vocab if t.startswith("Ġ") and t[1:].isalpha() and len(t) > 4)[:n]
+    return [vocab[t] for t in chosen]
+
+
+def reflecting_model(tokenizer) -> MarkovLM:
+    """Writes two words, judges them Unsafe, then writes a third word and stops: whatever the prompt."""
+    vocab = tokenizer.get_vocab()
+    a, b, c = words(tokenizer, 3)
+    chain = [a, b, vocab[SPECIAL.open], vocab["<|unsafe|>"], vocab[SPECIAL.close], c, vocab[END_OF_TEXT]]
+    g = torch.Generator().manual_seed(0)
+    table = -20 + torch.rand(len(tokenizer), len(tokenizer), generator=g)
+    table[:, a] = 5.0  # from any prompt, start the chain
+    for token, nxt in zip(chain, chain[1:]):
+        table[token, a] = -20.0
+        table[token, nxt] = 10.0
+    return MarkovLM(table)
+
+
+@pytest.fixture(scope="session")
+def engines(tokenizer):
+    from transformers import LlamaForCausalLM
+
+    from safepretrain.train.models import preset_config
+
+    torch.manual_seed(0)
+    llama = LlamaForCausalLM(preset_config("tiny", len(tokenizer))).eval()
+    served = {"llama": ModelEngine("llama", llama, tokenizer, max_batch=8),
+              "reflector": ModelEngine("reflector", reflecting_model(tokenizer), tokenizer, max_batch=8)}
+    yield served
+    for engine in served.values():
+        engine.stop()
+
+
+@pytest.fixture(scope="session")
+def server(engines):
+    """The app on a free loopback port, in a thread; yields its base URL."""
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = create_app(engines, Limits(max_tokens=64, default_max_tokens=16, max_body_bytes=4096, max_batch=8))
+    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not uv.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    uv.should_exit = True
+    thread.join(timeout=10)
