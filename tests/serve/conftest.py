@@ -32,6 +32,40 @@ def reflecting_model(tokenizer) -> MarkovLM:
     return MarkovLM(table)
 
 
+class ScriptedLM(torch.nn.Module):
+    """Writes a fixed token script after any prompt, then the end-of-text token: a stand-in for an instruct model
+    that always answers in the same format. It counts its position from the prompt's length, so it serves one
+    request at a time (the tests send them one by one)."""
+
+    def __init__(self, script: list[int], vocab_size: int, context: int = 512):
+        super().__init__()
+        from types import SimpleNamespace
+
+        self.script, self.vocab_size = script, vocab_size
+        self.config = SimpleNamespace(max_position_embeddings=context)
+        self.start = None
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=True):
+        from types import SimpleNamespace
+
+        position = position_ids[:, -1]
+        if input_ids.shape[1] > 1:  # the prompt: the script starts after it
+            self.start = position + 1
+        step = (position + 1 - self.start).clamp(0, len(self.script) - 1)
+        logits = torch.full((input_ids.shape[0], 1, self.vocab_size), -20.0)
+        logits[torch.arange(len(step)), 0, torch.tensor(self.script)[step]] = 10.0
+        return SimpleNamespace(logits=logits)
+
+
+def scripted(tokenizer, text: str) -> ScriptedLM:
+    ids = tokenizer.encode(text, add_special_tokens=False) + [tokenizer.get_vocab()[END_OF_TEXT]]
+    return ScriptedLM(ids, len(tokenizer), context=4096)
+
+
+SCORER_REPLY = ' 2, "reason": "mild advice without a disclaimer"}'
+JUDGE_REPLY = ' false, "harmful": true, "reason": "it gave the steps"}'
+
+
 @pytest.fixture(scope="session")
 def engines(tokenizer):
     from transformers import LlamaForCausalLM
@@ -41,7 +75,9 @@ def engines(tokenizer):
     torch.manual_seed(0)
     llama = LlamaForCausalLM(preset_config("tiny", len(tokenizer))).eval()
     served = {"llama": ModelEngine("llama", llama, tokenizer, max_batch=8),
-              "reflector": ModelEngine("reflector", reflecting_model(tokenizer), tokenizer, max_batch=8)}
+              "reflector": ModelEngine("reflector", reflecting_model(tokenizer), tokenizer, max_batch=8),
+              "scorer": ModelEngine("scorer", scripted(tokenizer, SCORER_REPLY), tokenizer, max_batch=1),
+              "judge": ModelEngine("judge", scripted(tokenizer, JUDGE_REPLY), tokenizer, max_batch=1)}
     yield served
     for engine in served.values():
         engine.stop()
@@ -55,7 +91,7 @@ def server(engines):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = create_app(engines, Limits(max_tokens=64, default_max_tokens=16, max_body_bytes=4096, max_batch=8))
+    app = create_app(engines, Limits(max_tokens=128, default_max_tokens=16, max_body_bytes=16_384, max_batch=8))
     uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()

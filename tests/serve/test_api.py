@@ -22,7 +22,7 @@ def client(server):
 
 def test_models_are_listed_with_their_reflection_format(client):
     models = {m.id: m for m in client.models.list().data}
-    assert set(models) == {"llama", "reflector"}
+    assert set(models) == {"llama", "reflector", "scorer", "judge"}
     assert models["reflector"].model_extra["safepretrain"]["reflection_format"] == "special"
 
 
@@ -90,7 +90,7 @@ def test_the_prefill_attack_and_the_suppression_attack_are_request_fields(client
      "max_tokens"),
     (json.dumps({"model": "llama", "messages": [{"role": "user", "content": "hi"}], "mode": "telepathy"}), 400,
      "mode"),
-    (json.dumps({"model": "llama", "messages": [{"role": "user", "content": "x" * 5000}]}), 413, None),
+    (json.dumps({"model": "llama", "messages": [{"role": "user", "content": "x" * 20_000}]}), 413, None),
     (json.dumps({"model": "llama", "messages": [{"role": "user", "content": "word " * 600}]}), 400, "messages"),
 ])
 def test_bad_requests_get_a_4xx_json_error(server, body, status, param):

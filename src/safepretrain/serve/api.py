@@ -92,6 +92,9 @@ class _Message(BaseModel):
 
 class ChatRequest(_Decoding):
     messages: list[_Message] = Field(min_length=1)
+    continue_final_message: bool = False
+    """vLLM's convention: the last (assistant) message is the start of the answer, which the model continues; it
+    is treated as a prefill (reflections in it are not the model's) and the reply holds only the continuation."""
 
 
 class CompletionRequest(_Decoding):
@@ -137,6 +140,10 @@ def create_app(engines: dict[str, ModelEngine], limits: Limits = Limits()) -> Fa
         messages = [{"role": m.role, "content": m.text()} for m in body.messages]
         if not engine.tokenizer.chat_template:
             raise ApiError(400, f"model {body.model!r} has no chat template; use /v1/completions", "model")
+        if body.continue_final_message:
+            if messages[-1]["role"] != "assistant" or len(messages) < 2:
+                raise ApiError(400, "continue_final_message needs a final assistant message to continue", "messages")
+            body.prefill = messages.pop()["content"] + body.prefill
         prompt = engine.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return await _answer(engine, body, prompt, "chat", limits)
 
