@@ -60,12 +60,14 @@ def _reflecting_model(tokenizer, draw_logits, words: list[int]) -> MarkovLM:
        prefill=st.sampled_from(["", " <|reflect|><|unsafe|><|/reflect|> so,"]))
 def test_no_text_after_an_unsafe_reflection_ever_reaches_the_caller(tokenizer, seed, policy, prefill):
     g = torch.Generator().manual_seed(seed)
-    words = [tokenizer.get_vocab()[w] for w in ("give", "Ġmg", "Ġlaon") if w in tokenizer.get_vocab()] or [300, 301, 302]
+    vocab = tokenizer.get_vocab()
+    words = [vocab[w] for w in sorted(w for w in vocab if w.startswith("Ġ") and w[1:].isalpha() and len(w) > 4)[:3]]
     model = _reflecting_model(tokenizer, lambda n: (torch.randn(n, generator=g) * 2).tolist(), words)
     base = dict(max_new_tokens=40, temperature=1.0, seed=seed, batch_size=1)
     prompts = [tokenizer.decode([w]) for w in words[:2]]
-    plain = Decoder(model, tokenizer, DecodeConfig(**base)).generate(prompts, [prefill] * 2)
-    guarded = Decoder(model, tokenizer, DecodeConfig(mode="guarded", policy=policy, **base)).generate(prompts, [prefill] * 2)
+    prefills = [prefill] * len(prompts)
+    plain = Decoder(model, tokenizer, DecodeConfig(**base)).generate(prompts, prefills)
+    guarded = Decoder(model, tokenizer, DecodeConfig(mode="guarded", policy=policy, **base)).generate(prompts, prefills)
     for free, safe in zip(plain, guarded):
         full = prefill + free.text
         flags = [r for r in SPECIAL.find(full) if r.end > len(prefill) and not r.is_safe]

@@ -103,15 +103,17 @@ class Decoder:
             out += self._sample_batch(prompts[window], prefills[window], limits[window], seed=start, on_token=callback)
         return out
 
-    def encode(self, prompts: Sequence[str], prefills: Sequence[str]) -> list[list[int]]:
+    def encode(self, prompts: Sequence[str], prefills: Sequence[str], limits: Sequence[int] | None = None) -> list[list[int]]:
+        """Token ids of each prompt + prefill; each must leave room for its answer in the model's context."""
         ids = self.tokenizer([p + f for p, f in zip(prompts, prefills)], add_special_tokens=False)["input_ids"]
-        limit = self.model.config.max_position_embeddings - self.config.max_new_tokens
+        context = self.model.config.max_position_embeddings
         for i, seq in enumerate(ids):
+            new = limits[i] if limits is not None else self.config.max_new_tokens
             if not seq:
                 raise UserError(f"prompt {i} is empty")
-            if len(seq) > limit:
-                raise UserError(f"prompt {i} has {len(seq)} tokens; with max_new_tokens {self.config.max_new_tokens} "
-                                f"the model's context of {self.model.config.max_position_embeddings} allows {limit}")
+            if len(seq) + new > context:
+                raise UserError(f"prompt {i} has {len(seq)} tokens; with {new} new tokens the model's context of "
+                                f"{context} allows {context - new}")
         return ids
 
     def prefill_cache(self, ids: list[list[int]]):
@@ -150,7 +152,7 @@ class Decoder:
     def _sample_batch(self, prompts: Sequence[str], prefills: Sequence[str], limits: Sequence[int], seed: int,
                       on_token: OnToken | None) -> list[Generation]:
         cfg = self.config
-        ids = self.encode(prompts, prefills)
+        ids = self.encode(prompts, prefills, limits)
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + seed)
         watchers = [ReflectionWatcher(self.tokenizer, self.fmt, cfg.stop_labels, f) for f in prefills]
         histories = [list(s) for s in ids]

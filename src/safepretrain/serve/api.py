@@ -218,10 +218,12 @@ def _job(engine: ModelEngine, body: _Decoding, prompt: str, limits: Limits) -> J
     if body.mode == "safebeam" and engine.tokenizer.get_vocab().get("<|harmful|>") is None:
         raise ApiError(400, f"model {body.model!r} has no harmful tag token; safebeam needs one", "mode")
     n_prompt = len(engine.tokenizer(prompt + body.prefill, add_special_tokens=False)["input_ids"])
-    room = engine.info.context - config.max_new_tokens
+    room = engine.info.context - max_tokens
     if n_prompt == 0 or n_prompt > room:
-        raise ApiError(400, f"the prompt has {n_prompt} tokens; this model and server allow 1 to {room}", "messages")
-    return Job(prompt=prompt, config=config, max_tokens=max_tokens, prefill=body.prefill, prompt_tokens=n_prompt)
+        raise ApiError(400, f"the prompt has {n_prompt} tokens; with max_tokens {max_tokens} this model's context "
+                       f"of {engine.info.context} allows 1 to {room}", "messages")
+    return Job(prompt=prompt, config=config, max_tokens=max_tokens, prefill=body.prefill, prompt_tokens=n_prompt,
+               stream=body.stream)
 
 
 async def _collect(job: Job) -> Generation:

@@ -20,6 +20,7 @@ from safepretrain.decode.config import DecodeConfig, Generation
 from safepretrain.decode.decoder import Decoder, load_model
 
 DONE = object()
+STREAM_INTERVAL_S = 0.02
 
 
 @dataclass
@@ -34,10 +35,13 @@ class Job:
     events: asyncio.Queue | None = None
     """Text deltas (str), then the final Generation, then the end marker."""
     prompt_tokens: int = 0
+    stream: bool = False
+    """Send text as it is written (else only the finished answer)."""
     submitted: float = field(default_factory=time.perf_counter)
     started: float | None = None
     """When its batch began decoding (queueing time = started - submitted)."""
     sent: str = ""
+    last_sent: float = 0.0
 
     def emit(self, event: Any) -> None:
         self.loop.call_soon_threadsafe(self.events.put_nowait, event)
@@ -54,8 +58,11 @@ class Served:
 
 
 class ModelEngine:
-    def __init__(self, name: str, model, tokenizer, path: str | Path = "", max_batch: int = 8):
+    def __init__(self, name: str, model, tokenizer, path: str | Path = "", max_batch: int = 8,
+                 batch_wait_s: float = 0.005):
         self.model, self.tokenizer = model, tokenizer
+        self.batch_wait_s = batch_wait_s
+        """How long a short batch waits for more requests: clients of a burst rarely arrive in the same instant."""
         self.info = Served(name, str(path), Decoder(model, tokenizer).fmt.name, model.config.max_position_embeddings)
         self.max_batch = max_batch
         self.waiting: list[Job] = []
@@ -66,9 +73,9 @@ class ModelEngine:
         self.worker.start()
 
     @classmethod
-    def load(cls, name: str, path: str | Path, max_batch: int = 8) -> ModelEngine:
+    def load(cls, name: str, path: str | Path, max_batch: int = 8, batch_wait_s: float = 0.005) -> ModelEngine:
         model, tokenizer = load_model(path)
-        return cls(name, model, tokenizer, path, max_batch)
+        return cls(name, model, tokenizer, path, max_batch, batch_wait_s)
 
     # ------------------------------------------------------------ the web app's side
 
@@ -97,6 +104,9 @@ class ModelEngine:
                     self.ready.wait()
                 if self.stopped:
                     return
+                deadline = time.monotonic() + self.batch_wait_s
+                while len(self.waiting) < self.max_batch and (left := deadline - time.monotonic()) > 0:
+                    self.ready.wait(left)
                 batch = self._next_batch()
             self._run(batch)
 
@@ -115,7 +125,9 @@ class ModelEngine:
         try:
             decoder = self._decoder(batch[0].config)
             streams = batch[0].config.mode in ("plain", "guarded") and not self._holds_back(batch[0].config)
-            on_token = (lambda i, watcher: self._stream(batch[i], watcher.text())) if streams else None
+            on_token = None
+            if streams and any(j.stream for j in batch):
+                on_token = lambda i, watcher: batch[i].stream and self._stream(batch[i], watcher)  # noqa: E731
             generations = decoder.generate([j.prompt for j in batch], [j.prefill for j in batch],
                                            [j.max_tokens for j in batch], on_token=on_token)
             for job, generation in zip(batch, generations):
@@ -138,11 +150,15 @@ class ModelEngine:
         return self.decoders[config]
 
     @staticmethod
-    def _stream(job: Job, full_text: str) -> None:
-        text = full_text[len(job.prefill):].rstrip("\ufffd")  # a character cut between two tokens waits for the next
+    def _stream(job: Job, watcher) -> None:
+        # Every hand-over to the web app's thread costs a GIL switch: send what is new every few ms, not per token.
+        now = time.perf_counter()
+        if now - job.last_sent < STREAM_INTERVAL_S:
+            return
+        text = watcher.text()[len(job.prefill):].rstrip("\ufffd")  # a character cut between two tokens waits
         if len(text) > len(job.sent) and text.startswith(job.sent):
             job.emit(text[len(job.sent):])
-            job.sent = text
+            job.sent, job.last_sent = text, now
 
     @staticmethod
     def _finish(job: Job, generation: Generation) -> None:
