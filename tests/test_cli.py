@@ -16,7 +16,8 @@ def run(*args, cwd=None):
                                      ["world", "show"], ["tokenizer", "train"], ["model", "presets"],
                                      ["model", "import-smollm2"], ["train", "pretrain"], ["train", "sft"],
                                      ["train", "finetune"], ["intervene"], ["scorer", "train"], ["report-card"],
-                                     ["srp-sft"]])
+                                     ["srp-sft"], ["generate"], ["eval"], ["experiment", "run"], ["serve"],
+                                     ["playground"]])
 def test_every_command_has_help(command):
     result = run(*command, "--help")
     assert result.returncode == 0 and "Usage" in result.stdout
@@ -46,6 +47,8 @@ def test_generate_audit_judge_end_to_end(tmp_path):
     (["world", "generate", "--preset", "tiny", "--out", "{tmp}"], "not empty"),
     (["world", "audit", "{tmp}/missing"], "no such world folder"),
     (["world", "audit", "{tmp}"], "not a complete world"),
+    (["serve", "{tmp}/missing"], "no model here"),
+    (["serve", "a={tmp}/x", "a={tmp}/y"], "two models are called 'a'"),
 ])
 def test_user_mistakes_exit_2_with_a_clear_message(tmp_path, args, message):
     (tmp_path / "something").write_text("x")
