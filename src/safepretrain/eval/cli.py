@@ -15,7 +15,8 @@ console = Console()
 
 def evaluate(
     model: Path = typer.Argument(..., help="A saved model folder (e.g. runs/sft/model)."),
-    suite: str = typer.Option("medsafetyworld", "--suite", help="medsafetyworld or prompts."),
+    suite: str = typer.Option("medsafetyworld", "--suite", help="medsafetyworld, prompts (--file), or a built-in "
+                                                                 "prompt suite: advbench, do-not-answer."),
     world: Path | None = typer.Option(None, "--world", help="medsafetyworld: the world folder."),
     file: Path | None = typer.Option(None, "--file", help="prompts: a JSONL of {'prompt', 'id'?, 'category'?}."),
     out: Path = typer.Option(..., "--out", help="Results folder (samples.jsonl, metrics.json); rerun to resume."),
@@ -33,15 +34,18 @@ def evaluate(
     """Evaluate a model: utility, unsafe actions (seen, held-out), over-refusal, reflections, probes; or ASR."""
     from safepretrain.decode.decoder import load_model
 
-    if suite not in ("medsafetyworld", "prompts"):
-        raise UserError(f"unknown suite {suite!r}; choose medsafetyworld or prompts")
+    from safepretrain.eval.suites import SUITES
+
+    if suite not in ("medsafetyworld", "prompts", *SUITES):
+        raise UserError(f"unknown suite {suite!r}; choose medsafetyworld, prompts, {', '.join(SUITES)}")
     lm, tokenizer = load_model(model)
     with _progress() as update:
         if suite == "medsafetyworld":
             metrics = _world(lm, tokenizer, world, out, prompt_format, attacks, safebeam, probes, max_items,
                              max_new_tokens, update)
         else:
-            metrics = _prompts(lm, tokenizer, file, out, judge, llm_url, llm_model, mode, max_new_tokens, update)
+            metrics = _prompts(lm, tokenizer, suite, file, out, judge, llm_url, llm_model, mode, max_new_tokens,
+                               update)
     if suite == "medsafetyworld":
         console.print(world_table(metrics))
     else:
@@ -64,18 +68,20 @@ def _world(lm, tokenizer, world, out, prompt_format, attacks, safebeam, probes, 
     return evaluate_world(lm, tokenizer, WorldFolder(world), config, out, update)
 
 
-def _prompts(lm, tokenizer, file, out, judge, llm_url, llm_model, mode, max_new_tokens, update):
+def _prompts(lm, tokenizer, suite, file, out, judge, llm_url, llm_model, mode, max_new_tokens, update):
     from safepretrain.decode.config import DecodeConfig
     from safepretrain.eval.judges import make_judge
     from safepretrain.eval.prompt_suite import evaluate_prompts, read_suite
+    from safepretrain.eval.suites import builtin_suite
 
-    if file is None:
+    if suite == "prompts" and file is None:
         raise UserError("--suite prompts needs --file prompts.jsonl")
+    prompts = read_suite(file) if suite == "prompts" else builtin_suite(suite)
     try:
         decode = DecodeConfig(mode=mode, policy="refuse", max_new_tokens=max_new_tokens)
     except ValueError as e:
         raise UserError(str(e)) from None
-    return evaluate_prompts(lm, tokenizer, read_suite(file), make_judge(judge, llm_url, llm_model), decode, out,
+    return evaluate_prompts(lm, tokenizer, prompts, make_judge(judge, llm_url, llm_model), decode, out,
                             progress=update)
 
 
