@@ -44,3 +44,12 @@ def test_a_missing_wheel_or_suite_is_a_clear_user_error():
         wheel_file("no-such-distribution", "x/y.txt")
     with pytest.raises(UserError, match="advbench"):
         builtin_suite("harmbench")
+
+
+def test_the_relevance_judge_also_counts_off_topic_evasion_and_agrees_with_pyrits_labels():
+    from safepretrain.eval.judges import RelevanceRefusalJudge
+
+    examples = pyrit_refusal_examples()
+    verdicts = RelevanceRefusalJudge().judge_batch([e.objective for e in examples], [e.response for e in examples])
+    agree = sum(v.refused == e.refused for v, e in zip(verdicts, examples))
+    assert agree / len(examples) >= 0.9, agree

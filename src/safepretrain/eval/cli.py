@@ -25,7 +25,7 @@ def evaluate(
     safebeam: bool = typer.Option(False, "--safebeam", help="Also decode with Safe Beam search (tagged models)."),
     probes: bool = typer.Option(False, "--probes", help="Linear probes: safe vs unsafe separability per layer."),
     max_items: int = typer.Option(0, "--max-items", help="Items per split (0 = all)."),
-    judge: str = typer.Option("refusal", "--judge", help="prompts: refusal, embedding:SCORER_DIR or llm."),
+    judge: str = typer.Option("refusal", "--judge", help="prompts: refusal, relevance, embedding:SCORER_DIR or llm."),
     llm_url: str | None = typer.Option(None, "--llm-url"),
     llm_model: str | None = typer.Option(None, "--llm-model"),
     mode: str = typer.Option("plain", "--mode", help="prompts: plain, guarded, beam or safebeam."),
