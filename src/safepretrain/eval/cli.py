@@ -24,7 +24,8 @@ def evaluate(
     attacks: list[str] = typer.Option(["direct", "prefill"], "--attack", help="direct and/or prefill."),
     safebeam: bool = typer.Option(False, "--safebeam", help="Also decode with Safe Beam search (tagged models)."),
     probes: bool = typer.Option(False, "--probes", help="Linear probes: safe vs unsafe separability per layer."),
-    max_items: int = typer.Option(0, "--max-items", help="Items per split (0 = all)."),
+    max_items: int = typer.Option(0, "--max-items", help="Items per split, or prompts of a prompt suite, evenly "
+                                                        "spread (0 = all)."),
     judge: str = typer.Option("refusal", "--judge", help="prompts: refusal, relevance, embedding:SCORER_DIR or llm."),
     llm_url: str | None = typer.Option(None, "--llm-url"),
     llm_model: str | None = typer.Option(None, "--llm-model"),
@@ -45,7 +46,7 @@ def evaluate(
                              max_new_tokens, update)
         else:
             metrics = _prompts(lm, tokenizer, suite, file, out, judge, llm_url, llm_model, mode, max_new_tokens,
-                               update)
+                               max_items, update)
     if suite == "medsafetyworld":
         console.print(world_table(metrics))
     else:
@@ -68,7 +69,7 @@ def _world(lm, tokenizer, world, out, prompt_format, attacks, safebeam, probes, 
     return evaluate_world(lm, tokenizer, WorldFolder(world), config, out, update)
 
 
-def _prompts(lm, tokenizer, suite, file, out, judge, llm_url, llm_model, mode, max_new_tokens, update):
+def _prompts(lm, tokenizer, suite, file, out, judge, llm_url, llm_model, mode, max_new_tokens, max_items, update):
     from safepretrain.decode.config import DecodeConfig
     from safepretrain.eval.judges import make_judge
     from safepretrain.eval.prompt_suite import evaluate_prompts, read_suite
@@ -76,7 +77,9 @@ def _prompts(lm, tokenizer, suite, file, out, judge, llm_url, llm_model, mode, m
 
     if suite == "prompts" and file is None:
         raise UserError("--suite prompts needs --file prompts.jsonl")
-    prompts = read_suite(file) if suite == "prompts" else builtin_suite(suite)
+    from safepretrain.eval.medsafetyworld import spread
+
+    prompts = spread(read_suite(file) if suite == "prompts" else builtin_suite(suite), max_items)
     try:
         decode = DecodeConfig(mode=mode, policy="refuse", max_new_tokens=max_new_tokens)
     except ValueError as e:
