@@ -47,11 +47,35 @@ def evaluate(
         else:
             metrics = _prompts(lm, tokenizer, suite, file, out, judge, llm_url, llm_model, mode, max_new_tokens,
                                max_items, update)
+    _write_manifest(out, model, {"suite": suite, "world": str(world) if world else None,
+                                 "file": str(file) if file else None, "format": prompt_format,
+                                 "attacks": list(attacks), "safebeam": safebeam, "probes": probes,
+                                 "max_items": max_items, "judge": judge, "llm_model": llm_model, "mode": mode,
+                                 "max_new_tokens": max_new_tokens})
     if suite == "medsafetyworld":
         console.print(world_table(metrics))
     else:
         console.print({k: v for k, v in metrics.items() if k != "by_category"})
     console.print(f"per-sample results and metrics.json -> {out}")
+
+
+def _write_manifest(out: Path, model: Path, config: dict) -> None:
+    """Config, versions (with the wheels that ship the suites), the model's and the results' hashes."""
+    from importlib import metadata
+
+    from safepretrain.io import sha256_file, write_json
+    from safepretrain.manifest import build_manifest
+
+    weights = sorted(Path(model).glob("*.safetensors"))
+    suites = {}
+    for wheel in ("pyrit", "garak"):
+        try:
+            suites[wheel] = metadata.version(wheel)
+        except metadata.PackageNotFoundError:
+            continue
+    write_json(Path(out) / "manifest.json", build_manifest(
+        "eval", config, Path(out), model={"path": str(model), "sha256": {w.name: sha256_file(w) for w in weights}},
+        suite_wheels=suites))
 
 
 def _world(lm, tokenizer, world, out, prompt_format, attacks, safebeam, probes, max_items, max_new_tokens, update):

@@ -1,0 +1,46 @@
+"""``safepretrain eval`` on prompt suites from the command line: results, a manifest, and resume."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import LlamaForCausalLM
+
+from safepretrain.train.models import preset_config
+
+
+@pytest.fixture(scope="module")
+def model_dir(tokenizer, tmp_path_factory):
+    out = tmp_path_factory.mktemp("model")
+    torch.manual_seed(0)
+    LlamaForCausalLM(preset_config("tiny", len(tokenizer))).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "safepretrain", "eval", *map(str, args)], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_a_builtin_suite_is_answered_judged_and_recorded_with_a_manifest(model_dir, tmp_path):
+    out = tmp_path / "advbench"
+    result = run(model_dir, "--suite", "advbench", "--max-items", "3", "--max-new-tokens", "8", "--out", out)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n"] == 3 and "non_refusal_rate" in metrics
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["suite"] == "advbench" and manifest["suite_wheels"]["pyrit"] == "1.1.0"
+    assert manifest["model"]["sha256"]["model.safetensors"] and "samples.jsonl" in manifest["files"]
+    samples = (out / "samples.jsonl").read_text()
+    again = run(model_dir, "--suite", "advbench", "--max-items", "3", "--max-new-tokens", "8", "--out", out)
+    assert again.returncode == 0 and (out / "samples.jsonl").read_text() == samples  # resumed: nothing recomputed
+
+
+def test_a_prompt_file_with_a_bad_line_is_a_clear_error(model_dir, tmp_path):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "hello"}\n{"text": "no prompt"}\n')
+    result = run(model_dir, "--suite", "prompts", "--file", prompts, "--out", tmp_path / "o")
+    assert result.returncode == 2 and "line 2" in result.stderr and "Traceback" not in result.stderr
