@@ -11,19 +11,13 @@ the measured ratio is the overhead, not a speed-up from stopping.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
-from pathlib import Path
 
 import torch
-from transformers import LlamaForCausalLM
+from random_model import random_model
 
 from safepretrain.decode.config import DecodeConfig
 from safepretrain.decode.decoder import Decoder
-from safepretrain.train.models import preset_config
-from safepretrain.train.tokenizer import corpus_texts, train_tokenizer
-from safepretrain.world.config import preset_config as world_preset
-from safepretrain.world.generate import WorldFolder, generate_world
 
 
 def timed(decoder: Decoder, prompts: list[str]) -> tuple[float, int]:
@@ -55,14 +49,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    with tempfile.TemporaryDirectory() as tmp:
-        world = Path(tmp) / "world"
-        generate_world(world_preset("tiny"), world)
-        tokenizer = train_tokenizer(corpus_texts([world / "corpus.jsonl", world / "sft.jsonl"]), 1024)
-        prompts = [item.chat_prompt for split in ("utility", "heldout_unsafe")
-                   for item in WorldFolder(world).eval_items(split)][: args.prompts]
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(preset_config(args.preset, len(tokenizer))).eval()
+    model, tokenizer, questions = random_model(args.preset)
+    prompts = questions[: args.prompts]
     print(f"model {args.preset}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, "
           f"{args.threads} threads, {len(prompts)} prompts x {args.new_tokens} new tokens")
 

@@ -23,14 +23,10 @@ from pathlib import Path
 
 import httpx
 import torch
-from transformers import LlamaForCausalLM
+from random_model import random_model
 
 from safepretrain.decode.config import DecodeConfig
 from safepretrain.decode.decoder import Decoder, chat_prompt
-from safepretrain.train.models import preset_config
-from safepretrain.train.tokenizer import corpus_texts, train_tokenizer
-from safepretrain.world.config import preset_config as world_preset
-from safepretrain.world.generate import WorldFolder, generate_world
 
 
 def start_server(model_dir: Path, args) -> tuple[str, subprocess.Popen]:
@@ -95,13 +91,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    model, tokenizer, questions = random_model(args.preset)
     with tempfile.TemporaryDirectory() as tmp:
-        world = Path(tmp) / "world"
-        generate_world(world_preset("tiny"), world)
-        tokenizer = train_tokenizer(corpus_texts([world / "corpus.jsonl", world / "sft.jsonl"]), 1024)
-        questions = [i.chat_prompt for s in ("utility", "heldout_unsafe") for i in WorldFolder(world).eval_items(s)]
-        torch.manual_seed(0)
-        model = LlamaForCausalLM(preset_config(args.preset, len(tokenizer))).eval()
         model.save_pretrained(Path(tmp) / "model")
         tokenizer.save_pretrained(Path(tmp) / "model")
         url, server = start_server(Path(tmp) / "model", args)
