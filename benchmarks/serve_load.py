@@ -110,10 +110,12 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(timeout=30)
-    # the reference runs before and after the server (best of both): a shared machine's load drifts
-    reference = max(before, in_process(model, tokenizer, questions, args.max_batch, args.new_tokens, rounds=4))
+    # the reference runs before and after the server (their mean): a shared machine's load drifts
+    after = in_process(model, tokenizer, questions, args.max_batch, args.new_tokens, rounds=4)
+    reference = (before + after) / 2
     served = results[8]["tokens_per_s"]
-    print(f"in-process generation, batch {args.max_batch}: {reference:8,.0f} tokens/s")
+    print(f"in-process generation, batch {args.max_batch}: {reference:8,.0f} tokens/s "
+          f"(before {before:,.0f}, after {after:,.0f})")
     print(f"server at 8 clients / in-process at batch {args.max_batch}: {served / reference:.3f} "
           "(target >= 0.8)")
 

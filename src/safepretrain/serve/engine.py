@@ -21,6 +21,8 @@ from safepretrain.decode.decoder import Decoder, load_model
 
 DONE = object()
 STREAM_INTERVAL_S = 0.02
+BATCH_WAIT_S = 0.02
+"""How long a short batch waits for more requests: the clients of a burst do not arrive in the same instant."""
 
 
 @dataclass
@@ -59,10 +61,9 @@ class Served:
 
 class ModelEngine:
     def __init__(self, name: str, model, tokenizer, path: str | Path = "", max_batch: int = 8,
-                 batch_wait_s: float = 0.005):
+                 batch_wait_s: float = BATCH_WAIT_S):
         self.model, self.tokenizer = model, tokenizer
         self.batch_wait_s = batch_wait_s
-        """How long a short batch waits for more requests: clients of a burst rarely arrive in the same instant."""
         self.info = Served(name, str(path), Decoder(model, tokenizer).fmt.name, model.config.max_position_embeddings)
         self.max_batch = max_batch
         self.waiting: list[Job] = []
@@ -73,7 +74,7 @@ class ModelEngine:
         self.worker.start()
 
     @classmethod
-    def load(cls, name: str, path: str | Path, max_batch: int = 8, batch_wait_s: float = 0.005) -> ModelEngine:
+    def load(cls, name: str, path: str | Path, max_batch: int = 8, batch_wait_s: float = BATCH_WAIT_S) -> ModelEngine:
         model, tokenizer = load_model(path)
         return cls(name, model, tokenizer, path, max_batch, batch_wait_s)
 
