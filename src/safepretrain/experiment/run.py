@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -96,7 +97,8 @@ def _run_phase(phase: str, jobs: list[tuple[str, Callable, tuple]], workers: int
                 bar.advance(task)
             bar.update(task, description="")
             return
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                                 initializer=_die_with_parent) as pool:
             futures = {pool.submit(job, *args): name for name, job, args in jobs}
             try:
                 for future in as_completed(futures):
@@ -107,6 +109,16 @@ def _run_phase(phase: str, jobs: list[tuple[str, Callable, tuple]], workers: int
                     f.cancel()
                 raise
         bar.update(task, description="")
+
+
+def _die_with_parent() -> None:
+    """A worker gets SIGTERM when the runner dies (killed, not only Ctrl-C): no orphan keeps training unseen.
+    Its stage resumes from its last checkpoint on the next run."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _call(name: str, job: Callable, args: tuple):
