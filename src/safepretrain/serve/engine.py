@@ -25,7 +25,7 @@ BATCH_WAIT_S = 0.02
 """How long a short batch waits for more requests: the clients of a burst do not arrive in the same instant."""
 
 
-@dataclass
+@dataclass(eq=False)  # jobs are told apart by identity: two identical requests are still two jobs
 class Job:
     """One request: its prompt and decoding settings, and the events the worker sends back to the web app."""
 
@@ -116,7 +116,8 @@ class ModelEngine:
         key = self.waiting[0].config
         size = 1 if key.mode in ("beam", "safebeam") else self.max_batch
         batch = [j for j in self.waiting if j.config == key][:size]
-        self.waiting = [j for j in self.waiting if j not in batch]
+        taken = {id(j) for j in batch}
+        self.waiting = [j for j in self.waiting if id(j) not in taken]
         return batch
 
     def _run(self, batch: list[Job]) -> None:
