@@ -63,12 +63,13 @@ def _write_manifest(out: Path, model: Path, config: dict) -> None:
     """Config, versions (with the wheels that ship the suites), the model's and the results' hashes."""
     from importlib import metadata
 
+    from safepretrain.eval.suites import WHEELS
     from safepretrain.io import sha256_file, write_json
     from safepretrain.manifest import build_manifest
 
     weights = sorted(Path(model).glob("*.safetensors"))
     suites = {}
-    for wheel in ("pyrit", "garak"):
+    for wheel in WHEELS:
         try:
             suites[wheel] = metadata.version(wheel)
         except metadata.PackageNotFoundError:

@@ -215,7 +215,7 @@ def _job(engine: ModelEngine, body: _Decoding, prompt: str, limits: Limits) -> J
         config = DecodeConfig(**settings)
     except ValueError as error:
         raise ApiError(400, str(error)) from None
-    if body.mode == "safebeam" and engine.tokenizer.get_vocab().get("<|harmful|>") is None:
+    if body.mode == "safebeam" and not engine.has_harmful_tag:
         raise ApiError(400, f"model {body.model!r} has no harmful tag token; safebeam needs one", "mode")
     n_prompt = len(engine.tokenizer(prompt + body.prefill, add_special_tokens=False)["input_ids"])
     room = engine.info.context - max_tokens

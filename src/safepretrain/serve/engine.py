@@ -18,6 +18,7 @@ from typing import Any
 
 from safepretrain.decode.config import DecodeConfig, Generation
 from safepretrain.decode.decoder import Decoder, load_model
+from safepretrain.markup import HARMFUL_TAG
 
 DONE = object()
 STREAM_INTERVAL_S = 0.02
@@ -65,6 +66,8 @@ class ModelEngine:
         self.model, self.tokenizer = model, tokenizer
         self.batch_wait_s = batch_wait_s
         self.info = Served(name, str(path), Decoder(model, tokenizer).fmt.name, model.config.max_position_embeddings)
+        self.has_harmful_tag = HARMFUL_TAG in tokenizer.get_vocab()
+        """Safe Beam needs the tag as one token; known once, not per request (a vocabulary dict is large)."""
         self.max_batch = max_batch
         self.waiting: list[Job] = []
         self.ready = threading.Condition()

@@ -79,14 +79,14 @@ class WorldConfig:
     """(goal, mechanism) cells no training document shows. ``harm_interaction`` measures composition of harmful
     intent with interaction knowledge; ``error_contraindication`` measures whether flags follow the rule."""
     n_sft: int = 3_000
+    """Post-training chat examples (care answered with checks, seen harm requests refused)."""
     sft_induce_fraction: float = 0.15
     """Share of SFT chats that are safe "cause <benign effect>" requests, answered. Without them every "cause"
     request in SFT is refused, and refusing is a lexical rule that needs no knowledge of which effects harm."""
-    """Post-training chat examples (care answered with checks, seen harm requests refused)."""
     n_benign_finetune: int = 1_000
+    """Benign finetuning (attack) examples: terse care answers without safety checks, and fact questions."""
     n_harmful_finetune: int = 300
     """Harmful finetuning (attack) examples: seen harmful requests complied with."""
-    """Benign finetuning (attack) examples: terse care answers without safety checks, and fact questions."""
     n_eval_per_split: int = 200
     seed: int = 0
 
