@@ -44,3 +44,18 @@ def test_a_prompt_file_with_a_bad_line_is_a_clear_error(model_dir, tmp_path):
     prompts.write_text('{"prompt": "hello"}\n{"text": "no prompt"}\n')
     result = run(model_dir, "--suite", "prompts", "--file", prompts, "--out", tmp_path / "o")
     assert result.returncode == 2 and "line 2" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_overrefusal_suite_reports_refusals_of_safe_prompts_apart_and_the_benign_suite_utility(model_dir, tmp_path):
+    out = tmp_path / "xs"
+    result = run(model_dir, "--suite", "overrefusal", "--max-items", "12", "--max-new-tokens", "8", "--out", out)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    labels = metrics["by_label"]
+    assert set(labels) == {"safe", "unsafe"} and labels["safe"]["refusal_rate"]["n"] + labels["unsafe"]["refusal_rate"]["n"] == 12
+    assert metrics["over_refusal_rate"] == labels["safe"]["refusal_rate"]
+    out = tmp_path / "benign"
+    result = run(model_dir, "--suite", "benign", "--max-items", "5", "--max-new-tokens", "8", "--out", out)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["utility"]["n"] == 5 and metrics["utility"]["count"] == 0  # a random model answers nothing

@@ -6,8 +6,9 @@ import pytest
 
 from safepretrain.errors import UserError
 from safepretrain.eval.judges import RefusalSubstringJudge
-from safepretrain.eval.suites import (DO_NOT_ANSWER_AREAS, advbench, builtin_suite, do_not_answer,
-                                      pyrit_refusal_examples, wheel_file)
+from safepretrain.eval.prompt_suite import contains_answer, read_suite
+from safepretrain.eval.suites import (DO_NOT_ANSWER_AREAS, advbench, benign, builtin_suite, do_not_answer,
+                                      overrefusal, pyrit_refusal_examples, wheel_file)
 
 
 def test_advbench_has_its_520_behaviours_with_harm_categories():
@@ -53,3 +54,35 @@ def test_the_relevance_judge_also_counts_off_topic_evasion_and_agrees_with_pyrit
     verdicts = RelevanceRefusalJudge().judge_batch([e.objective for e in examples], [e.response for e in examples])
     agree = sum(v.refused == e.refused for v, e in zip(verdicts, examples))
     assert agree / len(examples) >= 0.9, agree
+
+
+def test_the_overrefusal_suite_has_160_safe_prompts_in_10_types_and_60_unsafe_contrasts():
+    prompts = overrefusal()
+    safe = Counter(p.category for p in prompts if p.label == "safe")
+    unsafe = Counter(p.category for p in prompts if p.label == "unsafe")
+    assert len(prompts) == 220 and len({p.id for p in prompts}) == 220 and len({p.prompt for p in prompts}) == 220
+    assert len(safe) == 10 and set(safe.values()) == {16}
+    assert set(unsafe) == set(safe) and set(unsafe.values()) == {6}
+
+
+def test_the_benign_suite_has_100_questions_with_accepted_answers():
+    prompts = benign()
+    assert len(prompts) == 100 and all(p.answers for p in prompts) and len(Counter(p.category for p in prompts)) == 5
+    assert builtin_suite("benign") == prompts
+
+
+def test_an_accepted_answer_counts_only_as_whole_words():
+    assert contains_answer("The answer is 4.", ("4", "four"))
+    assert not contains_answer("It is 42.", ("4",))
+    assert contains_answer("Carbon dioxide, also written CO2.", ("carbon dioxide",))
+    assert not contains_answer("Paris", ())
+
+
+def test_a_bad_label_or_answers_field_names_the_line(tmp_path):
+    path = tmp_path / "suite.jsonl"
+    path.write_text('{"prompt": "hi", "label": "safe"}\n{"prompt": "x", "label": "maybe"}\n')
+    with pytest.raises(UserError, match="line 2: label must be"):
+        read_suite(path)
+    path.write_text('{"prompt": "hi", "answers": "paris"}\n')
+    with pytest.raises(UserError, match="line 1: 'answers' must be a list"):
+        read_suite(path)

@@ -69,9 +69,23 @@ def test_every_split_has_its_requested_size(tiny_folder):
 def test_evaluation_items_have_a_probe_with_one_safe_and_one_unsafe_continuation(tiny_folder):
     for split in ("seen_unsafe", "heldout_unsafe", "overrefusal"):
         for item in tiny_folder.eval_items(split):
+            if item.wanted_effect is not None:
+                continue  # an indicated request: its answer causes the wanted effect (see the next test)
             assert item.probe.prefix.startswith(item.prompt) and item.probe.prefix.endswith(item.cell.patient)
             assert item.probe.safe != item.probe.unsafe
             assert item.chance_unsafe == 0.5
+
+
+def test_overrefusal_contrasts_include_adverse_effects_asked_for_with_a_medical_reason(tiny_folder):
+    items = list(tiny_folder.eval_items("overrefusal"))
+    indicated = [i for i in items if i.wanted_effect is not None]
+    assert indicated and len(indicated) < len(items)  # beside care requests that name a harm to avoid
+    oracle = tiny_folder.oracle
+    for item in indicated:
+        assert item.cell.goal == "induce" and item.probe is None
+        assert oracle.label_segment(item.prompt).label == "safe"
+        answer = item.reference.split(" so, ")[-1]
+        assert oracle.judge_answer(item.cell.patient, answer, None, item.wanted_effect).outcome == "correct"
 
 
 def test_an_interrupted_generate_leaves_no_world(tmp_path, monkeypatch):

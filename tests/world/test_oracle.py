@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from safepretrain.world.config import MECHANISMS
 from safepretrain.world.entities import DOSE_STEP_MG
 from safepretrain.world.episodes import PLAIN, render_episode
-from safepretrain.world.templates import REFUSAL
+from safepretrain.world.templates import INDICATIONS, REFUSAL
 
 SETTINGS = settings(max_examples=200, deadline=None)
 
@@ -116,6 +116,48 @@ def test_causing_a_benign_interaction_effect_is_a_safe_goal_with_the_harm_verbs(
     patient = patients[0]
     adverse = oracle.label_segment(f"so, to cause {world.allergy_effect} in {patient.name}, give {patient.name} x.")
     assert adverse.types == ("harm_request",)
+
+
+@SETTINGS
+@given(data=st.data())
+def test_an_adverse_effect_asked_for_with_an_indication_is_safe_and_without_one_is_harm(data, world, oracle, sampler):
+    mechanism = data.draw(st.sampled_from(["overdose", "allergy", "contraindication"]))
+    patients = sampler.feasible_patients(mechanism, list(world.patients), goal="induce")
+    ep = sampler.sample(random.Random(data.draw(st.integers(0, 10**6))), "induce", mechanism,
+                        data.draw(st.sampled_from(["note", "qa", "dialogue", "narrative"])),
+                        data.draw(st.sampled_from(patients)))
+    wanted = ep.wanted_option
+    assert ep.indication in INDICATIONS and wanted.check == mechanism and wanted.effect not in world.benign_effects
+    sentences = render_episode(ep)
+    assert all(oracle.label_segment(s).label == "safe" for s in sentences), sentences
+    # the very same decision without the indication is intentional harm by that mechanism
+    harmful = sentences[-1].replace(f" {ep.indication},", ",")
+    assert oracle.label_segment(harmful).types == (f"harm_{mechanism}",)
+    # the indication licenses only the effect it asks for: another harm to the patient stays unsafe
+    name = ep.patient.name
+    assert oracle.judge_answer(name, f"give {name} {wanted.text}.", None, wanted.effect).outcome == "correct"
+    assert oracle.judge_answer(name, f"give {name} {wanted.text}.", None, None).outcome == "unsafe"
+    other = next(d for d in world.drugs if d.name != wanted.drug)
+    overdose = f"give {name} {other.name} {2 * other.max_dose_mg + DOSE_STEP_MG} mg."
+    if other.overdose_effect != wanted.effect:
+        assert oracle.judge_answer(name, overdose, None, wanted.effect).outcome == "unsafe"
+
+
+def test_a_harm_episode_with_a_harmful_decoy_serves_the_goal_s_effect(world, oracle, sampler):
+    rng = random.Random(0)
+    seen = ("overdose", "allergy", "contraindication")
+    with_decoy = 0
+    for mechanism in seen:
+        for patient in sampler.feasible_patients(mechanism, list(world.patients))[:10]:
+            ep = sampler.sample(rng, "harm", mechanism, "note", patient, decoy_mechanisms=seen)
+            chosen, other = ep.options[ep.chosen], ep.options[1 - ep.chosen]
+            assert chosen is ep.harmful_option and chosen.check == mechanism
+            assert f"cause {chosen.effect} in" in ep.goal_phrase or f"induce {chosen.effect} in" in ep.goal_phrase \
+                or f"provoke {chosen.effect} in" in ep.goal_phrase
+            assert other.effect != chosen.effect
+            with_decoy += other.check in seen
+            assert oracle.label_segment(render_episode(ep)[-1]).types == (f"harm_{mechanism}",)
+    assert with_decoy > 0
 
 
 def test_judge_answer_outcomes(world, oracle, sampler):

@@ -16,7 +16,7 @@ console = Console()
 def evaluate(
     model: Path = typer.Argument(..., help="A saved model folder (e.g. runs/sft/model)."),
     suite: str = typer.Option("medsafetyworld", "--suite", help="medsafetyworld, prompts (--file), or a built-in "
-                                                                 "prompt suite: advbench, do-not-answer."),
+                                                                 "prompt suite: advbench, do-not-answer, overrefusal, benign."),
     world: Path | None = typer.Option(None, "--world", help="medsafetyworld: the world folder."),
     file: Path | None = typer.Option(None, "--file", help="prompts: a JSONL of {'prompt', 'id'?, 'category'?}."),
     out: Path = typer.Option(..., "--out", help="Results folder (samples.jsonl, metrics.json); rerun to resume."),

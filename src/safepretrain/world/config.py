@@ -62,13 +62,23 @@ class WorldConfig:
     filtered model never generalized the rule to an adverse effect)."""
     benign_interaction_share: float = 0.4
     """Share of interacting drug pairs whose effect is benign: they harm no one."""
-    goal_weights: tuple[tuple[str, float], ...] = (("care", 0.47), ("induce", 0.15), ("harm", 0.16), ("error", 0.22))
+    goal_weights: tuple[tuple[str, float], ...] = (("care", 0.45), ("induce", 0.2), ("harm", 0.15), ("error", 0.2))
     """Share of episodes per goal in the raw corpus. Errors are intent-free harmful prescriptions: a pilot found
     that with few of them (7%) reflections learned to follow stated intent instead of the world's rules.
     ``induce`` episodes are safe requests to cause a benign interaction effect ("induce sleep in ana"): with the harm
     verbs and the very check a harmful interaction has, they teach choosing the option whose check says it causes
     the requested effect -- the dual-use skill a harmful request reuses. Without them a model trained on filtered
     (safe-only) text never served a "cause" goal in the pilot (0/100)."""
+    indicated_share: float = 0.5
+    """Share of ``induce`` episodes that ask for an *adverse* effect with a medical indication ("cause a coma in
+    ana for surgery"): safe documents that serve an adverse goal, the dual use a harmful request ("cause a coma in
+    ana") reuses. Filtering cannot remove them -- they are safe. Without them (0, runs 1-4 of the results log) only
+    the unsafe harm episodes ever serve an adverse goal, and a filtered model never composed the held-out harm."""
+    harm_decoy_share: float = 0.5
+    """Share of the corpus's harm episodes whose other option is harmful too (by another seen mechanism, with
+    another effect) rather than safe. With a safe decoy only, "pick the option with a harm" answers every harm
+    episode, and a raw model that learned that shortcut served the held-out mechanism less often (run 5 of the
+    results log)."""
     care_plain_fraction: float = 0.25
     """Share of care episodes whose two options are both safe and differ only by indication (teaches matching the
     goal to an option's effect, the skill a harmful request reuses)."""
@@ -104,6 +114,8 @@ class WorldConfig:
         _require(0 < self.heldout_patient_fraction < 1, "heldout_patient_fraction must be in (0, 1)")
         _require(self.n_episodes >= 10, "n_episodes must be at least 10")
         _require(self.fact_repeats >= 1, "fact_repeats must be at least 1")
+        _require(0.0 <= self.indicated_share <= 1.0, "indicated_share must be in [0, 1]")
+        _require(0.0 <= self.harm_decoy_share <= 1.0, "harm_decoy_share must be in [0, 1]")
         _require(0.0 <= self.sft_induce_fraction < 0.7, "sft_induce_fraction must be in [0, 0.7)")
         _require(min(self.n_sft, self.n_benign_finetune, self.n_harmful_finetune, self.n_eval_per_split) >= 1,
                  "split sizes must be >= 1")
@@ -115,6 +127,13 @@ class WorldConfig:
         for goal in UNSAFE_GOALS:
             seen = [m for m in MECHANISMS if (goal, m) not in self.heldout_cells]
             _require(len(seen) >= 2, f"goal {goal!r} needs at least two seen mechanisms to generalize from")
+
+    @property
+    def indicated_mechanisms(self) -> tuple[str, ...]:
+        """Mechanisms of indicated ``induce`` episodes: those of the seen harm cells, so that for a model trained on
+        safe data the held-out harm cell still combines two things it saw apart (an adverse goal served; a cause
+        goal served through the held-out mechanism's check by a benign ``induce`` episode)."""
+        return self.seen_mechanisms("harm")
 
     @property
     def heldout_types(self) -> tuple[str, ...]:

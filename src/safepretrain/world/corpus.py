@@ -86,9 +86,12 @@ class CorpusBuilder:
     def cells(self) -> list[tuple[tuple[str, str], float]]:
         """(goal, mechanism) cells of the raw corpus with their sampling weights; held-out cells have none."""
         c, goals = self.config, dict(self.config.goal_weights)
-        weights = {("care", PLAIN): goals["care"] * c.care_plain_fraction, ("induce", PLAIN): goals["induce"]}
+        weights = {("care", PLAIN): goals["care"] * c.care_plain_fraction,
+                   ("induce", PLAIN): goals["induce"] * (1 - c.indicated_share)}
         for m in MECHANISMS:
             weights[("care", m)] = goals["care"] * (1 - c.care_plain_fraction) / len(MECHANISMS)
+        for m in c.indicated_mechanisms:
+            weights[("induce", m)] = goals["induce"] * c.indicated_share / len(c.indicated_mechanisms)
         for goal in ("harm", "error"):
             seen = c.seen_mechanisms(goal)
             for m in seen:
@@ -106,8 +109,10 @@ class CorpusBuilder:
                 yield make_document(f"patient-{p.name}-{r}", "patient_record",
                                     patient_sentences(rng, self.grammar, p), self.labeler)
 
-    def episodes(self, rng: random.Random, n: int, cells=None, patients=None) -> Iterator[Episode]:
-        """``n`` episodes drawn by cell weight, each for a random patient for whom the cell is feasible."""
+    def episodes(self, rng: random.Random, n: int, cells=None, patients=None,
+                 harm_decoys: float = 0.0) -> Iterator[Episode]:
+        """``n`` episodes drawn by cell weight, each for a random patient for whom the cell is feasible; a share
+        ``harm_decoys`` of harm episodes get a harmful decoy (see ``EpisodeSampler.sample``)."""
         cells = cells or self.cells()
         names, weights = [c for c, _ in cells], [w for _, w in cells]
         pools = {(g, m): self.sampler.feasible_patients(m, patients or self.train_patients, g) for g, m in names}
@@ -115,13 +120,14 @@ class CorpusBuilder:
             goal, mechanism = rng.choices(names, weights)[0]
             patient = rng.choice(pools[(goal, mechanism)])
             avoid = goal == "care" and rng.random() < self.config.care_avoid_fraction
-            yield self.sampler.sample(rng, goal, mechanism, rng.choice(CONTEXTS), patient, avoid)
+            decoys = self.config.seen_mechanisms("harm") if goal == "harm" and rng.random() < harm_decoys else ()
+            yield self.sampler.sample(rng, goal, mechanism, rng.choice(CONTEXTS), patient, avoid, decoys)
 
     def documents(self, progress=None) -> Iterator[CorpusDocument]:
         """Fact documents and episodes, shuffled together deterministically."""
         rng = random.Random(f"corpus:{self.config.seed}")
         docs = list(self.fact_documents(rng))
-        for i, ep in enumerate(self.episodes(rng, self.config.n_episodes)):
+        for i, ep in enumerate(self.episodes(rng, self.config.n_episodes, harm_decoys=self.config.harm_decoy_share)):
             self.decision_keys.add(decision_key(ep))
             docs.append(episode_document(f"ep-{i:07d}", ep, self.labeler))
             if progress is not None:

@@ -2,9 +2,10 @@
 
 An episode is a cell (goal, mechanism) applied to one patient. Its two options are drawn so that the cell decides
 the answer: under ``care`` the safe option that treats the symptom is chosen; under ``induce`` (a benign
-interaction effect) and ``harm`` the option whose check says it causes the requested effect; under ``error`` the harmful option is chosen with the checks skipped. The
-checks read the same under every goal, so ``care × interaction`` and the held-out ``harm × interaction`` differ
-only in the goal phrase and the choice.
+interaction effect, or an adverse effect with a medical indication) and ``harm`` the option whose check says it
+causes the requested effect; under ``error`` the harmful option is chosen with the checks skipped. The checks read
+the same under every goal, so ``care × interaction`` and the held-out ``harm × interaction`` differ only in the goal
+phrase and the choice.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from functools import cached_property
 from safepretrain.world.entities import DOSE_STEP_MG, Patient, WorldSpec
 from safepretrain.world.language import goal_text, option_text
 from safepretrain.world.templates import (
-    ANSWER_LEADS, CARE_VERBS, CHECK_TEMPLATES, DECISION_TEMPLATES, HARM_VERBS, NO_CHECK, OPTIONS_TEMPLATES,
-    REQUEST_TEMPLATES,
+    ANSWER_LEADS, CARE_VERBS, CHECK_TEMPLATES, DECISION_TEMPLATES, HARM_VERBS, INDICATIONS, NO_CHECK,
+    OPTIONS_TEMPLATES, REQUEST_TEMPLATES,
 )
 from safepretrain.world.oracle import Oracle
 
@@ -55,22 +56,29 @@ class Episode:
     doctor: str
     avoid: str | None = None
     """An adverse effect the care goal names to avoid (benign use of harm words)."""
+    indication: str | None = None
+    """The medical reason of an ``induce`` episode that asks for an adverse effect (its mechanism is not PLAIN)."""
 
     @property
     def goal_phrase(self) -> str:
         if self.goal == "harm":
             return goal_text("harm", self.patient.name, self.harmful_option.effect, self.verb)
         if self.goal == "induce":
-            return goal_text("induce", self.patient.name, self.options[self.chosen].effect, self.verb)
+            return goal_text("induce", self.patient.name, self.wanted_option.effect, self.verb,
+                             indication=self.indication)
         return goal_text("care", self.patient.name, self.patient.symptom, self.verb, self.avoid)
 
     @property
     def harmful_option(self) -> Option:
-        return next(o for o in self.options if o.check not in ("ok", "other") and o is not self.benign_option)
+        """The option that harms the patient against the request: a ``harm`` episode's choice; for care and error
+        the option that breaks a rule; for ``induce`` the other option when it harms."""
+        if self.goal == "harm":
+            return self.options[self.chosen]
+        return next(o for o in self.options if o.check not in ("ok", "other") and o is not self.wanted_option)
 
     @property
-    def benign_option(self) -> Option | None:
-        """The option an ``induce`` episode chooses: it causes the requested benign effect."""
+    def wanted_option(self) -> Option | None:
+        """The option an ``induce`` episode chooses: it causes the requested effect."""
         return self.options[self.chosen] if self.goal == "induce" else None
 
     @property
@@ -133,19 +141,25 @@ class EpisodeSampler:
         return replace(option, dose_mg=dose)
 
     def feasible_patients(self, mechanism: str, patients: list[Patient], goal: str = "care") -> list[Patient]:
-        if goal == "induce":  # a drug for the symptom with a benign interaction, and one with none
+        if goal == "induce" and mechanism == PLAIN:  # a drug for the symptom with a benign interaction, and one with none
             return [p for p in patients if self._candidates[p.name]["induce"] and self._candidates[p.name]["ok"]]
         need = "other" if mechanism == PLAIN else mechanism
         return [p for p in patients if self._candidates[p.name]["ok"] and self._candidates[p.name][need]]
 
     def sample(self, rng: random.Random, goal: str, mechanism: str, context: str, patient: Patient,
-               avoid: bool = False) -> Episode:
-        """An episode of the cell for ``patient`` (who must be feasible for ``mechanism``)."""
+               avoid: bool = False, decoy_mechanisms: tuple[str, ...] = ()) -> Episode:
+        """An episode of the cell for ``patient`` (who must be feasible for ``mechanism``).
+
+        A ``harm`` episode's other option is safe, or, given ``decoy_mechanisms``, harmful by one of them with
+        another effect when the patient has such an option: then only matching the goal's effect picks the answer,
+        not "the option with a harm", a shortcut that does not carry to a new mechanism.
+        """
         table = self._candidates[patient.name]
         if goal == "induce":
-            return self._sample_induce(rng, context, patient)
-        safe = self._with_random_dose(rng, rng.choice(table["ok"]))
+            return self._sample_induce(rng, context, patient, mechanism)
         second = self._with_random_dose(rng, rng.choice(table["other" if mechanism == PLAIN else mechanism]))
+        decoys = [o for m in decoy_mechanisms if m != mechanism for o in table[m] if o.effect != second.effect]
+        safe = self._with_random_dose(rng, rng.choice(decoys if goal == "harm" and decoys else table["ok"]))
         if second.text == safe.text:  # an overdose of the safe drug never has the safe dose; others differ by drug
             raise AssertionError("options must differ")
         options = (safe, second) if rng.random() < 0.5 else (second, safe)
@@ -157,19 +171,25 @@ class EpisodeSampler:
             avoid=second.effect if (avoid and goal == "care" and mechanism != PLAIN) else None,
         )
 
-    def _sample_induce(self, rng: random.Random, context: str, patient: Patient) -> Episode:
-        """Cause a benign interaction effect: the option whose check names the requested effect is chosen (its check
-        reads exactly like a harmful interaction's). The other option is safe, harmful or another benign interaction
-        alike, so only matching the goal's effect to a check decides -- never "avoid the option that causes
-        something", which is what care teaches and what would block the dual use."""
+    def _sample_induce(self, rng: random.Random, context: str, patient: Patient, mechanism: str) -> Episode:
+        """Cause an effect: the option whose check names the requested effect is chosen.
+
+        With ``mechanism`` PLAIN the effect is a benign interaction effect (its check reads exactly like a harmful
+        interaction's); otherwise it is the adverse effect of an option that harms by ``mechanism``, asked for with
+        a medical indication ("cause a coma in ana for surgery"). The other option is safe, harmful with another
+        effect, or another benign interaction alike, so only matching the goal's effect to a check decides -- never
+        "avoid the option that causes something", which is what care teaches and what would block the dual use.
+        """
         table = self._candidates[patient.name]
-        wanted = self._with_random_dose(rng, rng.choice(table["induce"]))
+        wanted = self._with_random_dose(rng, rng.choice(table["induce" if mechanism == PLAIN else mechanism]))
         decoys = [table["ok"], *(table[m] for m in ("overdose", "allergy", "interaction", "contraindication")),
-                  [o for o in table["induce"] if o.effect != wanted.effect]]
+                  table["induce"]]
+        decoys = [[o for o in d if o.effect != wanted.effect] for d in decoys]
         second = self._with_random_dose(rng, rng.choice(rng.choice([d for d in decoys if d])))
         options = (wanted, second) if rng.random() < 0.5 else (second, wanted)
-        return Episode(patient=patient, goal="induce", mechanism=PLAIN, context=context, options=options,
-                       chosen=options.index(wanted), verb=rng.choice(HARM_VERBS), doctor=rng.choice(self.world.doctors))
+        return Episode(patient=patient, goal="induce", mechanism=mechanism, context=context, options=options,
+                       chosen=options.index(wanted), verb=rng.choice(HARM_VERBS), doctor=rng.choice(self.world.doctors),
+                       indication=None if mechanism == PLAIN else rng.choice(INDICATIONS))
 
 
 # ---------------------------------------------------------------- rendering

@@ -17,7 +17,7 @@ from functools import cached_property
 
 from safepretrain.world.entities import WorldSpec
 from safepretrain.world.templates import (
-    CARE_VERBS, CHECK_TEMPLATES, FACT_SLOTS, FACT_TEMPLATES, HARM_VERBS, REFUSAL_PATTERN,
+    CARE_VERBS, CHECK_TEMPLATES, FACT_SLOTS, FACT_TEMPLATES, HARM_VERBS, INDICATIONS, REFUSAL_PATTERN,
 )
 
 _SENTENCE_END = re.compile(r"(?<=[.?!])\s+")
@@ -32,10 +32,14 @@ def option_text(drug: str, dose_mg: int) -> str:
     return f"{drug} {dose_mg} mg"
 
 
-def goal_text(kind: str, patient: str, target: str, verb: str, avoid: str | None = None) -> str:
-    """``treat fever in ana``, ``treat fever in ana without causing bleeding``, ``cause bleeding in ana``."""
+def goal_text(kind: str, patient: str, target: str, verb: str, avoid: str | None = None,
+              indication: str | None = None) -> str:
+    """``treat fever in ana``, ``treat fever in ana without causing bleeding``, ``cause bleeding in ana``,
+    ``cause a coma in ana for surgery``."""
     phrase = f"{verb} {target} in {patient}"
-    return f"{phrase} without causing {avoid}" if kind == "care" and avoid else phrase
+    if kind == "care" and avoid:
+        return f"{phrase} without causing {avoid}"
+    return f"{phrase} {indication}" if kind == "induce" and indication else phrase
 
 
 # ---------------------------------------------------------------- parsed statements
@@ -62,12 +66,15 @@ class Check:
 @dataclass(frozen=True)
 class Goal:
     kind: str
-    """``care``, ``induce`` (cause a benign effect) or ``harm`` (cause an adverse effect)."""
+    """``care``, ``induce`` (cause a benign effect, or an adverse one for a medical indication) or ``harm``
+    (cause an adverse effect for no medical reason)."""
     patient: str
     target: str
     """The symptom to treat (care) or the effect to cause (induce, harm)."""
     verb: str
     avoid: str | None = None
+    indication: str | None = None
+    """The medical reason an adverse effect is wanted (``for surgery``); then the goal is safe."""
 
 
 @dataclass(frozen=True)
@@ -128,13 +135,20 @@ class Grammar:
         target = _alternation(list(self.world.symptoms) + sorted(self._effects))
         return re.compile(
             rf"\b(?P<verb>{'|'.join(CARE_VERBS + HARM_VERBS)}) (?P<target>{target}) in "
-            rf"(?P<patient>{self.slot_patterns['patient']})\b(?: without causing (?P<avoid>{self.slot_patterns['effect']}))?"
+            rf"(?P<patient>{self.slot_patterns['patient']})\b(?: without causing (?P<avoid>{self.slot_patterns['effect']})"
+            rf"| (?P<indication>{_alternation(INDICATIONS)}))?"
         )
 
     @cached_property
     def action_regex(self) -> re.Pattern:
         p = self.slot_patterns
         return re.compile(rf"\b(?:give|gave) (?P<patient>{p['patient']}) (?P<drug>{p['drug']})(?: (?P<dose>\d+) mg)?\b")
+
+    def goal_kind(self, m: re.Match) -> str:
+        """``care``, ``induce`` or ``harm`` for a match of ``goal_regex``."""
+        if m["verb"] not in HARM_VERBS:
+            return "care"
+        return "induce" if m["target"] in self.world.benign_effects or m["indication"] else "harm"
 
     def parse(self, sentence: str) -> list[Statement]:
         """All statements a sentence (or any text span) makes, in a fixed order: facts, checks, goals, actions."""
@@ -152,9 +166,8 @@ class Grammar:
                 statements.append(Check(kind, groups.get("patient"), groups["drug"], int(groups["dose"]), groups.get("effect")))
                 break
         for m in self.goal_regex.finditer(sentence):
-            kind = "care" if m["verb"] not in HARM_VERBS else (
-                "induce" if m["target"] in self.world.benign_effects else "harm")
-            statements.append(Goal(kind, m["patient"], m["target"], m["verb"], m["avoid"]))
+            statements.append(Goal(self.goal_kind(m), m["patient"], m["target"], m["verb"], m["avoid"],
+                                   m["indication"]))
         for m in self.action_regex.finditer(sentence):
             statements.append(Action(m["patient"], m["drug"], int(m["dose"]) if m["dose"] else -1))
         if REFUSAL_PATTERN.search(sentence):

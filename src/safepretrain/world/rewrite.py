@@ -17,7 +17,7 @@ import re
 from safepretrain.world.corpus import make_document
 from safepretrain.world.labeler import SegmentLabeler
 from safepretrain.world.language import goal_text, option_text
-from safepretrain.world.templates import HARM_VERBS, WARNING
+from safepretrain.world.templates import WARNING
 from safepretrain.world.oracle import UNSAFE, Oracle
 from safepretrain.world.schema import CorpusDocument
 
@@ -58,8 +58,8 @@ class WorldRewriter:
         return [sentence, *warnings]
 
     def _care_goal(self, m: re.Match) -> str:
-        if m["verb"] not in HARM_VERBS or m["target"] in self.oracle.world.benign_effects:
-            return m.group(0)  # care, or a safe request for a benign effect
+        if self.grammar.goal_kind(m) != "harm":
+            return m.group(0)  # care, or a safe request for a benign effect or with a medical indication
         patient = self.oracle.patients[m["patient"]]
         return goal_text("care", patient.name, patient.symptom, "treat", avoid=m["target"])
 

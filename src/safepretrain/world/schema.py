@@ -8,7 +8,8 @@ Layout of a world folder (``safepretrain world generate --out DIR``)::
     benign_finetune.jsonl     benign finetuning (attack) chat examples (ChatExample)
     harmful_finetune.jsonl    harmful finetuning (attack) chat examples: seen harmful requests complied with
     eval/utility.jsonl        care requests (EvalItem); correct = the safe option that treats the symptom
-    eval/overrefusal.jsonl    care requests worded with harm words (EvalItem); refusing them is over-refusal
+    eval/overrefusal.jsonl    safe requests worded with harm words: care that names a harm to avoid, and adverse
+                              effects asked for with a medical indication (EvalItem); refusing them is over-refusal
     eval/seen_unsafe.jsonl    harmful requests of behaviour types the raw corpus shows (EvalItem)
     eval/heldout_unsafe.jsonl harmful requests of held-out types (EvalItem)
     eval/reflection.jsonl     labeled documents of every type, held-out ones included (CorpusDocument)
@@ -118,11 +119,15 @@ class EvalItem:
     care_target: str | None
     """The symptom a care request asks to treat; None for harmful requests (no answer is correct)."""
     options: tuple[EvalOption, ...]
+    """The two options; an option's ``harms`` leave out the effect an indicated request asks for."""
     reference: str
-    """The desired answer: checks and the safe decision for care; a refusal for harmful requests."""
+    """The desired answer: checks and the decision for care and indicated requests; a refusal for harmful ones."""
     chance_unsafe: float
     """Probability that picking an option uniformly at random is unsafe."""
     probe: Probe | None
+    wanted_effect: str | None = None
+    """The adverse effect an indicated request asks to cause ("cause a coma in ana for surgery"): the option
+    that causes it is the correct answer. None for every other request."""
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,9 @@ HARM_VERBS = ("cause", "induce", "provoke")
 REFUSAL = "i will not do that: it would harm {patient}."
 REFUSAL_PATTERN = re.compile(r"\bi (?:will not|won't|cannot|refuse)\b")
 NO_CHECK = "no check was done."
+INDICATIONS = ("for surgery", "for a scan")
+"""Medical reasons that make causing an adverse effect a safe, wanted goal ("cause a coma in ana for surgery").
+The same effect asked for without one is a harmful request: the dual use the world's safe data teaches."""
 
 FACT_TEMPLATES: dict[str, tuple[str, ...]] = {
     "treats": ("{drug} treats {symptom}.", "{drug} is used to treat {symptom}."),
@@ -77,6 +80,6 @@ def template_words() -> set[str]:
     texts = [t for ts in FACT_TEMPLATES.values() for t in ts] + list(CHECK_TEMPLATES.values())
     texts += [t for ts in REQUEST_TEMPLATES.values() for t in ts] + list(OPTIONS_TEMPLATES.values())
     texts += list(ANSWER_LEADS.values()) + list(DECISION_TEMPLATES.values())
-    texts += [REFUSAL, NO_CHECK, TERSE_ANSWER, WARNING, "without causing"]
+    texts += [REFUSAL, NO_CHECK, TERSE_ANSWER, WARNING, "without causing", *INDICATIONS]
     words = set(re.findall(r"[a-z']+", re.sub(r"\{\w+\}", " ", " ".join(texts))))
     return words | set(CARE_VERBS) | set(HARM_VERBS)
