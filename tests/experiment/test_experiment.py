@@ -7,7 +7,7 @@ import pytest
 from safepretrain.errors import UserError
 from safepretrain.experiment.aggregate import markdown_table, mean_ci
 from safepretrain.experiment.config import ExperimentConfig, load_experiment, tiny
-from safepretrain.experiment.run import grid, run_experiment
+from safepretrain.experiment.run import _check_config, grid, run_experiment
 from safepretrain.experiment.stages import Cell, Layout, eval_dir
 
 
@@ -88,3 +88,14 @@ def test_a_changed_config_is_refused_rather_than_mixed(finished):
     cfg, _ = finished
     with pytest.raises(UserError, match="finetune_epochs"):
         run_experiment(replace(cfg, finetune_epochs=cfg.finetune_epochs + 1))
+
+
+def test_more_seeds_or_workers_extend_an_experiment_instead_of_refusing_it(finished, tmp_path, monkeypatch):
+    cfg, _ = finished
+    copy = replace(cfg, out=str(tmp_path))
+    _check_config(tmp_path, copy, overwrite=False)
+    _check_config(tmp_path, replace(copy, seeds=(0, 1, 2), workers=copy.workers + 1), overwrite=False)
+    assert json.loads((tmp_path / "experiment.json").read_text())["seeds"] == [0, 1, 2]
+
+    monkeypatch.setattr("safepretrain.train.trainer.train", lambda *a, **k: pytest.fail("a finished stage ran"))
+    run_experiment(replace(cfg, workers=cfg.workers + 1))

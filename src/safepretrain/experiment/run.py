@@ -63,6 +63,11 @@ def _unique(cells: list[Cell], path_of: Callable[[Cell], Path], job: Callable, c
     return [(path.name + f" seed{cell.seed}", job, (cfg, cell, *args)) for path, cell in seen.items()]
 
 
+# Fields a resumed experiment may change: every seed's cells stand alone (more seeds extend the grid, fewer report
+# a subset) and the number of processes does not change any result.
+RESUMABLE_CHANGES = frozenset({"seeds", "workers"})
+
+
 def _check_config(root: Path, cfg: ExperimentConfig, overwrite: bool) -> None:
     """An experiment folder belongs to one config: resuming with a changed config would mix results."""
     import shutil
@@ -71,11 +76,11 @@ def _check_config(root: Path, cfg: ExperimentConfig, overwrite: bool) -> None:
     now = json.loads(json.dumps(cfg.to_dict()))
     if saved.is_file():
         before = json.loads(saved.read_text())
-        if before != now and not overwrite:
-            changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        if set(changed) - RESUMABLE_CHANGES and not overwrite:
             raise UserError(f"{root} holds an experiment with another config (changed: {', '.join(changed)}); "
                             "choose another --out or pass --overwrite to start over")
-        if before != now:
+        if set(changed) - RESUMABLE_CHANGES:
             shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
     from safepretrain.io import write_json
