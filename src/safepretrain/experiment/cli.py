@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-app = typer.Typer(no_args_is_help=True, help="Recipe x curriculum x seed experiments on MedSafetyWorld.")
+app = typer.Typer(no_args_is_help=True, help="Recipe x curriculum x seed experiments on MedSafetyWorld; SRP on SmolLM2.")
 console = Console()
 
 
@@ -39,6 +39,26 @@ def medsafetyworld(
     overrides = {"out": out, "workers": workers, "seeds": tuple(range(seeds)) if seeds else None,
                  "recipes": tuple(recipes) or None}
     _run(load_experiment(None, preset, overrides), overwrite)
+
+
+@app.command("real")
+def real(
+    config: Path | None = typer.Argument(None, help="Optional YAML of RealConfig fields."),
+    model: str | None = typer.Option(None, "--model", help="The imported SmolLM2 folder (default runs/smollm2)."),
+    out: str | None = typer.Option(None, "--out", help="Experiment folder (default runs/real-srp); rerun to resume."),
+    recipes: list[str] = typer.Option([], "--recipe", help="original, refusal-sft, srp (repeatable; default all)."),
+    eval_items: int | None = typer.Option(None, "--eval-items", help="Prompts per suite, evenly spread (0 = all)."),
+    threads: int | None = typer.Option(None, "--threads", help="Torch threads."),
+) -> None:
+    """SRP on a real model: SmolLM2-135M-Instruct, original vs refusal SFT vs SRP continued pretraining + SFT,
+    on AdvBench, the over-refusal and the benign suites, before and after a benign finetuning attack."""
+    from safepretrain.experiment.real import load_real, run_real
+
+    cfg = load_real(config, {"model": model, "out": out, "recipes": tuple(recipes) or None,
+                             "eval_items": eval_items, "threads": threads})
+    results = run_real(cfg, console)
+    console.print((results / "results.md").read_text(), markup=False, highlight=False)
+    console.print(f"plot: {results}/real.png")
 
 
 def _run(cfg, overwrite: bool) -> None:

