@@ -86,7 +86,7 @@ def tiny_model(tmp_path_factory, tokenizer_dir):
 @needs_wheels
 def test_every_stage_runs_and_the_table_reports_each_recipe(tiny_model, tmp_path):
     cfg = RealConfig(out=str(tmp_path / "real"), model=str(tiny_model), benign_requests=24, benign_sft=4, distill_new_tokens=12,
-                     eval_items=3, eval_new_tokens=8, seq_len=64, micro_batch=4, threads=1,
+                     eval_items=3, eval_new_tokens=8, seq_len=64, micro_batch=4, threads=1, show_progress=False,
                      train_overrides=("max_steps=2",))
     results = run_real(cfg)
     layout = RealLayout(cfg)

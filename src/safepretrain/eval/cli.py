@@ -40,7 +40,7 @@ def evaluate(
     if suite not in ("medsafetyworld", "prompts", *SUITES):
         raise UserError(f"unknown suite {suite!r}; choose medsafetyworld, prompts, {', '.join(SUITES)}")
     lm, tokenizer = load_model(model)
-    with _progress() as update:
+    with ProgressBars() as update:
         if suite == "medsafetyworld":
             metrics = _world(lm, tokenizer, world, out, prompt_format, attacks, safebeam, probes, max_items,
                              max_new_tokens, update)
@@ -135,7 +135,7 @@ def _rate(splits: dict, split: str, key: str) -> str:
     return f"{r['rate']:.2f} ({r['count']}/{r['n']})"
 
 
-class _progress:
+class ProgressBars:
     """A rich progress bar fed by (task, done, total) callbacks."""
 
     def __enter__(self):

@@ -58,6 +58,7 @@ class RealConfig:
     judge: str = "relevance"
     threads: int = 2
     seed: int = 0
+    show_progress: bool = True
     train_overrides: tuple[str, ...] = ()
     """Extra ``--set`` overrides for every training stage (e.g. ``max_steps=2`` for a smoke run)."""
 
@@ -98,7 +99,7 @@ def modes(recipe: str) -> tuple[str, ...]:
 # ---------------------------------------------------------------- data
 
 
-def make_data(cfg: RealConfig) -> None:
+def make_data(cfg: RealConfig, progress=None) -> None:
     """The labeled corpus, its SRP-reflected version, the post-training and attack chats."""
     from safepretrain.experiment import real_data
 
@@ -107,7 +108,7 @@ def make_data(cfg: RealConfig) -> None:
     corpus = layout.data / "corpus.jsonl"
     if not corpus.is_file():
         _write_jsonl(corpus, real_data.corpus_documents())
-    benign = _benign_chats(cfg)
+    benign = _benign_chats(cfg, progress)
     harmful = [real_data.refusal_chat(p["request"], f"harmful-{i}") for i, p in enumerate(real_data.harmful_pairs())]
     sft, attack = [*harmful, *benign[:cfg.benign_sft]], benign[cfg.benign_sft:]
     if not attack:
@@ -120,7 +121,7 @@ def make_data(cfg: RealConfig) -> None:
         _srp_data(cfg, corpus, sft)
 
 
-def _benign_chats(cfg: RealConfig) -> list[dict]:
+def _benign_chats(cfg: RealConfig, progress=None) -> list[dict]:
     """The base model's own answers to the benign requests (self-distillation), cut after their last sentence."""
     from safepretrain.decode.config import DecodeConfig
     from safepretrain.decode.decoder import Decoder, chat_prompt, load_model
@@ -142,6 +143,8 @@ def _benign_chats(cfg: RealConfig) -> list[dict]:
                 if answer:
                     chats.append(real_data.benign_chat(request, answer, f"benign-{start + i}",
                                                        segment_texts(answer, cfg.segment_tokens, length)))
+            if progress:
+                progress("self-distilling benign answers", start + len(batch), len(requests))
         _write_jsonl(path, chats)
     return list(read_jsonl(path))
 
@@ -196,7 +199,8 @@ def _train(cfg: RealConfig, kind: str, name: str, start: Path, data: Path, epoch
               "epochs": epochs, "max_steps": None, "seed": cfg.seed, "threads": cfg.threads,
               "optim": {"lr": lr, "seq_len": cfg.seq_len, "micro_batch": cfg.micro_batch},
               "checkpoint_every": 50}
-    return train_stage(kind, RealLayout(cfg).models / name, values, cfg.train_overrides)
+    return train_stage(kind, RealLayout(cfg).models / name, values, cfg.train_overrides,
+                       show_progress=cfg.show_progress)
 
 
 def post_trained(cfg: RealConfig, recipe: str) -> Path:
@@ -239,7 +243,9 @@ def evaluate(cfg: RealConfig, recipe: str, stage: str, model_dir: Path, progress
     for suite, mode in todo:
         decode = DecodeConfig(mode=mode, policy="refuse", max_new_tokens=cfg.eval_new_tokens)
         evaluate_prompts(model, tokenizer, spread(builtin_suite(suite), cfg.eval_items), judge, decode,
-                         layout.eval(recipe, stage, suite, mode), progress=progress)
+                         layout.eval(recipe, stage, suite, mode),
+                         progress=progress and (lambda _, done, total: progress(
+                             f"{recipe} {stage}: {suite} ({mode})", done, total)))
 
 
 def run_real(cfg: RealConfig, console=None) -> Path:
@@ -253,14 +259,20 @@ def run_real(cfg: RealConfig, console=None) -> Path:
     if not (Path(cfg.model) / "config.json").is_file():
         raise UserError(f"{cfg.model} is not a model folder; import SmolLM2 first: "
                         f"safepretrain model import-smollm2 --out {cfg.model}")
+    from safepretrain.eval.cli import ProgressBars
+
     _say(console, "data: labeled corpus, reflections, self-distilled benign chats")
-    make_data(cfg)
+    with ProgressBars() as progress:  # one live display at a time: training shows its own bar
+        make_data(cfg, progress)
     for recipe in cfg.recipes:
-        _say(console, f"{recipe}: post-training and evaluation")
-        evaluate(cfg, recipe, "post", post_trained(cfg, recipe))
+        stages = [("post", lambda r=recipe: post_trained(cfg, r))]
         if recipe != "original":
-            _say(console, f"{recipe}: benign finetuning attack and evaluation")
-            evaluate(cfg, recipe, "attacked", attacked(cfg, recipe))
+            stages.append(("attacked", lambda r=recipe: attacked(cfg, r)))
+        for stage, model in stages:
+            _say(console, f"{recipe}: {'post-training' if stage == 'post' else 'benign finetuning attack'}")
+            model_dir = model()
+            with ProgressBars() as progress:
+                evaluate(cfg, recipe, stage, model_dir, progress)
     from safepretrain.experiment.real_report import write_report
 
     return write_report(cfg)

@@ -157,7 +157,7 @@ def make_sft_data(cfg: ExperimentConfig, seed: int, kind: str) -> Path:
 # ---------------------------------------------------------------- training
 
 
-def train_stage(kind: str, out: Path, values: dict, overrides: tuple[str, ...]) -> Path:
+def train_stage(kind: str, out: Path, values: dict, overrides: tuple[str, ...], show_progress: bool = False) -> Path:
     """Train unless the model exists; continue from a checkpoint when one is there."""
     from safepretrain.train.config import build_config
     from safepretrain.train.trainer import has_checkpoint, train
@@ -165,7 +165,8 @@ def train_stage(kind: str, out: Path, values: dict, overrides: tuple[str, ...]) 
     if (out / "model" / "config.json").is_file():
         return out / "model"
     cfg = build_config(kind, {**values, "out": str(out)}, list(overrides), source=f"experiment {kind}")
-    return train(cfg, resume=has_checkpoint(out), overwrite=not has_checkpoint(out), show_progress=False).model_dir
+    return train(cfg, resume=has_checkpoint(out), overwrite=not has_checkpoint(out),
+                 show_progress=show_progress).model_dir
 
 
 def pretrain(cfg: ExperimentConfig, cell: Cell) -> Path:
