@@ -76,6 +76,9 @@ def tiny_model(tmp_path_factory, tokenizer_dir):
     from safepretrain.train.models import tiny
     from safepretrain.train.tokenizer import load_tokenizer
 
+    import torch
+
+    torch.manual_seed(0)
     out = tmp_path_factory.mktemp("tiny-model")
     tokenizer = load_tokenizer(tokenizer_dir)
     LlamaForCausalLM(tiny(len(tokenizer))).save_pretrained(out)
@@ -85,8 +88,8 @@ def tiny_model(tmp_path_factory, tokenizer_dir):
 
 @needs_wheels
 def test_every_stage_runs_and_the_table_reports_each_recipe(tiny_model, tmp_path):
-    cfg = RealConfig(out=str(tmp_path / "real"), model=str(tiny_model), benign_requests=24, benign_sft=4, distill_new_tokens=12,
-                     eval_items=3, eval_new_tokens=8, seq_len=64, micro_batch=4, threads=1, show_progress=False,
+    cfg = RealConfig(out=str(tmp_path / "real"), model=str(tiny_model), benign_requests=24, benign_sft=4, distill_new_tokens=24,
+                     eval_items=3, eval_new_tokens=8, seq_len=32, micro_batch=4, threads=1, show_progress=False,
                      train_overrides=("max_steps=2",))
     results = run_real(cfg)
     layout = RealLayout(cfg)
@@ -113,6 +116,8 @@ def test_every_stage_runs_and_the_table_reports_each_recipe(tiny_model, tmp_path
 
     original, trainer.train = trainer.train, must_not_run
     try:
-        run_real(replace(cfg))
+        run_real(replace(cfg, recipes=("srp",), threads=2))
     finally:
         trainer.train = original
+    with pytest.raises(UserError, match="sft_lr"):
+        run_real(replace(cfg, sft_lr=1.0))

@@ -261,6 +261,7 @@ def run_real(cfg: RealConfig, console=None) -> Path:
                         f"safepretrain model import-smollm2 --out {cfg.model}")
     from safepretrain.eval.cli import ProgressBars
 
+    _check_config(cfg)
     _say(console, "data: labeled corpus, reflections, self-distilled benign chats")
     with ProgressBars() as progress:  # one live display at a time: training shows its own bar
         make_data(cfg, progress)
@@ -276,6 +277,26 @@ def run_real(cfg: RealConfig, console=None) -> Path:
     from safepretrain.experiment.real_report import write_report
 
     return write_report(cfg)
+
+
+# Fields a resumed run may change: they pick what runs and how fast, never what a finished stage computed.
+RESUMABLE_CHANGES = frozenset({"recipes", "threads", "show_progress"})
+
+
+def _check_config(cfg: RealConfig) -> None:
+    """One folder, one config: resuming with other data or training settings would mix results."""
+    from safepretrain.io import write_json
+
+    saved = Path(cfg.out) / "real.json"
+    now = json.loads(json.dumps(cfg.to_dict()))
+    if saved.is_file():
+        before = json.loads(saved.read_text())
+        changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        if set(changed) - RESUMABLE_CHANGES:
+            raise UserError(f"{cfg.out} holds a run with another config (changed: {', '.join(changed)}); "
+                            "choose another --out")
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    write_json(saved, now)
 
 
 def _say(console, message: str) -> None:
