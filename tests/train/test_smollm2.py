@@ -29,3 +29,5 @@ def test_imported_model_matches_the_gguf_one(tmp_path):
         assert torch.allclose(model(ids).logits, gguf_model(ids).logits, atol=1e-4)
     answer = tokenizer.decode(model.generate(ids, max_new_tokens=8, do_sample=False)[0, ids.shape[1]:])
     assert "Paris" in answer
+    model.save_pretrained(tmp_path / "resaved")  # a trained copy must save: the config names no quantization
+    assert "quantization_config" not in (out / "config.json").read_text()

@@ -10,6 +10,7 @@ safetensors folder that every stage (continued pretraining, SFT, evaluation) loa
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 from pathlib import Path
 
@@ -47,7 +48,12 @@ def import_smollm2(out: Path, overwrite: bool = False) -> Path:
 
     check_output_dir(out, overwrite)
     gguf_model, tokenizer = load_gguf()
-    model = LlamaForCausalLM(gguf_model.config)
+    config = copy.deepcopy(gguf_model.config)
+    # The weights are dequantized: a config still naming the GGUF quantization makes every later save_pretrained
+    # (after continued pretraining or SFT) refuse the model as "not serializable".
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = LlamaForCausalLM(config)
     model.load_state_dict(gguf_model.state_dict())
     model.generation_config = gguf_model.generation_config
     with atomic_directory(out, overwrite) as tmp:
