@@ -92,13 +92,30 @@ def load_experiment(path: Path | None, preset: str | None, overrides: dict[str, 
         raise UserError(f"unknown experiment preset {preset!r}; choose one of {', '.join(PRESETS)}")
     base = PRESETS[preset or "laptop"]()
     values |= {k: v for k, v in overrides.items() if v is not None}
-    known = set(base.to_dict())
-    if unknown := set(values) - known:
-        raise UserError(f"{path or 'options'}: unknown experiment fields {sorted(unknown)}; known: {', '.join(sorted(known))}")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     if "train_overrides" in values:
         values["train_overrides"] = {k: tuple(v) for k, v in values["train_overrides"].items()}
+    return replace_fields(base, values, path)
+
+
+def replace_fields(base, values: dict[str, Any], source: Path | None):
+    """``base`` with ``values`` (YAML lists become tuples); an unknown field or a bad value is a user error."""
+    known = set(base.to_dict())
+    if unknown := set(values) - known:
+        raise UserError(f"{source or 'options'}: unknown fields {sorted(unknown)}; known: {', '.join(sorted(known))}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     try:
         return replace(base, **values)
     except (TypeError, ValueError) as e:
-        raise UserError(f"{path or 'options'}: {e}") from None
+        raise UserError(f"{source or 'options'}: {e}") from None
+
+
+def changed_fields(saved: Path, config: dict[str, Any], resumable: frozenset[str]) -> list[str]:
+    """The fields in which ``config`` differs from the config saved in ``saved`` -- empty when there is none, or when
+    only ``resumable`` fields differ (those never change what a finished stage computed)."""
+    import json
+
+    if not saved.is_file():
+        return []
+    before, now = json.loads(saved.read_text()), json.loads(json.dumps(config))
+    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    return changed if set(changed) - resumable else []

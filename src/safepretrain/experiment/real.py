@@ -19,13 +19,12 @@ Layout (every stage is skipped when its output exists; training continues from i
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from safepretrain.errors import UserError
-from safepretrain.io import atomic_open
+from safepretrain.io import write_jsonl
 
 RECIPES = ("original", "refusal-sft", "srp")
 SUITES = ("advbench", "overrefusal", "benign")
@@ -71,15 +70,12 @@ class RealConfig:
 
 
 def load_real(path: Path | None, overrides: dict[str, Any]) -> RealConfig:
+    from safepretrain.experiment.config import replace_fields
     from safepretrain.io import read_yaml_mapping
 
     values = read_yaml_mapping(path, "real experiment") if path else {}
     values |= {k: v for k, v in overrides.items() if v is not None}
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    try:
-        return replace(RealConfig(), **values)
-    except (TypeError, ValueError) as e:
-        raise UserError(f"{path or 'options'}: {e}") from None
+    return replace_fields(RealConfig(), values, path)
 
 
 class RealLayout:
@@ -105,18 +101,18 @@ def make_data(cfg: RealConfig, progress=None) -> None:
 
     layout = RealLayout(cfg)
     layout.data.mkdir(parents=True, exist_ok=True)
-    corpus = layout.data / "corpus.jsonl"
+    corpus, pairs = layout.data / "corpus.jsonl", real_data.harmful_pairs()
     if not corpus.is_file():
-        _write_jsonl(corpus, real_data.corpus_documents())
+        write_jsonl(corpus, real_data.corpus_documents(pairs))
     benign = _benign_chats(cfg, progress)
-    harmful = [real_data.refusal_chat(p["request"], f"harmful-{i}") for i, p in enumerate(real_data.harmful_pairs())]
+    harmful = [real_data.refusal_chat(p["request"], f"harmful-{i}") for i, p in enumerate(pairs)]
     sft, attack = [*harmful, *benign[:cfg.benign_sft]], benign[cfg.benign_sft:]
     if not attack:
         raise UserError(f"benign_sft={cfg.benign_sft} leaves none of the {len(benign)} self-distilled benign chats "
                         "for the finetuning attack; lower it")
     if not (layout.data / "sft-plain.jsonl").is_file():
-        _write_jsonl(layout.data / "attack.jsonl", [_plain(c) for c in attack])
-        _write_jsonl(layout.data / "sft-plain.jsonl", [_plain(c) for c in sft])
+        write_jsonl(layout.data / "attack.jsonl", [_plain(c) for c in attack])
+        write_jsonl(layout.data / "sft-plain.jsonl", [_plain(c) for c in sft])
     if "srp" in cfg.recipes:
         _srp_data(cfg, corpus, sft)
 
@@ -128,13 +124,14 @@ def _benign_chats(cfg: RealConfig, progress=None) -> list[dict]:
     from safepretrain.experiment import real_data
     from safepretrain.io import read_jsonl
     from safepretrain.pipeline.interventions.reflect import segment_texts
+    from safepretrain.pipeline.segment import token_length
 
     path = RealLayout(cfg).data / "benign-chats.jsonl"
     if not path.is_file():
         model, tokenizer = load_model(Path(cfg.model))
         decoder = Decoder(model, tokenizer, DecodeConfig(max_new_tokens=cfg.distill_new_tokens))
         requests = real_data.benign_requests(cfg.seed)[:cfg.benign_requests or None]
-        length = _token_length(tokenizer)
+        length = token_length(tokenizer)
         chats = []
         for start in range(0, len(requests), decoder.config.batch_size):
             batch = requests[start:start + decoder.config.batch_size]
@@ -145,7 +142,7 @@ def _benign_chats(cfg: RealConfig, progress=None) -> list[dict]:
                                                        segment_texts(answer, cfg.segment_tokens, length)))
             if progress:
                 progress("self-distilling benign answers", start + len(batch), len(requests))
-        _write_jsonl(path, chats)
+        write_jsonl(path, chats)
     return list(read_jsonl(path))
 
 
@@ -153,10 +150,6 @@ def _whole_sentences(text: str) -> str:
     text = text.strip()
     end = max(text.rfind(". "), text.rfind(".\n"), text.rfind("! "), text.rfind("? "))
     return text if text.endswith((".", "!", "?")) or end < 0 else text[:end + 1]
-
-
-def _token_length(tokenizer):
-    return lambda s: len(tokenizer(s, add_special_tokens=False)["input_ids"])
 
 
 def _plain(chat: dict) -> dict:
@@ -177,16 +170,10 @@ def _srp_data(cfg: RealConfig, corpus: Path, sft: list[dict]) -> None:
     reflected = layout.data / "reflected.jsonl"
     if not reflected.is_file():
         step = Reflect(SourceScorer(corpus), PLAIN, cfg.segment_tokens, AutoTokenizer.from_pretrained(cfg.model))
-        _write_jsonl(reflected, ({"text": d.text} for d in step(reader(corpus)())))
+        write_jsonl(reflected, ({"text": d.text} for d in step(reader(corpus)())))
     if not (layout.data / "sft-srp.jsonl").is_file():
-        _write_jsonl(layout.data / "sft-srp.jsonl", [_plain(srp_chat(c, PLAIN, SrpSftConfig(seed=cfg.seed)))
+        write_jsonl(layout.data / "sft-srp.jsonl", [_plain(srp_chat(c, PLAIN, SrpSftConfig(seed=cfg.seed)))
                                                       for c in sft])
-
-
-def _write_jsonl(path: Path, records) -> None:
-    with atomic_open(path) as f:
-        for record in records:
-            f.write(json.dumps(record) + "\n")
 
 
 # ---------------------------------------------------------------- training
@@ -285,16 +272,13 @@ RESUMABLE_CHANGES = frozenset({"recipes", "threads", "show_progress"})
 
 def _check_config(cfg: RealConfig) -> None:
     """One folder, one config: resuming with other data or training settings would mix results."""
+    from safepretrain.experiment.config import changed_fields
     from safepretrain.io import write_json
 
-    saved = Path(cfg.out) / "real.json"
-    now = json.loads(json.dumps(cfg.to_dict()))
-    if saved.is_file():
-        before = json.loads(saved.read_text())
-        changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
-        if set(changed) - RESUMABLE_CHANGES:
-            raise UserError(f"{cfg.out} holds a run with another config (changed: {', '.join(changed)}); "
-                            "choose another --out")
+    saved, now = Path(cfg.out) / "real.json", cfg.to_dict()
+    if changed := changed_fields(saved, now, RESUMABLE_CHANGES):
+        raise UserError(f"{cfg.out} holds a run with another config (changed: {', '.join(changed)}); "
+                        "choose another --out")
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     write_json(saved, now)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import random
 import re
-from pathlib import Path
 
 REFUSAL = "I'm sorry, but I can't help with that. It could cause serious harm."
 HARMFUL_CATEGORY = "harmful-request"
@@ -91,11 +90,12 @@ def book_passages() -> list[str]:
     return passages
 
 
-def corpus_documents() -> list[dict]:
-    """The labeled continued-pretraining corpus, harmful and benign documents interleaved (seeded)."""
+def corpus_documents(pairs: list[dict]) -> list[dict]:
+    """The labeled continued-pretraining corpus: ``pairs`` (``harmful_pairs()``) and the book passages, interleaved
+    (seeded)."""
     documents = [{"id": f"harmful-{i}", "text": f"Question: {p['request']}\nAnswer: {p['answer']}", "score": 5,
                   "categories": [HARMFUL_CATEGORY], "source": "pyrit many-shot"}
-                 for i, p in enumerate(harmful_pairs())]
+                 for i, p in enumerate(pairs)]
     passages = book_passages()
     for i in range(0, len(passages), PASSAGES_PER_DOCUMENT):
         documents.append({"id": f"book-{i // PASSAGES_PER_DOCUMENT}",

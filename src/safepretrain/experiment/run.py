@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -72,16 +71,14 @@ def _check_config(root: Path, cfg: ExperimentConfig, overwrite: bool) -> None:
     """An experiment folder belongs to one config: resuming with a changed config would mix results."""
     import shutil
 
-    saved = root / "experiment.json"
-    now = json.loads(json.dumps(cfg.to_dict()))
-    if saved.is_file():
-        before = json.loads(saved.read_text())
-        changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
-        if set(changed) - RESUMABLE_CHANGES and not overwrite:
+    from safepretrain.experiment.config import changed_fields
+
+    saved, now = root / "experiment.json", cfg.to_dict()
+    if changed := changed_fields(saved, now, RESUMABLE_CHANGES):
+        if not overwrite:
             raise UserError(f"{root} holds an experiment with another config (changed: {', '.join(changed)}); "
                             "choose another --out or pass --overwrite to start over")
-        if set(changed) - RESUMABLE_CHANGES:
-            shutil.rmtree(root)
+        shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
     from safepretrain.io import write_json
 

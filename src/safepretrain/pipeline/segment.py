@@ -37,6 +37,11 @@ def word_count(text: str) -> int:
     return len(_WORD.findall(text))
 
 
+def token_length(tokenizer) -> Callable[[str], int]:
+    """A ``length`` that counts a tokenizer's tokens (no special tokens), for segments measured in tokens."""
+    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 def segment(text: str, max_len: int = 100, length: Callable[[str], int] = word_count) -> list[Span]:
     """Pack whole sentences into segments of at most ``max_len`` units (``length`` counts them; default: words)."""
     if max_len < 1:

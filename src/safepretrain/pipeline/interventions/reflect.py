@@ -14,7 +14,7 @@ from datatrove.pipeline.base import PipelineStep
 from safepretrain.markup import SAFE, UNSAFE, ReflectionFormat
 from safepretrain.pipeline.scorers.base import UNSAFE_THRESHOLD, SafetyScore, Scorer
 from safepretrain.pipeline.documents import mark_changed
-from safepretrain.pipeline.segment import segment, word_count
+from safepretrain.pipeline.segment import segment, token_length, word_count
 
 
 def reflect_text(text: str, scores_of: Callable[[list[str]], list[SafetyScore]], fmt: ReflectionFormat,
@@ -58,8 +58,7 @@ class Reflect(PipelineStep):
         super().__init__()
         self.scorer, self.fmt, self.max_len, self.threshold = scorer, fmt, max_len, threshold
         self.batch_size = batch_size
-        self.length = word_count if tokenizer is None else (
-            lambda s: len(tokenizer(s, add_special_tokens=False)["input_ids"]))
+        self.length = word_count if tokenizer is None else token_length(tokenizer)
 
     def run(self, data, rank: int = 0, world_size: int = 1):
         from datatrove.utils.batching import batched
