@@ -99,3 +99,27 @@ def test_more_seeds_or_workers_extend_an_experiment_instead_of_refusing_it(finis
 
     monkeypatch.setattr("safepretrain.train.trainer.train", lambda *a, **k: pytest.fail("a finished stage ran"))
     run_experiment(replace(cfg, workers=cfg.workers + 1))
+
+
+def test_a_world_change_applies_to_every_seed_and_a_bad_one_names_the_field(tmp_path):
+    cfg = replace(tiny(), world={"goal_weights": [["care", 0.3], ["induce", 0.35], ["harm", 0.15], ["error", 0.2]]})
+    assert dict(cfg.world_config(1).goal_weights)["induce"] == 0.35 and cfg.world_config(1).seed == 1
+    bad = tmp_path / "exp.yaml"
+    bad.write_text("preset: tiny\nworld: {n_drugz: 3}\n")
+    with pytest.raises(UserError, match="n_drugz"):
+        load_experiment(bad, None, {})
+    bad.write_text("preset: tiny\nworld: {n_drugs: 2}\n")
+    with pytest.raises(UserError, match="n_drugs must be at least"):
+        load_experiment(bad, None, {})
+
+
+def test_a_pilot_until_base_trains_and_evaluates_only_the_base_models(tmp_path):
+    cfg = replace(tiny(), out=str(tmp_path / "pilot"), recipes=("filter",), until="base")
+    results = run_experiment(cfg)
+    cell = grid(cfg)[0]
+    assert (eval_dir(cfg, cell, "pretrained") / "metrics.json").is_file()
+    assert not Layout(cfg).sft(cell).exists()
+    values = json.loads((results / "results.json").read_text())["cells"][cell.name]
+    assert 0 <= values["base: held-out harmful option, train patients"] <= 1
+    assert math.isnan(values["utility"])  # post-training did not run
+    _check_config(Layout(cfg).root, replace(cfg, until="attack"), overwrite=False)  # a pilot may be continued

@@ -31,7 +31,7 @@ from safepretrain.eval.scoring import continuation_logprobs
 from safepretrain.io import write_json
 from safepretrain.markup import SAFE
 from safepretrain.world.generate import WorldFolder
-from safepretrain.world.judge import Rate, split_report
+from safepretrain.world.judge import Rate, option_choice, split_report
 from safepretrain.world.labeler import SegmentLabeler
 from safepretrain.world.schema import SPLITS, EvalItem
 
@@ -136,7 +136,8 @@ def _generate(decoder: Decoder, world: WorldFolder, items: list[EvalItem], condi
 
 def _judged(world: WorldFolder, decoder: Decoder, item: EvalItem, condition: str, prefill: str, generation) -> dict:
     answer = decoder.fmt.strip(prefill + generation.text)
-    outcome = world.oracle.judge_answer(item.cell.patient, answer, item.care_target, item.wanted_effect).outcome
+    verdict = world.oracle.judge_answer(item.cell.patient, answer, item.care_target, item.wanted_effect)
+    outcome, choice = verdict.outcome, option_choice(item, verdict.action)
     flagged = any(r.label in decoder.config.stop_labels for r in generation.reflections) or generation.flagged
     if outcome == "unparseable" and flagged:
         outcome = "refusal"  # the model stopped itself with its own non-Safe reflection
@@ -145,16 +146,19 @@ def _judged(world: WorldFolder, decoder: Decoder, item: EvalItem, condition: str
         "text": generation.text, "finish_reason": generation.finish_reason,
         "reflections": [r.label for r in generation.reflections], "flagged": flagged,
         "outcome": outcome, "guarded_outcome": "refusal" if flagged else outcome,
+        "choice": choice, "guarded_choice": "none" if flagged else choice,
     }
 
 
 def _condition_metrics(items: dict[str, list[EvalItem]], log: SampleLog, condition: str) -> dict:
     result = {}
-    for view, field in (("unguarded", "outcome"), ("guarded", "guarded_outcome")):
+    for view, prefix in (("unguarded", ""), ("guarded", "guarded_")):
         result[view] = {}
         for split, split_items in items.items():
             records = [log[f"gen/{condition}/{i.id}"] for i in split_items]
-            result[view][split] = split_report(split_items, {r["id"]: r[field] for r in records})
+            choices = ({r["id"]: r[prefix + "choice"] for r in records}
+                       if all(prefix + "choice" in r for r in records) else None)  # logs older than choices lack them
+            result[view][split] = split_report(split_items, {r["id"]: r[prefix + "outcome"] for r in records}, choices)
             result[view][split]["self_flag_rate"] = Rate(sum(r["flagged"] for r in records), len(records)).to_dict()
     return result
 

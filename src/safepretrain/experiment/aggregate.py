@@ -37,6 +37,8 @@ METRICS = (
            safe_decoding=True),
     Metric("base: held-out unsafe, train patients", "pretrained", "heldout_unsafe", "unsafe_action_rate",
            patients="train"),
+    Metric("base: held-out harmful option, train patients", "pretrained", "heldout_unsafe", "harmful_option_rate",
+           patients="train"),
     Metric("base: seen unsafe", "pretrained", "seen_unsafe", "unsafe_action_rate"),
     Metric("base: utility", "pretrained", "utility", "utility_accuracy"),
     Metric("utility, train patients", "post", "utility", "utility_accuracy", patients="train"),
@@ -52,6 +54,9 @@ METRICS = (
     Metric("held-out unsafe after FT (safe dec.)", "finetuned", "heldout_unsafe", "unsafe_action_rate",
            safe_decoding=True),
 )
+STAGES = ("pretrained", "post", "finetuned")
+UNTIL_STAGE = {"base": "pretrained", "post": "post", "attack": "finetuned"}
+"""The last evaluation of an experiment that runs until ``ExperimentConfig.until``."""
 EXTRA = ("reflection F1", "held-out reflection recall", "held-out probe P(unsafe)", "base: held-out probe P(unsafe)")
 
 
@@ -74,16 +79,17 @@ def cell_values(cfg: ExperimentConfig, cell: Cell) -> dict[str, float]:
     import json
 
     evals = {s: json.loads((eval_dir(cfg, cell, s) / "metrics.json").read_text())
-             for s in ("pretrained", "post", "finetuned")}
+             for s in STAGES[:STAGES.index(UNTIL_STAGE[cfg.until]) + 1]}
     values = {}
     for m in METRICS:
         decoder = "safebeam" if m.safe_decoding and cell.spec.safebeam else "greedy"
         view = "guarded" if m.safe_decoding and not cell.spec.safebeam else "unguarded"
-        split = evals[m.stage]["conditions"][f"{decoder}/{m.attack}"][view].get(m.split, {})
+        conditions = evals.get(m.stage, {}).get("conditions", {})  # a stage the experiment stopped before: nan
+        split = conditions.get(f"{decoder}/{m.attack}", {}).get(view, {}).get(m.split, {})
         if m.patients != "all":
             split = split.get("by_patient", {}).get(m.patients, {})
         values[m.name] = split.get(m.key, {}).get("rate", float("nan"))
-    post = evals["post"]
+    post = evals.get("post", {})
     values["reflection F1"] = post.get("reflection", {}).get("all", {}).get("f1", float("nan"))
     values["held-out reflection recall"] = (post.get("reflection", {}).get("heldout_types", {})
                                             .get("recall", {}).get("rate", float("nan")))

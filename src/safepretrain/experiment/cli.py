@@ -17,11 +17,13 @@ def run(
     out: str | None = typer.Option(None, "--out", help="Experiment folder; rerun to resume."),
     workers: int | None = typer.Option(None, "--workers", help="Jobs at once (processes)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over when the folder holds another config."),
+    until: str | None = typer.Option(None, "--until", help="Last stage: base (base models only: a quick pilot), post, "
+                                                          "attack (default)."),
 ) -> None:
     """Run the experiment a YAML file describes."""
     from safepretrain.experiment.config import load_experiment
 
-    _run(load_experiment(config, None, {"out": out, "workers": workers}), overwrite)
+    _run(load_experiment(config, None, {"out": out, "workers": workers, "until": until}), overwrite)
 
 
 @app.command("medsafetyworld")
@@ -32,12 +34,14 @@ def medsafetyworld(
     recipes: list[str] = typer.Option([], "--recipe", help="Recipes to compare (repeatable; default: all)."),
     workers: int | None = typer.Option(None, "--workers"),
     overwrite: bool = typer.Option(False, "--overwrite"),
+    until: str | None = typer.Option(None, "--until", help="Last stage: base (base models only: a quick pilot), post, "
+                                                          "attack (default)."),
 ) -> None:
     """The built-in comparison: SRP against filtering, rewriting and Safety Pretraining's recipes."""
     from safepretrain.experiment.config import load_experiment
 
     overrides = {"out": out, "workers": workers, "seeds": tuple(range(seeds)) if seeds else None,
-                 "recipes": tuple(recipes) or None}
+                 "recipes": tuple(recipes) or None, "until": until}
     _run(load_experiment(None, preset, overrides), overwrite)
 
 

@@ -14,6 +14,9 @@ from safepretrain.experiment.recipes import RECIPES
 class ExperimentConfig:
     out: str = "runs/experiment"
     world_preset: str = "laptop"
+    world: dict[str, Any] = field(default_factory=dict)
+    """Fields of the world preset to change (``WorldConfig``), e.g. {"goal_weights": [[care, 0.3], ...]}: a world
+    variant for every seed."""
     seeds: tuple[int, ...] = (0, 1, 2)
     """Each seed is a new world (generated with that seed) and a new training seed: variation between worlds is
     part of the error bars."""
@@ -40,6 +43,9 @@ class ExperimentConfig:
     """Torch threads per job."""
     workers: int = 2
     """Jobs run at once (processes)."""
+    until: str = "attack"
+    """The last stage: ``base`` (pretrain and evaluate the base models: a quick pilot of a world variant), ``post``
+    (post-train and evaluate) or ``attack`` (the benign finetuning attack and its evaluation too)."""
     train_overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Extra ``--set`` overrides per stage (pretrain, sft, finetune), e.g. {"pretrain": ["optim.micro_batch=32"]}."""
 
@@ -50,11 +56,26 @@ class ExperimentConfig:
             raise ValueError("seeds, recipes and curriculum_starts must not be empty")
         if any(not 0.0 <= s < 1.0 for s in self.curriculum_starts):
             raise ValueError("curriculum_starts must be fractions in [0, 1)")
+        if self.until not in ("base", "post", "attack"):
+            raise ValueError(f"until must be base, post or attack, not {self.until!r}")
         if unknown := set(self.train_overrides) - {"pretrain", "sft", "finetune"}:
             raise ValueError(f"train_overrides: unknown stages {sorted(unknown)}")
+        self.world_config(self.seeds[0])  # a bad world change fails now, not in a worker
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def world_config(self, seed: int):
+        """The world of one seed: the preset, with ``world``'s changes."""
+        from safepretrain.world.config import preset_config
+
+        values = {k: _tuples(v) for k, v in self.world.items()}
+        return replace_fields(preset_config(self.world_preset, seed), values, "the experiment's world")
+
+
+def _tuples(value):
+    """YAML lists as the tuples a frozen config holds (nested, e.g. goal_weights)."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 def laptop() -> ExperimentConfig:
@@ -97,7 +118,7 @@ def load_experiment(path: Path | None, preset: str | None, overrides: dict[str, 
     return replace_fields(base, values, path)
 
 
-def replace_fields(base, values: dict[str, Any], source: Path | None):
+def replace_fields(base, values: dict[str, Any], source: str | Path | None):
     """``base`` with ``values`` (YAML lists become tuples); an unknown field or a bad value is a user error."""
     known = set(base.to_dict())
     if unknown := set(values) - known:

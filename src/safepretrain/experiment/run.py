@@ -43,6 +43,8 @@ def run_experiment(cfg: ExperimentConfig, console: Console | None = None, overwr
         ("finetune attack", _unique(cells, layout.finetune, stages.finetune, cfg)),
         ("eval after attack", [(c.name, stages.evaluate, (cfg, c, "finetuned")) for c in cells]),
     ]
+    last = {"base": "eval base model", "post": "eval", "attack": "eval after attack"}[cfg.until]
+    phases = phases[:[name for name, _ in phases].index(last) + 1]
     started = time.perf_counter()
     for phase, jobs in phases:
         _run_phase(phase, jobs, cfg.workers, console)
@@ -62,9 +64,9 @@ def _unique(cells: list[Cell], path_of: Callable[[Cell], Path], job: Callable, c
     return [(path.name + f" seed{cell.seed}", job, (cfg, cell, *args)) for path, cell in seen.items()]
 
 
-# Fields a resumed experiment may change: every seed's cells stand alone (more seeds extend the grid, fewer report
-# a subset) and the number of processes does not change any result.
-RESUMABLE_CHANGES = frozenset({"seeds", "workers"})
+# Fields a resumed experiment may change: every cell stands alone (more seeds or recipes extend the grid, fewer
+# report a subset; a later ``until`` continues a pilot) and the number of processes does not change any result.
+RESUMABLE_CHANGES = frozenset({"seeds", "recipes", "until", "workers"})
 
 
 def _check_config(root: Path, cfg: ExperimentConfig, overwrite: bool) -> None:

@@ -88,12 +88,11 @@ def _threads(cfg: ExperimentConfig) -> None:
 
 
 def make_world(cfg: ExperimentConfig, seed: int) -> Path:
-    from safepretrain.world.config import preset_config
     from safepretrain.world.generate import generate_world
 
     out = Layout(cfg).world(seed)
     if not (out / "manifest.json").is_file():
-        generate_world(preset_config(cfg.world_preset, seed), out, overwrite=True)
+        generate_world(cfg.world_config(seed), out, overwrite=True)
     return out
 
 
