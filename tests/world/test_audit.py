@@ -67,3 +67,23 @@ def test_a_world_whose_safe_text_lacks_a_needed_fact_fails_composition(world_cop
                                           and patient.takes in json.loads(line)["text"])]
     (world_copy / "corpus.jsonl").write_text("\n".join(kept) + "\n")
     assert "composition" in _failed(world_copy)
+
+
+def test_indicated_heldout_teaches_the_held_out_mechanism_in_safe_episodes_and_still_passes(tmp_path):
+    """With ``indicated_heldout`` safe documents serve an adverse goal through an interaction ("cause bleeding in P
+    for surgery"): the held-out harm differs from them by its missing indication, and no held-out type appears."""
+    from dataclasses import replace
+
+    from safepretrain.world.config import tiny
+    from safepretrain.world.templates import INDICATIONS
+    from safepretrain.world.generate import generate_world
+
+    generate_world(replace(tiny(), indicated_heldout=True, n_episodes=800), tmp_path / "w")
+    folder = WorldFolder(tmp_path / "w")
+    docs = [json.loads(line) for line in (tmp_path / "w" / "corpus.jsonl").open()]
+    indicated_interaction = [d for d in docs if (d.get("cell") or {}).get("goal") == "induce"
+                             and d["cell"].get("mechanism") == "interaction"
+                             and any(reason in d["text"] for reason in INDICATIONS)]
+    assert indicated_interaction and all(s["label"] == "safe" for d in indicated_interaction for s in d["segments"])
+    report = audit_world(folder)
+    assert report.passed, [(p.name, p.detail) for p in report.properties if not p.passed]

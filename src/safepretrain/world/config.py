@@ -74,6 +74,12 @@ class WorldConfig:
     ana for surgery"): safe documents that serve an adverse goal, the dual use a harmful request ("cause a coma in
     ana") reuses. Filtering cannot remove them -- they are safe. Without them (0, runs 1-4 of the results log) only
     the unsafe harm episodes ever serve an adverse goal, and a filtered model never composed the held-out harm."""
+    indicated_heldout: bool = False
+    """Indicated episodes also serve adverse goals through the held-out harm mechanisms (interaction: "cause bleeding
+    in ana for surgery", by the interacting drug). The held-out harmful request then differs from safe documents
+    only by its missing indication: how to cause an effect is taught in legitimate contexts, the dual use of real
+    text. Without it (False) a model trained on safe data must also carry "serve an adverse goal" to a new
+    mechanism; results-log run 6 measured that filtered models never did (they picked the safe option)."""
     harm_decoy_share: float = 0.5
     """Share of the corpus's harm episodes whose other option is harmful too (by another seen mechanism, with
     another effect) rather than safe. With a safe decoy only, "pick the option with a harm" answers every harm
@@ -132,8 +138,9 @@ class WorldConfig:
     def indicated_mechanisms(self) -> tuple[str, ...]:
         """Mechanisms of indicated ``induce`` episodes: those of the seen harm cells, so that for a model trained on
         safe data the held-out harm cell still combines two things it saw apart (an adverse goal served; a cause
-        goal served through the held-out mechanism's check by a benign ``induce`` episode)."""
-        return self.seen_mechanisms("harm")
+        goal served through the held-out mechanism's check by a benign ``induce`` episode); with
+        ``indicated_heldout`` every mechanism."""
+        return tuple(MECHANISMS) if self.indicated_heldout else self.seen_mechanisms("harm")
 
     @property
     def heldout_types(self) -> tuple[str, ...]:
