@@ -138,3 +138,32 @@ def test_bad_decode_settings_are_refused():
         DecodeConfig(mode="nucleus")
     with pytest.raises(ValueError, match="suppress"):
         DecodeConfig(suppress=("everything",))
+
+
+def _sentence_writer(tokenizer):
+    """A model that writes "give. give. ..." and never opens a reflection itself, but labels one it is given:
+    after the opening marker it writes Unsafe and closes."""
+    vocab = tokenizer.get_vocab()
+    word, period = vocab["Ġgive"], vocab["."]
+    return MarkovLM(markov_table(len(tokenizer), {word: {period: 9.0}, period: {word: 9.0},
+                                                  vocab[SPECIAL.open]: {vocab["<|unsafe|>"]: 9.0},
+                                                  vocab["<|unsafe|>"]: {vocab[SPECIAL.close]: 9.0},
+                                                  vocab[SPECIAL.close]: {word: 9.0}})), word
+
+
+@pytest.mark.parametrize("suppress", [(), ("reflection",)])
+def test_reflect_every_asks_for_a_reflection_at_a_sentence_end_and_the_guard_reads_it(tokenizer, suppress):
+    model, word = _sentence_writer(tokenizer)
+    prompt = [tokenizer.decode([word])]
+    unasked = Decoder(model, tokenizer, DecodeConfig(mode="guarded", max_new_tokens=16)).generate(prompt)[0]
+    asked = Decoder(model, tokenizer, DecodeConfig(mode="guarded", max_new_tokens=16, reflect_every=4,
+                                                   suppress=suppress)).generate(prompt)[0]
+    assert not unasked.flagged and SPECIAL.open not in unasked.text
+    assert asked.flagged and asked.finish_reason == "unsafe_reflection"
+    # the marker comes at the first sentence end at least 4 tokens in: ". give. give." (5 tokens)
+    assert asked.text.split(SPECIAL.open)[0] == ". give. give."
+
+
+def test_reflect_every_is_refused_with_beam_search():
+    with pytest.raises(ValueError, match="reflect_every"):
+        DecodeConfig(mode="safebeam", reflect_every=8)

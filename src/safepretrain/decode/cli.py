@@ -27,6 +27,8 @@ def generate(
     candidates: int = typer.Option(4, "--candidates", help="N of Safe Beam: next tokens scored per beam."),
     prefill: str | None = typer.Option(None, "--prefill", help="Attack: force the start of every answer."),
     suppress: list[str] = typer.Option([], "--suppress", help="Attack: forbid 'reflection' and/or 'tag' tokens."),
+    reflect_every: int = typer.Option(0, "--reflect-every", help="Ask for a reflection at the first sentence end "
+                                                                 "after N tokens since the last one (0 = never)."),
     seed: int = typer.Option(0, "--seed"),
     out: Path | None = typer.Option(None, "--out", help="Write one JSON line per prompt here (else print)."),
 ) -> None:
@@ -38,7 +40,8 @@ def generate(
     prompts, prefills = _read_prompts(prompt, file, prefill)
     try:
         config = DecodeConfig(mode=mode, policy=policy, max_new_tokens=max_new_tokens, temperature=temperature,
-                              top_k=top_k, beams=beams, candidates=candidates, suppress=tuple(suppress), seed=seed)
+                              top_k=top_k, beams=beams, candidates=candidates, suppress=tuple(suppress), seed=seed,
+                              reflect_every=reflect_every)
     except ValueError as e:
         raise UserError(str(e)) from None
     lm, tokenizer = load_model(model)

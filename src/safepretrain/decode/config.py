@@ -39,6 +39,13 @@ class DecodeConfig:
     """Safe Beam: stop when the best beam generates the harmful tag (the text before it is returned)."""
     suppress: tuple[str, ...] = ()
     """An attack: forbid the model to write its reflections (``reflection``) and/or the harmful tag (``tag``)."""
+    reflect_every: int = 0
+    """plain and guarded: when the model ends a sentence at least this many tokens after its last reflection (or
+    the start of its answer), the decoder writes the reflection's opening marker and the model writes the label.
+    The guard then rests on what the model's reflections say, not on when it chooses to write them: a model taught
+    reflections by a short continued pretraining labels a segment right but rarely opens a reflection unasked.
+    The decoder's marker is not subject to the ``suppress`` attack (the deployer, not the prompt, writes it).
+    0 = the model reflects when it does."""
     batch_size: int = 16
 
     def __post_init__(self):
@@ -52,6 +59,10 @@ class DecodeConfig:
             raise ValueError("max_new_tokens, batch_size, beams and candidates must be at least 1")
         if not 0.0 <= self.drop_fraction < 1.0:
             raise ValueError(f"drop_fraction {self.drop_fraction} must be in [0, 1)")
+        if self.reflect_every < 0:
+            raise ValueError(f"reflect_every {self.reflect_every} must be >= 0")
+        if self.reflect_every and self.mode in ("beam", "safebeam"):
+            raise ValueError("reflect_every works with plain and guarded decoding, not beam search")
         if self.temperature < 0:
             raise ValueError(f"temperature {self.temperature} must be >= 0")
 

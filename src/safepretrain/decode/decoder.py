@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from safepretrain.decode.config import DecodeConfig, Generation
-from safepretrain.decode.guard import ReflectionWatcher, SequenceBan, closing_token_mask, suppressed_sequences
+from safepretrain.decode.guard import (ReflectionWatcher, SequenceBan, closing_token_mask, opening_ids,
+                                       sentence_end_mask, suppressed_sequences)
 from safepretrain.errors import UserError
 from safepretrain.markup import END_OF_TEXT, END_OF_TURN, HARMFUL_TAG, PLAIN, SPECIAL, ReflectionFormat
 
@@ -71,6 +72,8 @@ class Decoder:
             raise UserError("the tokenizer has no end-of-text token; decoding would never stop on its own")
         self.may_close = closing_token_mask(tokenizer, self.fmt).tolist()  # a list: per-token lookups stay cheap
         self.ban = SequenceBan(suppressed_sequences(tokenizer, self.fmt, config.suppress))
+        self.opening = opening_ids(tokenizer, self.fmt) if config.reflect_every else []
+        self.ends_sentence = sentence_end_mask(tokenizer).tolist() if config.reflect_every else []
         self.tag_id = tokenizer.get_vocab().get(HARMFUL_TAG)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.stop_ids)
         if config.mode == "safebeam" and self.tag_id is None:
@@ -157,6 +160,7 @@ class Decoder:
         watchers = [ReflectionWatcher(self.tokenizer, self.fmt, cfg.stop_labels, f) for f in prefills]
         histories = [list(s) for s in ids]
         results: list[Generation | None] = [None] * len(ids)
+        forced: list[list[int]] = [[] for _ in ids]  # tokens the decoder writes next (a reflection's opening)
         live = list(range(len(ids)))  # rows of the batch still decoding, in cache order
         logits, cache, mask, positions = self.prefill_cache(ids)
         for step in range(max(limits)):
@@ -165,10 +169,14 @@ class Decoder:
             tokens = self._pick(logits, generator)
             keep = []
             for slot, row in enumerate(live):
+                if forced[row]:
+                    tokens[slot] = forced[row].pop(0)
                 token = int(tokens[slot])
                 results[row] = self._advance(watchers[row], histories[row], token, last=step == limits[row] - 1)
                 if results[row] is None:
                     keep.append(slot)
+                    if self._reflection_due(watchers[row], token, forced[row]):
+                        forced[row] = list(self.opening)
                     if on_token:
                         on_token(row, watchers[row])
             if not keep:
@@ -179,6 +187,11 @@ class Decoder:
                 live = [live[s] for s in keep]
             logits, mask, positions = self.step(tokens, cache, mask, positions)
         return results  # type: ignore[return-value]
+
+    def _reflection_due(self, watcher: ReflectionWatcher, token: int, pending: list[int]) -> bool:
+        """``reflect_every``: a sentence just ended, long enough after the last reflection, and none is being opened."""
+        every = self.config.reflect_every
+        return bool(every) and not pending and self.ends_sentence[token] and watcher.since_reflection >= every
 
     def _advance(self, watcher: ReflectionWatcher, history: list[int], token: int, last: bool) -> Generation | None:
         """Take one sampled token; a Generation when the row is finished, None while it goes on."""

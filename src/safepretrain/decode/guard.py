@@ -23,10 +23,13 @@ class ReflectionWatcher:
         self.prefill = prefill
         self.ids: list[int] = []
         self.reflections: tuple[Reflection, ...] = ()
+        self.since_reflection = 0
+        """Tokens written since the last reflection was completed (or since the start)."""
 
     def push(self, token_id: int, may_close: bool) -> Reflection | None:
         """Add a generated token; return the reflection that tells decoding to stop, if this token completed one."""
         self.ids.append(token_id)
+        self.since_reflection += 1
         if not may_close:
             return None
         text = self.text()
@@ -34,6 +37,8 @@ class ReflectionWatcher:
         found = tuple(r for r in self.fmt.find(text) if r.end > len(self.prefill))
         new = found[len(self.reflections):]
         self.reflections = found
+        if new:
+            self.since_reflection = 0
         return next((r for r in new if r.label in self.stop_labels), None)
 
     def text(self) -> str:
@@ -45,6 +50,24 @@ def closing_token_mask(tokenizer, fmt: ReflectionFormat) -> torch.Tensor:
     last = fmt.close.strip()[-1]
     vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
     return torch.tensor([last in (t or "") for t in vocab], dtype=torch.bool)
+
+
+def sentence_end_mask(tokenizer) -> torch.Tensor:
+    """A (vocab,) bool mask of the tokens that end a sentence (their text ends with . ! ? or holds a line break)."""
+    ends = []
+    for token in tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))):
+        text = (token or "").replace("Ċ", "\n").replace("Ġ", " ")  # byte-level BPE's newline and space
+        ends.append("\n" in text or text.rstrip().endswith((".", "!", "?")))
+    return torch.tensor(ends, dtype=torch.bool)
+
+
+def opening_ids(tokenizer, fmt: ReflectionFormat) -> list[int]:
+    """The tokens of a reflection's opening marker as it follows text (after a space, unless it is one special
+    token)."""
+    marker = fmt.open.strip()
+    if marker.startswith("<|") and marker in tokenizer.get_vocab():
+        return [tokenizer.get_vocab()[marker]]
+    return tokenizer.encode(" " + marker, add_special_tokens=False)
 
 
 class SequenceBan:

@@ -31,6 +31,8 @@ def evaluate(
     llm_model: str | None = typer.Option(None, "--llm-model"),
     mode: str = typer.Option("plain", "--mode", help="prompts: plain, guarded, beam or safebeam."),
     max_new_tokens: int = typer.Option(96, "--max-new-tokens"),
+    reflect_every: int = typer.Option(0, "--reflect-every", help="prompts, guarded: ask for a reflection at the "
+                                                                 "first sentence end after N tokens (0 = never)."),
 ) -> None:
     """Evaluate a model: utility, unsafe actions (seen, held-out), over-refusal, reflections, probes; or ASR."""
     from safepretrain.decode.decoder import load_model
@@ -46,12 +48,12 @@ def evaluate(
                              max_new_tokens, update)
         else:
             metrics = _prompts(lm, tokenizer, suite, file, out, judge, llm_url, llm_model, mode, max_new_tokens,
-                               max_items, update)
+                               max_items, reflect_every, update)
     _write_manifest(out, model, {"suite": suite, "world": str(world) if world else None,
                                  "file": str(file) if file else None, "format": prompt_format,
                                  "attacks": list(attacks), "safebeam": safebeam, "probes": probes,
                                  "max_items": max_items, "judge": judge, "llm_model": llm_model, "mode": mode,
-                                 "max_new_tokens": max_new_tokens})
+                                 "max_new_tokens": max_new_tokens, "reflect_every": reflect_every})
     if suite == "medsafetyworld":
         console.print(world_table(metrics))
     else:
@@ -94,7 +96,8 @@ def _world(lm, tokenizer, world, out, prompt_format, attacks, safebeam, probes, 
     return evaluate_world(lm, tokenizer, WorldFolder(world), config, out, update)
 
 
-def _prompts(lm, tokenizer, suite, file, out, judge, llm_url, llm_model, mode, max_new_tokens, max_items, update):
+def _prompts(lm, tokenizer, suite, file, out, judge, llm_url, llm_model, mode, max_new_tokens, max_items,
+             reflect_every, update):
     from safepretrain.decode.config import DecodeConfig
     from safepretrain.eval.judges import make_judge
     from safepretrain.eval.prompt_suite import evaluate_prompts, read_suite
@@ -106,7 +109,7 @@ def _prompts(lm, tokenizer, suite, file, out, judge, llm_url, llm_model, mode, m
 
     prompts = spread(read_suite(file) if suite == "prompts" else builtin_suite(suite), max_items)
     try:
-        decode = DecodeConfig(mode=mode, policy="refuse", max_new_tokens=max_new_tokens)
+        decode = DecodeConfig(mode=mode, policy="refuse", max_new_tokens=max_new_tokens, reflect_every=reflect_every)
     except ValueError as e:
         raise UserError(str(e)) from None
     return evaluate_prompts(lm, tokenizer, prompts, make_judge(judge, llm_url, llm_model), decode, out,
