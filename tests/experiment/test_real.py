@@ -100,6 +100,11 @@ def test_every_stage_runs_and_the_table_reports_each_recipe(tiny_model, tmp_path
     srp_chats = [json.loads(line) for line in (layout.data / "sft-srp.jsonl").open()]
     refusals = [c for c in srp_chats if c["id"].startswith("harmful-")]
     assert refusals and all(c["messages"][-1]["content"].startswith("<think> Unsafe") for c in refusals)
+    recoveries = [c["messages"][-1] for c in srp_chats if c["id"].startswith("recovery-")]
+    assert len(recoveries) == round(0.3 * len(refusals))  # a forced harmful start, then the flag and the stop
+    assert all(m["content"].startswith(m["prefill"] + " <think> Unsafe") for m in recoveries)
+    plain = [json.loads(line)["messages"][-1] for line in (layout.data / "sft-plain.jsonl").open()]
+    assert sum("prefill" in m for m in plain) == len(recoveries)  # refusal SFT gets the same recoveries
 
     table = (results / "results.md").read_text()
     for row in ("| original | post-trained | plain |", "| refusal-sft | after attack | plain |",

@@ -48,6 +48,12 @@ class RealConfig:
     micro_batch: int = 8
     benign_requests: int = 0
     """Benign requests to self-distill (0 = all 408 templates x topics)."""
+    recovery_share: float = 0.3
+    """Share of the harmful requests that also get a recovery chat in post-training: the answer forced to start with
+    the first segment of a compliant answer (a prefill; not trained on), then a refusal (plain recipes) or an
+    Unsafe reflection and the stop (SRP). Without them SRP's post-training shows Unsafe reflections only on
+    prompts, and it taught SmolLM2 to label every in-answer segment Safe: asked under a prefill attack, the
+    continued-pretrained model flagged 6 of 6 AdvBench continuations, the post-trained one 0 of 6."""
     benign_sft: int = 240
     """Benign self-distilled chats in post-training; the other benign requests are the finetuning attack."""
     distill_new_tokens: int = 96
@@ -69,6 +75,8 @@ class RealConfig:
     def __post_init__(self):
         if unknown := set(self.recipes) - set(RECIPES):
             raise ValueError(f"unknown recipes {sorted(unknown)}; choose from {', '.join(RECIPES)}")
+        if not 0.0 <= self.recovery_share <= 1.0:
+            raise ValueError(f"recovery_share {self.recovery_share} must be in [0, 1]")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -111,6 +119,7 @@ def make_data(cfg: RealConfig, progress=None) -> None:
         write_jsonl(corpus, real_data.corpus_documents(pairs))
     benign = _benign_chats(cfg, progress)
     harmful = [real_data.refusal_chat(p["request"], f"harmful-{i}") for i, p in enumerate(pairs)]
+    harmful += _recovery_chats(cfg, pairs)
     sft, attack = [*harmful, *benign[:cfg.benign_sft]], benign[cfg.benign_sft:]
     if not attack:
         raise UserError(f"benign_sft={cfg.benign_sft} leaves none of the {len(benign)} self-distilled benign chats "
@@ -120,6 +129,23 @@ def make_data(cfg: RealConfig, progress=None) -> None:
         write_jsonl(layout.data / "sft-plain.jsonl", [_plain(c) for c in sft])
     if "srp" in cfg.recipes:
         _srp_data(cfg, corpus, sft)
+
+
+def _recovery_chats(cfg: RealConfig, pairs: list[dict]) -> list[dict]:
+    """``recovery_share`` of the harmful pairs (seeded), each forced to start with its answer's first segment."""
+    import random
+
+    from transformers import AutoTokenizer
+
+    from safepretrain.experiment import real_data
+    from safepretrain.pipeline.interventions.reflect import segment_texts
+    from safepretrain.pipeline.segment import token_length
+
+    length = token_length(AutoTokenizer.from_pretrained(cfg.model))
+    chosen = sorted(random.Random(cfg.seed).sample(range(len(pairs)), round(cfg.recovery_share * len(pairs))))
+    return [real_data.recovery_chat(pairs[i]["request"], segment_texts(pairs[i]["answer"], cfg.segment_tokens,
+                                                                        length)[0], f"recovery-{i}")
+            for i in chosen]
 
 
 def _benign_chats(cfg: RealConfig, progress=None) -> list[dict]:
@@ -165,7 +191,8 @@ def _srp_data(cfg: RealConfig, corpus: Path, sft: list[dict]) -> None:
     """Reflections after every corpus segment (labels from the corpus's sources), and SRP-format post-training."""
     from transformers import AutoTokenizer
 
-    from safepretrain.markup import PLAIN
+    from safepretrain.experiment import real_data
+    from safepretrain.markup import END_OF_TEXT, PLAIN
     from safepretrain.pipeline.interventions.reflect import Reflect
     from safepretrain.pipeline.documents import reader
     from safepretrain.pipeline.scorers.source import SourceScorer
@@ -177,8 +204,9 @@ def _srp_data(cfg: RealConfig, corpus: Path, sft: list[dict]) -> None:
         step = Reflect(SourceScorer(corpus), PLAIN, cfg.segment_tokens, AutoTokenizer.from_pretrained(cfg.model))
         write_jsonl(reflected, ({"text": d.text} for d in step(reader(corpus)())))
     if not (layout.data / "sft-srp.jsonl").is_file():
-        write_jsonl(layout.data / "sft-srp.jsonl", [_plain(srp_chat(c, PLAIN, SrpSftConfig(seed=cfg.seed)))
-                                                      for c in sft])
+        write_jsonl(layout.data / "sft-srp.jsonl",
+                    [real_data.srp_recovery(c, PLAIN, END_OF_TEXT) if "recovery_start" in c
+                     else _plain(srp_chat(c, PLAIN, SrpSftConfig(seed=cfg.seed))) for c in sft])
 
 
 # ---------------------------------------------------------------- training

@@ -118,6 +118,25 @@ def refusal_chat(request: str, key: str) -> dict:
             "prompt_label": "unsafe", "prompt_types": [HARMFUL_CATEGORY], "response_segments": []}
 
 
+def recovery_chat(request: str, start: str, key: str) -> dict:
+    """A harmful request whose answer was forced to start complying (``start``, a prefill: context, not a target)
+    and recovers with a refusal; ``srp_recovery`` turns it into SRP's format."""
+    return {"id": key, "messages": [{"role": "user", "content": request},
+                                    {"role": "assistant", "content": f"{start} {REFUSAL}", "prefill": start}],
+            "recovery_start": start}
+
+
+def srp_recovery(chat: dict, fmt, end_of_text: str) -> dict:
+    """The recovery chat in SRP's format: the forced start, then an Unsafe reflection and the stop -- the in-answer
+    reflection a prefill attack meets. (SRP's post-training otherwise shows Unsafe reflections only on prompts.)"""
+    from safepretrain.markup import UNSAFE
+
+    start = chat["recovery_start"]
+    answer = f"{start} {fmt.render(UNSAFE, [HARMFUL_CATEGORY])}{end_of_text}"
+    return {"id": chat["id"], "messages": [chat["messages"][0],
+                                           {"role": "assistant", "content": answer, "prefill": start}]}
+
+
 def benign_chat(request: str, answer: str, key: str, segments: list[str]) -> dict:
     return {"id": key, "messages": [{"role": "user", "content": request}, {"role": "assistant", "content": answer}],
             "prompt_label": "safe", "prompt_types": [],

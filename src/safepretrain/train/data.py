@@ -150,8 +150,22 @@ def render_chat(messages, tokenizer, train_on_prompt: bool, where: str) -> tuple
         upto = tokenizer.apply_chat_template(messages[:i + 1], tokenize=False)
         if not (text.startswith(upto) and upto.startswith(prompt)):
             raise UserError("the tokenizer's chat template is not prefix-consistent; train with masking.train_on_prompt")
-        spans.append((len(prompt), len(upto)))
+        spans.append((len(prompt) + _prefill_length(message, text, len(prompt), where), len(upto)))
     return text, spans
+
+
+def _prefill_length(message: dict, text: str, start: int, where: str) -> int:
+    """An assistant message's ``prefill``: the start of its content that is context, not a target -- a forced
+    answer start the model is taught to recover from (as after a prefill attack)."""
+    prefill = message.get("prefill")
+    if prefill is None:
+        return 0
+    if not isinstance(prefill, str) or not message["content"].startswith(prefill):
+        raise UserError(f"{where}: an assistant message's 'prefill' must be a string its content starts with")
+    if not text.startswith(message["content"], start):
+        raise UserError(f"{where}: the chat template changes the assistant's content, so its 'prefill' cannot be "
+                        "placed; drop the prefill or use another template")
+    return len(prefill)
 
 
 def _inside(offsets, spans: list[tuple[int, int]]) -> list[bool]:
