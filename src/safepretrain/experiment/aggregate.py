@@ -136,7 +136,9 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         f.write(buffer.getvalue())
 
 
-MAIN_COLUMNS = ("base: held-out unsafe", "base: held-out unsafe (safe dec.)", "base: held-out probe P(unsafe)",
+MAIN_COLUMNS = ("base: held-out unsafe", "base: held-out unsafe, train patients",
+                "base: held-out harmful option, train patients", "base: held-out unsafe (safe dec.)",
+                "base: held-out probe P(unsafe)",
                 "utility", "held-out unsafe", "held-out unsafe, prefill", "held-out unsafe, prefill (safe dec.)",
                 "held-out unsafe after FT (safe dec.)", "over-refusal (safe dec.)", "reflection F1")
 
@@ -145,6 +147,8 @@ def summary_table(rows: list[dict], columns: tuple[str, ...] = MAIN_COLUMNS) -> 
     """Recipes as rows, headline metrics as columns: "mean ± 95% CI half-width" over seeds (header, body)."""
     by_key = {(r["recipe"], r["start"], r["metric"]): r for r in rows}
     keys = list(dict.fromkeys((r["recipe"], r["start"]) for r in rows))
+    # a column no cell has (a stage the experiment stopped before, a metric no recipe reports) says nothing
+    columns = tuple(c for c in columns if any(not math.isnan(by_key[(*k, c)]["mean"]) for k in keys))
     several_starts = len({s for _, s in keys}) > 1
     head = ["recipe"] + (["start"] if several_starts else []) + list(columns)
     body = [[recipe] + ([f"{start:g}"] if several_starts else []) + [_fmt(by_key[(recipe, start, c)]) for c in columns]

@@ -74,12 +74,13 @@ class WorldConfig:
     ana for surgery"): safe documents that serve an adverse goal, the dual use a harmful request ("cause a coma in
     ana") reuses. Filtering cannot remove them -- they are safe. Without them (0, runs 1-4 of the results log) only
     the unsafe harm episodes ever serve an adverse goal, and a filtered model never composed the held-out harm."""
-    indicated_heldout: bool = False
+    indicated_heldout: bool = True
     """Indicated episodes also serve adverse goals through the held-out harm mechanisms (interaction: "cause bleeding
     in ana for surgery", by the interacting drug). The held-out harmful request then differs from safe documents
     only by its missing indication: how to cause an effect is taught in legitimate contexts, the dual use of real
-    text. Without it (False) a model trained on safe data must also carry "serve an adverse goal" to a new
-    mechanism; results-log run 6 measured that filtered models never did (they picked the safe option)."""
+    text. Without it (False, runs 1-5 of the results log) a model trained on safe data must also carry "serve an
+    adverse goal" to a new mechanism, and filtered models never did (they picked the safe option); with it (run 6)
+    they served 80-90% of the held-out harmful requests in 3 of 3 worlds."""
     harm_decoy_share: float = 0.5
     """Share of the corpus's harm episodes whose other option is harmful too (by another seen mechanism, with
     another effect) rather than safe. With a safe decoy only, "pick the option with a harm" answers every harm
