@@ -9,6 +9,7 @@ from rich.console import Console
 
 app = typer.Typer(no_args_is_help=True, help="Recipe x curriculum x seed experiments on MedSafetyWorld; SRP on SmolLM2.")
 console = Console()
+UNTIL_HELP = "Last stage: base (base models only: a quick pilot), post, attack (default)."
 
 
 @app.command("run")
@@ -17,8 +18,7 @@ def run(
     out: str | None = typer.Option(None, "--out", help="Experiment folder; rerun to resume."),
     workers: int | None = typer.Option(None, "--workers", help="Jobs at once (processes)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over when the folder holds another config."),
-    until: str | None = typer.Option(None, "--until", help="Last stage: base (base models only: a quick pilot), post, "
-                                                          "attack (default)."),
+    until: str | None = typer.Option(None, "--until", help=UNTIL_HELP),
 ) -> None:
     """Run the experiment a YAML file describes."""
     from safepretrain.experiment.config import load_experiment
@@ -34,8 +34,7 @@ def medsafetyworld(
     recipes: list[str] = typer.Option([], "--recipe", help="Recipes to compare (repeatable; default: all)."),
     workers: int | None = typer.Option(None, "--workers"),
     overwrite: bool = typer.Option(False, "--overwrite"),
-    until: str | None = typer.Option(None, "--until", help="Last stage: base (base models only: a quick pilot), post, "
-                                                          "attack (default)."),
+    until: str | None = typer.Option(None, "--until", help=UNTIL_HELP),
 ) -> None:
     """The built-in comparison: SRP against filtering, rewriting and Safety Pretraining's recipes."""
     from safepretrain.experiment.config import load_experiment

@@ -10,6 +10,10 @@ from safepretrain.errors import UserError
 from safepretrain.experiment.recipes import RECIPES
 
 
+UNTIL = ("base", "post", "attack")
+"""Where an experiment may stop, in order (``ExperimentConfig.until``)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class ExperimentConfig:
     out: str = "runs/experiment"
@@ -56,8 +60,8 @@ class ExperimentConfig:
             raise ValueError("seeds, recipes and curriculum_starts must not be empty")
         if any(not 0.0 <= s < 1.0 for s in self.curriculum_starts):
             raise ValueError("curriculum_starts must be fractions in [0, 1)")
-        if self.until not in ("base", "post", "attack"):
-            raise ValueError(f"until must be base, post or attack, not {self.until!r}")
+        if self.until not in UNTIL:
+            raise ValueError(f"until must be one of {', '.join(UNTIL)}, not {self.until!r}")
         if unknown := set(self.train_overrides) - {"pretrain", "sft", "finetune"}:
             raise ValueError(f"train_overrides: unknown stages {sorted(unknown)}")
         self.world_config(self.seeds[0])  # a bad world change fails now, not in a worker
