@@ -9,7 +9,7 @@ import pytest
 from safepretrain.errors import UserError
 from safepretrain.experiment import real_data
 from safepretrain.experiment.real import RealConfig, RealLayout, load_real, run_real
-from safepretrain.markup import PLAIN
+from safepretrain.markup import HARMFUL_TAG, PLAIN
 from safepretrain.pipeline.interventions.reflect import parse_reflected
 from safepretrain.pipeline.scorers.source import SourceScorer
 
@@ -106,9 +106,16 @@ def test_every_stage_runs_and_the_table_reports_each_recipe(tiny_model, tmp_path
     plain = [json.loads(line)["messages"][-1] for line in (layout.data / "sft-plain.jsonl").open()]
     assert sum("prefill" in m for m in plain) == len(recoveries)  # refusal SFT gets the same recoveries
 
+    tagged = [json.loads(line)["text"] for line in (layout.data / "tagged.jsonl").open()]
+    corpus = [json.loads(line) for line in (layout.data / "corpus.jsonl").open()]
+    assert not any(HARMFUL_TAG in t for t, d in zip(tagged, corpus) if d["score"] == 0)  # benign text never tagged
+    harmful = [HARMFUL_TAG in t for t, d in zip(tagged, corpus) if d["score"] >= 1 and len(d["text"].split()) > 60]
+    assert sum(harmful) > 0.9 * len(harmful)  # p = 0.05 per word: a 60-word document is untagged 5% of the time
+
     table = (results / "results.md").read_text()
     for row in ("| original | post-trained | plain |", "| refusal-sft | after attack | plain |",
-                "| srp | post-trained | guarded |", "| srp | after attack | plain |"):
+                "| srp | post-trained | guarded |", "| srp | after attack | plain |",
+                "| tags | post-trained | safebeam |", "| tags | after attack | plain |"):
         assert row in table
     assert (results / "real.png").stat().st_size > 0
     manifest = json.loads((results / "manifest.json").read_text())

@@ -7,12 +7,13 @@ Recipes (each evaluated after post-training and again after a benign finetuning 
 | original | the imported model, untouched | plain |
 | refusal-sft | SFT on refusals of harmful requests + the model's own benign answers | plain |
 | srp | continued pretraining on a segment-labeled real corpus with plain reflections after every segment, then SFT in the compatible SRP format | guarded (and plain, to see what the guard adds) |
+| tags | Safety Pretraining: a new ``<|harmful|>`` token, continued pretraining on the same corpus with the tag before ~5% of the words of harmful documents, then the plain SFT | Safe Beam (and plain) |
 
 Layout (every stage is skipped when its output exists; training continues from its checkpoints)::
 
-    out/data/      corpus.jsonl (labeled), reflected.jsonl, benign-chats.jsonl, sft-plain.jsonl, sft-srp.jsonl,
+    out/data/      corpus.jsonl (labeled), reflected.jsonl, tagged.jsonl, benign-chats.jsonl, sft-plain.jsonl, sft-srp.jsonl,
                    attack.jsonl
-    out/models/    cpt-srp/, sft-<recipe>/, attack-<recipe>/
+    out/models/    base-tags/ (the model with the tag token), cpt-srp/, cpt-tags/, sft-<recipe>/, attack-<recipe>/
     out/evals/<recipe>/<stage>/<suite>-<mode>/   samples.jsonl, metrics.json (resumes per prompt)
     out/results/   results.md, results.json, real.png, manifest.json
 """
@@ -26,7 +27,7 @@ from typing import Any
 from safepretrain.errors import UserError
 from safepretrain.io import write_jsonl
 
-RECIPES = ("original", "refusal-sft", "srp")
+RECIPES = ("original", "refusal-sft", "srp", "tags")
 SUITES = ("advbench", "overrefusal", "benign")
 
 
@@ -48,6 +49,8 @@ class RealConfig:
     micro_batch: int = 8
     benign_requests: int = 0
     """Benign requests to self-distill (0 = all 408 templates x topics)."""
+    tag_p: float = 0.05
+    """Safety Pretraining's tag rate: the chance of the tag before each word of a harmful document."""
     recovery_share: float = 0.3
     """Share of the harmful requests that also get a recovery chat in post-training: the answer forced to start with
     the first segment of a compliant answer (a prefill; not trained on), then a refusal (plain recipes) or an
@@ -102,7 +105,8 @@ class RealLayout:
 
 
 def modes(recipe: str) -> tuple[str, ...]:
-    return ("guarded", "plain") if recipe == "srp" else ("plain",)
+    """Each recipe's own safe decoding first, then plain decoding to see what it adds."""
+    return {"srp": ("guarded", "plain"), "tags": ("safebeam", "plain")}.get(recipe, ("plain",))
 
 
 # ---------------------------------------------------------------- data
@@ -129,6 +133,23 @@ def make_data(cfg: RealConfig, progress=None) -> None:
         write_jsonl(layout.data / "sft-plain.jsonl", [_plain(c) for c in sft])
     if "srp" in cfg.recipes:
         _srp_data(cfg, corpus, sft)
+    if "tags" in cfg.recipes and not (layout.data / "tagged.jsonl").is_file():
+        write_jsonl(layout.data / "tagged.jsonl", _tagged(cfg, corpus))
+
+
+def _tagged(cfg: RealConfig, corpus: Path):
+    """The corpus with the harmful tag in its harmful documents (document-level labels, as Safety Pretraining's
+    scores are), seeded per document."""
+    import random
+
+    from safepretrain.io import read_jsonl
+    from safepretrain.pipeline.interventions.tags import insert_tags
+
+    for doc in read_jsonl(corpus):
+        text = doc["text"]
+        if doc["score"] >= 1:
+            text = insert_tags(text, random.Random(f"{cfg.seed}:{doc['id']}"), cfg.tag_p)
+        yield {"text": text}
 
 
 def _recovery_chats(cfg: RealConfig, pairs: list[dict]) -> list[dict]:
@@ -231,8 +252,31 @@ def post_trained(cfg: RealConfig, recipe: str) -> Path:
     if recipe == "srp":
         start = _train(cfg, "pretrain", "cpt-srp", start, layout.data / "reflected.jsonl", cfg.pretrain_epochs,
                        cfg.pretrain_lr)
+    if recipe == "tags":
+        start = _train(cfg, "pretrain", "cpt-tags", _with_tag_token(cfg), layout.data / "tagged.jsonl",
+                       cfg.pretrain_epochs, cfg.pretrain_lr)
     sft_data = layout.data / ("sft-srp.jsonl" if recipe == "srp" else "sft-plain.jsonl")
     return _train(cfg, "sft", f"sft-{recipe}", start, sft_data, cfg.sft_epochs, cfg.sft_lr)
+
+
+def _with_tag_token(cfg: RealConfig) -> Path:
+    """The base model with the harmful tag as one new token (embeddings resized; the new row starts at the mean)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from safepretrain.io import atomic_directory
+    from safepretrain.markup import HARMFUL_TAG
+
+    out = RealLayout(cfg).models / "base-tags"
+    if (out / "config.json").is_file():
+        return out
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+    model = AutoModelForCausalLM.from_pretrained(cfg.model)
+    tokenizer.add_special_tokens({"additional_special_tokens": [HARMFUL_TAG]})
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    with atomic_directory(out, overwrite=True) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return out
 
 
 def attacked(cfg: RealConfig, recipe: str) -> Path:
