@@ -32,9 +32,10 @@ class ExperimentConfig:
     vocab_size: int = 1024
     pretrain_tokens: int = 3_000_000
     sft_epochs: float = 3.0
-    finetune_epochs: float = 5.0
+    finetune_epochs: float = 2.0
     """Epochs of the benign finetuning attack over the world's benign set (lr 1e-4, constant), as a user
-    adapting a model to a task would run it."""
+    adapting a model to a task would run it. 5 epochs (runs 1-5 of the results log) erased utility and composition
+    alike in some worlds, so the attack could not separate recipes."""
     lr: float = 2e-3
     segment_words: int = 24
     """SRP segment length in words, in pretraining data and in the reflection evaluation (sentences are 8-25)."""
