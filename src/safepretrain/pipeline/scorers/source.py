@@ -14,12 +14,16 @@ File: JSONL of ``{"text": ..., "score": 0-5, "categories"?: [...]}`` (other fiel
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
 from safepretrain.errors import UserError
 from safepretrain.pipeline.scorers.base import MAX_SCORE, SafetyScore, max_score
+
+SEPARATOR = "\x00"
 
 
 class SourceScorer:
@@ -34,6 +38,10 @@ class SourceScorer:
         self.documents: list[tuple[str, SafetyScore]] = []
         for number, record in read_jsonl_numbered(self.path):
             self.documents.append((_text(record, self.path, number), _score(record, self.path, number)))
+        # One string of every document, NUL-separated, searched by str.find (C speed) instead of a Python loop over
+        # documents per segment; a needle holds no NUL, so a match never spans two documents.
+        self._joined = SEPARATOR.join(text for text, _ in self.documents)
+        self._starts = list(itertools.accumulate((len(text) + 1 for text, _ in self.documents), initial=0))[:-1]
         # The version names the labels, so that scores stored by another labeled file are never reused.
         self.version = "1-" + hashlib.sha256(self.path.read_bytes()).hexdigest()[:12]
 
@@ -42,10 +50,20 @@ class SourceScorer:
 
     def score(self, text: str) -> SafetyScore:
         needle = text.strip()
-        found = [score for document, score in self.documents if needle and needle in document]
+        found = [self.documents[i][1] for i in self._containing(needle)] if needle and SEPARATOR not in needle else []
         if not found:
             return SafetyScore.failed(f"text not found in the labeled source {self.path.name}")
         return max_score(found)
+
+
+    def _containing(self, needle: str) -> set[int]:
+        """Indexes of the documents that contain ``needle``."""
+        found, at = set(), self._joined.find(needle)
+        while at >= 0:
+            doc = bisect.bisect_right(self._starts, at) - 1
+            found.add(doc)
+            at = self._joined.find(needle, self._starts[doc + 1] if doc + 1 < len(self._starts) else len(self._joined))
+        return found
 
 
 def _text(record, path: Path, number: int) -> str:
