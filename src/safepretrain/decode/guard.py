@@ -65,9 +65,14 @@ def opening_ids(tokenizer, fmt: ReflectionFormat) -> list[int]:
     """The tokens of a reflection's opening marker as it follows text (after a space, unless it is one special
     token)."""
     marker = fmt.open.strip()
-    if marker.startswith("<|") and marker in tokenizer.get_vocab():
-        return [tokenizer.get_vocab()[marker]]
+    if (special := _special_id(tokenizer, marker)) is not None:
+        return [special]
     return tokenizer.encode(" " + marker, add_special_tokens=False)
+
+
+def _special_id(tokenizer, marker: str) -> int | None:
+    """The id of a ``<|...|>`` marker that the tokenizer keeps as one token; None for a plain-text marker."""
+    return tokenizer.get_vocab().get(marker) if marker.startswith("<|") else None
 
 
 class SequenceBan:
@@ -101,6 +106,6 @@ def suppressed_sequences(tokenizer, fmt: ReflectionFormat, what: Sequence[str]) 
     markers = ([fmt.open.strip()] if "reflection" in what else []) + ([HARMFUL_TAG] if "tag" in what else [])
     sequences = []
     for marker in markers:
-        variants = [marker] if marker.startswith("<|") and marker in tokenizer.get_vocab() else [marker, " " + marker]
+        variants = [marker] if _special_id(tokenizer, marker) is not None else [marker, " " + marker]
         sequences += [tokenizer.encode(v, add_special_tokens=False) for v in variants]
     return sequences

@@ -14,7 +14,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from safepretrain.experiment.config import ExperimentConfig
+from safepretrain.experiment.config import UNTIL, ExperimentConfig
 from safepretrain.experiment.stages import Cell, Layout, eval_dir
 from safepretrain.io import atomic_open, write_json
 
@@ -55,8 +55,7 @@ METRICS = (
            safe_decoding=True),
 )
 STAGES = ("pretrained", "post", "finetuned")
-UNTIL_STAGE = {"base": "pretrained", "post": "post", "attack": "finetuned"}
-"""The last evaluation of an experiment that runs until ``ExperimentConfig.until``."""
+"""The evaluations of a cell, in the order of ``config.UNTIL``: an experiment that stops earlier has fewer."""
 EXTRA = ("reflection F1", "held-out reflection recall", "held-out probe P(unsafe)", "base: held-out probe P(unsafe)")
 
 
@@ -79,7 +78,7 @@ def cell_values(cfg: ExperimentConfig, cell: Cell) -> dict[str, float]:
     import json
 
     evals = {s: json.loads((eval_dir(cfg, cell, s) / "metrics.json").read_text())
-             for s in STAGES[:STAGES.index(UNTIL_STAGE[cfg.until]) + 1]}
+             for s in STAGES[:UNTIL.index(cfg.until) + 1]}
     values = {}
     for m in METRICS:
         decoder = "safebeam" if m.safe_decoding and cell.spec.safebeam else "greedy"

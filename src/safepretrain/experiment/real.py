@@ -116,14 +116,17 @@ def make_data(cfg: RealConfig, progress=None) -> None:
     """The labeled corpus, its SRP-reflected version, the post-training and attack chats."""
     from safepretrain.experiment import real_data
 
+    from transformers import AutoTokenizer
+
     layout = RealLayout(cfg)
     layout.data.mkdir(parents=True, exist_ok=True)
     corpus, pairs = layout.data / "corpus.jsonl", real_data.harmful_pairs()
     if not corpus.is_file():
         write_jsonl(corpus, real_data.corpus_documents(pairs))
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model)  # segments are measured in the model's tokens
     benign = _benign_chats(cfg, progress)
     harmful = [real_data.refusal_chat(p["request"], f"harmful-{i}") for i, p in enumerate(pairs)]
-    harmful += _recovery_chats(cfg, pairs)
+    harmful += _recovery_chats(cfg, pairs, tokenizer)
     sft, attack = [*harmful, *benign[:cfg.benign_sft]], benign[cfg.benign_sft:]
     if not attack:
         raise UserError(f"benign_sft={cfg.benign_sft} leaves none of the {len(benign)} self-distilled benign chats "
@@ -132,7 +135,7 @@ def make_data(cfg: RealConfig, progress=None) -> None:
         write_jsonl(layout.data / "attack.jsonl", [_plain(c) for c in attack])
         write_jsonl(layout.data / "sft-plain.jsonl", [_plain(c) for c in sft])
     if "srp" in cfg.recipes:
-        _srp_data(cfg, corpus, sft)
+        _srp_data(cfg, corpus, sft, tokenizer)
     if "tags" in cfg.recipes and not (layout.data / "tagged.jsonl").is_file():
         write_jsonl(layout.data / "tagged.jsonl", _tagged(cfg, corpus))
 
@@ -152,17 +155,15 @@ def _tagged(cfg: RealConfig, corpus: Path):
         yield {"text": text}
 
 
-def _recovery_chats(cfg: RealConfig, pairs: list[dict]) -> list[dict]:
+def _recovery_chats(cfg: RealConfig, pairs: list[dict], tokenizer) -> list[dict]:
     """``recovery_share`` of the harmful pairs (seeded), each forced to start with its answer's first segment."""
     import random
-
-    from transformers import AutoTokenizer
 
     from safepretrain.experiment import real_data
     from safepretrain.pipeline.interventions.reflect import segment_texts
     from safepretrain.pipeline.segment import token_length
 
-    length = token_length(AutoTokenizer.from_pretrained(cfg.model))
+    length = token_length(tokenizer)
     chosen = sorted(random.Random(cfg.seed).sample(range(len(pairs)), round(cfg.recovery_share * len(pairs))))
     return [real_data.recovery_chat(pairs[i]["request"], segment_texts(pairs[i]["answer"], cfg.segment_tokens,
                                                                         length)[0], f"recovery-{i}")
@@ -208,10 +209,8 @@ def _plain(chat: dict) -> dict:
     return {"id": chat["id"], "messages": chat["messages"]}
 
 
-def _srp_data(cfg: RealConfig, corpus: Path, sft: list[dict]) -> None:
+def _srp_data(cfg: RealConfig, corpus: Path, sft: list[dict], tokenizer) -> None:
     """Reflections after every corpus segment (labels from the corpus's sources), and SRP-format post-training."""
-    from transformers import AutoTokenizer
-
     from safepretrain.experiment import real_data
     from safepretrain.markup import END_OF_TEXT, PLAIN
     from safepretrain.pipeline.interventions.reflect import Reflect
@@ -222,7 +221,7 @@ def _srp_data(cfg: RealConfig, corpus: Path, sft: list[dict]) -> None:
     layout = RealLayout(cfg)
     reflected = layout.data / "reflected.jsonl"
     if not reflected.is_file():
-        step = Reflect(SourceScorer(corpus), PLAIN, cfg.segment_tokens, AutoTokenizer.from_pretrained(cfg.model))
+        step = Reflect(SourceScorer(corpus), PLAIN, cfg.segment_tokens, tokenizer)
         write_jsonl(reflected, ({"text": d.text} for d in step(reader(corpus)())))
     if not (layout.data / "sft-srp.jsonl").is_file():
         write_jsonl(layout.data / "sft-srp.jsonl",
@@ -260,7 +259,8 @@ def post_trained(cfg: RealConfig, recipe: str) -> Path:
 
 
 def _with_tag_token(cfg: RealConfig) -> Path:
-    """The base model with the harmful tag as one new token (embeddings resized; the new row starts at the mean)."""
+    """The base model with the harmful tag as one new token (embeddings resized; transformers draws the new row from
+    a normal with the old rows' mean and covariance)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from safepretrain.io import atomic_directory

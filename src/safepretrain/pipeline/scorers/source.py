@@ -55,7 +55,6 @@ class SourceScorer:
             return SafetyScore.failed(f"text not found in the labeled source {self.path.name}")
         return max_score(found)
 
-
     def _containing(self, needle: str) -> set[int]:
         """Indexes of the documents that contain ``needle``."""
         found, at = set(), self._joined.find(needle)
