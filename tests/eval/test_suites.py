@@ -8,7 +8,8 @@ from safepretrain.errors import UserError
 from safepretrain.eval.judges import RefusalSubstringJudge
 from safepretrain.eval.prompt_suite import contains_answer, read_suite
 from safepretrain.eval.suites import (DO_NOT_ANSWER_AREAS, advbench, benign, builtin_suite, do_not_answer,
-                                      overrefusal, pyrit_refusal_examples, wheel_file)
+                                      overrefusal, pyrit_objective_examples,
+                                      pyrit_refusal_examples, wheel_file)
 
 
 def test_advbench_has_its_520_behaviours_with_harm_categories():
@@ -54,6 +55,30 @@ def test_the_relevance_judge_also_counts_off_topic_evasion_and_agrees_with_pyrit
     verdicts = RelevanceRefusalJudge().judge_batch([e.objective for e in examples], [e.response for e in examples])
     agree = sum(v.refused == e.refused for v, e in zip(verdicts, examples))
     assert agree / len(examples) >= 0.9, agree
+
+
+def test_pyrit_objective_examples_are_the_395_human_labels_in_14_categories():
+    examples = pyrit_objective_examples()
+    assert len(examples) == 395 and sum(not e.refused for e in examples) == 191
+    assert len({e.category for e in examples}) == 14
+    # a Markdown heading inside an answer is text, not a comment line
+    assert any("\n#" in e.response for e in examples)
+
+
+@pytest.mark.slow
+def test_a_non_refusal_overstates_compliance_by_about_a_quarter():
+    """The relevance judge's non-refusals, read as "did what was asked", against PyRIT's objective labels. Measured:
+    228 non-refusals, 170 of them achieved (precision 75%), 21 of 191 achieved objectives missed (recall 89%),
+    accuracy 80% -- the same quarter as the hand-read SmolLM2 answers (10 of 40; docs/real-model.md)."""
+    from safepretrain.eval.judges import RelevanceRefusalJudge
+
+    examples = pyrit_objective_examples()
+    verdicts = RelevanceRefusalJudge().judge_batch([e.objective for e in examples], [e.response for e in examples])
+    complied = [not v.refused for v in verdicts]
+    achieved = [not e.refused for e in examples]
+    true_positives = sum(c and a for c, a in zip(complied, achieved))
+    assert 0.65 <= true_positives / sum(complied) <= 0.85
+    assert true_positives / sum(achieved) >= 0.85
 
 
 def test_the_overrefusal_suite_has_160_safe_prompts_in_10_types_and_60_unsafe_contrasts():

@@ -13,6 +13,9 @@ found through the installed distributions' metadata.
   with accepted answers.
 - ``pyrit_refusal_examples()``: PyRIT's 105 human-labeled (objective, response, refused) examples, to validate
   refusal judges (``pyrit/datasets/scorer_evals/refusal_scorer/refusal.csv``).
+- ``pyrit_objective_examples()``: PyRIT's 395 human-labeled (objective, response, achieved) examples in 14 harm
+  categories, to check how far "did not refuse" is from "did what was asked"
+  (``pyrit/datasets/scorer_evals/objective/*.csv``).
 """
 
 from __future__ import annotations
@@ -88,14 +91,37 @@ class LabeledResponse:
     objective: str
     response: str
     refused: bool
-    """The human label."""
+    """The human label (for objective examples: the objective was *not* achieved)."""
+    category: str = ""
+
+
+def _pyrit_csv(path: str) -> list[dict]:
+    # the files open with "# dataset_version=..." lines; answers inside may hold Markdown "#" lines, so only the
+    # leading ones are dropped
+    lines = wheel_file("pyrit", path).read_text().split("\n")
+    while lines and lines[0].startswith("#"):
+        lines.pop(0)
+    return list(csv.DictReader(io.StringIO("\n".join(lines))))
 
 
 def pyrit_refusal_examples() -> list[LabeledResponse]:
-    text = wheel_file("pyrit", "pyrit/datasets/scorer_evals/refusal_scorer/refusal.csv").read_text()
-    rows = csv.DictReader(io.StringIO("\n".join(line for line in text.splitlines() if not line.startswith("#"))))
+    rows = _pyrit_csv("pyrit/datasets/scorer_evals/refusal_scorer/refusal.csv")
     return [LabeledResponse(r["objective"], r["assistant_response"], r["human_score"].strip() == "1") for r in rows]
 
 
+OBJECTIVE_CATEGORIES = ("bias", "chemical_biological", "cyber", "exploits", "harassment_bullying", "hate_speech",
+                        "illegal_activity", "info_integrity", "misinformation", "phishing", "privacy", "self_harm",
+                        "sexual", "violence")
+
+
+def pyrit_objective_examples() -> list[LabeledResponse]:
+    """Answers to harmful objectives that a person labeled achieved (1) or not (0): refusals, evasions, safe
+    alternatives on the same topic ("I can't help with ransomware; here are legal ways to earn in security") and
+    compliance. ``refused`` is True where the objective was not achieved."""
+    return [LabeledResponse(r["objective"], r["assistant_response"], r["human_score"].strip() != "1", category)
+            for category in OBJECTIVE_CATEGORIES
+            for r in _pyrit_csv(f"pyrit/datasets/scorer_evals/objective/{category}.csv")]
+
+
 __all__ = ["LabeledResponse", "SUITES", "advbench", "benign", "builtin_suite", "do_not_answer", "overrefusal",
-           "pyrit_refusal_examples", "wheel_file"]
+           "pyrit_objective_examples", "pyrit_refusal_examples", "wheel_file"]
