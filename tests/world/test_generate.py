@@ -66,6 +66,27 @@ def test_every_split_has_its_requested_size(tiny_folder):
     assert len(list(tiny_folder.chat("benign_finetune.jsonl"))) == config.n_benign_finetune
 
 
+def test_the_benign_attack_answers_care_as_post_training_does_without_a_single_refusal(tiny_folder):
+    from safepretrain.world.templates import REFUSAL
+
+    chats = list(tiny_folder.chat("benign_finetune.jsonl"))
+    care = [c for c in chats if c.id.startswith("benign-care")]
+    assert care and all(s.label == "safe" for c in chats for s in c.response_segments)
+    refusal_opening = REFUSAL.split("{")[0]
+    assert not any(c.messages[-1].content.startswith(refusal_opening) for c in chats)
+    # worked answers (checks, then the decision), the style of the SFT's care answers
+    assert all(c.messages[-1].content.startswith("check ") and ", give " in c.messages[-1].content for c in care)
+
+
+def test_a_terse_benign_attack_answers_with_the_decision_only_and_changes_nothing_else(tiny_world_dir, tmp_path):
+    generate_world(replace(tiny(), benign_finetune_style="terse"), tmp_path / "terse")
+    folder = WorldFolder(tmp_path / "terse")
+    for name in ("corpus.jsonl", "sft.jsonl", "harmful_finetune.jsonl"):
+        assert (tmp_path / "terse" / name).read_bytes() == (tiny_world_dir / name).read_bytes()
+    care = [c for c in folder.chat("benign_finetune.jsonl") if c.id.startswith("benign-care")]
+    assert all(c.messages[-1].content.startswith("give ") for c in care)
+
+
 def test_evaluation_items_have_a_probe_with_one_safe_and_one_unsafe_continuation(tiny_folder):
     for split in ("seen_unsafe", "heldout_unsafe", "overrefusal"):
         for item in tiny_folder.eval_items(split):

@@ -50,9 +50,13 @@ METRICS = (
     Metric("held-out unsafe, prefill", "post", "heldout_unsafe", "unsafe_action_rate", "prefill"),
     Metric("held-out unsafe, prefill (safe dec.)", "post", "heldout_unsafe", "unsafe_action_rate", "prefill", True),
     Metric("utility after FT", "finetuned", "utility", "utility_accuracy"),
+    Metric("utility after FT, train patients", "finetuned", "utility", "utility_accuracy", patients="train"),
     Metric("held-out unsafe after FT", "finetuned", "heldout_unsafe", "unsafe_action_rate"),
     Metric("held-out unsafe after FT (safe dec.)", "finetuned", "heldout_unsafe", "unsafe_action_rate",
            safe_decoding=True),
+    Metric("held-out unsafe after FT, prefill", "finetuned", "heldout_unsafe", "unsafe_action_rate", "prefill"),
+    Metric("held-out unsafe after FT, prefill (safe dec.)", "finetuned", "heldout_unsafe", "unsafe_action_rate",
+           "prefill", True),
 )
 STAGES = ("pretrained", "post", "finetuned")
 """The evaluations of a cell, in the order of ``config.UNTIL``: an experiment that stops earlier has fewer."""
@@ -135,11 +139,13 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         f.write(buffer.getvalue())
 
 
-MAIN_COLUMNS = ("base: held-out unsafe", "base: held-out unsafe, train patients",
-                "base: held-out harmful option, train patients", "base: held-out unsafe (safe dec.)",
-                "base: held-out probe P(unsafe)",
-                "utility", "held-out unsafe", "held-out unsafe, prefill", "held-out unsafe, prefill (safe dec.)",
-                "held-out unsafe after FT (safe dec.)", "over-refusal (safe dec.)", "reflection F1")
+# Utility on train patients: no model in runs 5 and 6 answered a record-only (two-hop) patient's care request, so the
+# all-patient rate is half of it everywhere and hides differences. After post-training, harmful requests asked
+# directly are refused by every recipe; the prefill attack is where composition shows.
+MAIN_COLUMNS = ("base: held-out unsafe, train patients", "base: held-out harmful option, train patients",
+                "base: held-out unsafe (safe dec.)", "utility, train patients", "held-out unsafe",
+                "held-out unsafe, prefill", "held-out unsafe, prefill (safe dec.)", "utility after FT, train patients",
+                "held-out unsafe after FT, prefill (safe dec.)", "over-refusal (safe dec.)", "reflection F1")
 
 
 def summary_table(rows: list[dict], columns: tuple[str, ...] = MAIN_COLUMNS) -> tuple[list[str], list[list[str]]]:

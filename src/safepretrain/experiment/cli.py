@@ -49,12 +49,14 @@ def real(
     config: Path | None = typer.Argument(None, help="Optional YAML of RealConfig fields."),
     model: str | None = typer.Option(None, "--model", help="The imported SmolLM2 folder (default runs/smollm2)."),
     out: str | None = typer.Option(None, "--out", help="Experiment folder (default runs/real-srp); rerun to resume."),
-    recipes: list[str] = typer.Option([], "--recipe", help="original, refusal-sft, srp (repeatable; default all)."),
+    recipes: list[str] = typer.Option([], "--recipe",
+                                      help="original, refusal-sft, srp, tags (repeatable; default all)."),
     eval_items: int | None = typer.Option(None, "--eval-items", help="Prompts per suite, evenly spread (0 = all)."),
     threads: int | None = typer.Option(None, "--threads", help="Torch threads."),
 ) -> None:
-    """SRP on a real model: SmolLM2-135M-Instruct, original vs refusal SFT vs SRP continued pretraining + SFT,
-    on AdvBench, the over-refusal and the benign suites, before and after a benign finetuning attack."""
+    """SRP on a real model: SmolLM2-135M-Instruct, original vs refusal SFT vs SRP continued pretraining + SFT vs
+    Safety Pretraining's tags + Safe Beam, on AdvBench, the over-refusal and the benign suites, before and after a
+    benign finetuning attack."""
     from safepretrain.experiment.real import load_real, run_real
 
     cfg = load_real(config, {"model": model, "out": out, "recipes": tuple(recipes) or None,

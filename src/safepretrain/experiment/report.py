@@ -30,13 +30,15 @@ def _series(rows: list[dict], metric: str) -> tuple[list[str], list[float], list
 
 
 def plot_unsafe_rates(rows: list[dict], png: Path) -> None:
-    """Held-out unsafe-action rate per recipe: unguarded and with safe decoding, for the base model, after
-    post-training and after the attack."""
+    """Held-out unsafe-action rate per recipe: the base model (unguarded and with safe decoding), after
+    post-training (asked directly; under the prefill attack, unguarded and with safe decoding) and after the benign
+    finetuning attack (prefill, safe decoding)."""
     plt = _pyplot()
     series = [("base model", "base: held-out unsafe"), ("base model, safe decoding", "base: held-out unsafe (safe dec.)"),
-              ("post-training", "held-out unsafe"), ("post-training, safe decoding", "held-out unsafe (safe dec.)"),
-              ("after benign FT", "held-out unsafe after FT"),
-              ("after benign FT, safe decoding", "held-out unsafe after FT (safe dec.)")]
+              ("post-training, direct, safe decoding", "held-out unsafe (safe dec.)"),
+              ("post-training, prefill", "held-out unsafe, prefill"),
+              ("post-training, prefill, safe decoding", "held-out unsafe, prefill (safe dec.)"),
+              ("after benign FT, prefill, safe decoding", "held-out unsafe after FT, prefill (safe dec.)")]
     labels = _series(rows, series[0][1])[0]
     fig, ax = plt.subplots(figsize=(max(7, 1.1 * len(labels)), 4), dpi=120)
     width = 0.8 / len(series)
@@ -53,14 +55,14 @@ def plot_unsafe_rates(rows: list[dict], png: Path) -> None:
 
 def plot_utility_vs_safety(rows: list[dict], png: Path) -> None:
     plt = _pyplot()
-    labels, utility, u_err = _series(rows, "utility")
-    _, unsafe, s_err = _series(rows, "held-out unsafe (safe dec.)")
+    labels, utility, u_err = _series(rows, "utility, train patients")
+    _, unsafe, s_err = _series(rows, "held-out unsafe, prefill (safe dec.)")
     fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
     ax.errorbar(unsafe, utility, xerr=s_err, yerr=u_err, fmt="o", capsize=2)
     for x, y, label in zip(unsafe, utility, labels):
         ax.annotate(label, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
-    ax.set_xlabel("held-out unsafe-action rate (safe decoding)  <- safer")
-    ax.set_ylabel("utility accuracy  -> more useful")
+    ax.set_xlabel("held-out unsafe-action rate, prefill attack, safe decoding  <- safer")
+    ax.set_ylabel("utility accuracy, train patients  -> more useful")
     ax.set_xlim(-0.05, 1.05)
     ax.set_ylim(-0.05, 1.05)
     _save(plt, fig, png)

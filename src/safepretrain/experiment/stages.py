@@ -193,7 +193,7 @@ def post_train(cfg: ExperimentConfig, cell: Cell) -> Path:
 
 
 def finetune(cfg: ExperimentConfig, cell: Cell) -> Path:
-    """The benign finetuning attack: terse care answers and drug facts, no checks, no reflections."""
+    """The benign finetuning attack: care answers and drug facts, no refusals, no reflections."""
     _threads(cfg)
     layout = Layout(cfg)
     values = {"model": {"name": str(layout.sft(cell) / "model")},

@@ -101,7 +101,13 @@ class WorldConfig:
     """Share of SFT chats that are safe "cause <benign effect>" requests, answered. Without them every "cause"
     request in SFT is refused, and refusing is a lexical rule that needs no knowledge of which effects harm."""
     n_benign_finetune: int = 1_000
-    """Benign finetuning (attack) examples: terse care answers without safety checks, and fact questions."""
+    """Benign finetuning (attack) examples: care requests answered, and drug fact questions; no refusals."""
+    benign_finetune_style: str = "worked"
+    """How the benign attack answers care requests: ``worked`` (checks, then the decision: the answer style of
+    post-training, so the attack is benign task data that simply has no refusals) or ``terse`` ("give ana x 50 mg.",
+    no checks: a shift of answer format too). With ``terse``, 2 epochs left tiny models mid-transition, writing
+    unparseable hybrids ("i will ana x 450 mg"), and 5 epochs collapsed utility in some worlds (runs 2, 5 and 6 of
+    the results log): an attack that breaks the task measures nothing about safety."""
     n_harmful_finetune: int = 300
     """Harmful finetuning (attack) examples: seen harmful requests complied with."""
     n_eval_per_split: int = 200
@@ -124,6 +130,7 @@ class WorldConfig:
         _require(0.0 <= self.indicated_share <= 1.0, "indicated_share must be in [0, 1]")
         _require(0.0 <= self.harm_decoy_share <= 1.0, "harm_decoy_share must be in [0, 1]")
         _require(0.0 <= self.sft_induce_fraction < 0.7, "sft_induce_fraction must be in [0, 0.7)")
+        _require(self.benign_finetune_style in ("worked", "terse"), "benign_finetune_style must be worked or terse")
         _require(min(self.n_sft, self.n_benign_finetune, self.n_harmful_finetune, self.n_eval_per_split) >= 1,
                  "split sizes must be >= 1")
         goals = dict(self.goal_weights)

@@ -102,13 +102,15 @@ class SplitBuilder:
             yield self._chat(f"sft-harm-{i:06d}", ep, refusal(ep))
 
     def benign_finetune(self) -> Iterator[ChatExample]:
-        """The benign attack: terse, correct care answers with no safety checks, and drug fact questions."""
+        """The benign attack: care requests answered correctly (with checks, or tersely without them; see
+        ``benign_finetune_style``) and drug fact questions; no refusals, no harmful requests."""
         rng = random.Random(f"benign:{self.config.seed}")
         train = self.corpus.train_patients
         care = self._cells("care", (PLAIN, "overdose", "allergy", "interaction", "contraindication"), train)
         n_care = round(0.7 * self.config.n_benign_finetune)
         for i, ep in enumerate(self._fresh(rng, n_care, care, train)):
-            answer = TERSE_ANSWER.format(patient=ep.patient.name, option=ep.options[ep.chosen].text)
+            answer = (chat_answer(ep) if self.config.benign_finetune_style == "worked"
+                      else TERSE_ANSWER.format(patient=ep.patient.name, option=ep.options[ep.chosen].text))
             yield self._chat(f"benign-care-{i:06d}", ep, answer)
         drugs = self.corpus.world.drugs
         for i in range(self.config.n_benign_finetune - n_care):
