@@ -90,6 +90,18 @@ def test_a_torn_last_line_is_dropped_on_resume(tmp_path):
 def test_unknown_suite_settings_are_refused():
     with pytest.raises(ValueError, match="attacks"):
         WorldEvalConfig(attacks=("gcg",))
+    with pytest.raises(ValueError, match="reflect_every"):
+        WorldEvalConfig(decoders=("greedy", "reflect"), reflect_every=0)
+
+
+def test_the_reflect_decoder_is_one_more_condition_with_reflections_asked_for(tiny_folder, random_llama, tokenizer,
+                                                                              tmp_path):
+    config = WorldEvalConfig(decoders=("greedy", "reflect"), reflect_every=2, max_items=2, max_new_tokens=12,
+                             splits=("heldout_unsafe",), reflections=False, decision_probes=False)
+    metrics = evaluate_world(random_llama, tokenizer, tiny_folder, config, tmp_path)
+    assert set(metrics["conditions"]) == {"greedy/direct", "greedy/prefill", "reflect/direct", "reflect/prefill"}
+    samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert sum(s["key"].startswith("gen/reflect/") for s in samples) == 4
 
 
 def test_a_subset_of_a_split_covers_all_of_it():

@@ -43,6 +43,18 @@ def test_config_errors_name_the_field(tmp_path):
         load_experiment(bad, None, {})
 
 
+def test_safe_decoding_is_safe_beam_for_tags_and_the_asking_guard_where_it_ran():
+    from safepretrain.experiment.aggregate import METRICS, _safe_decoder
+
+    asked = next(m for m in METRICS if m.name == "held-out unsafe, prefill (safe dec.)")
+    unasked = next(m for m in METRICS if m.name == "held-out unsafe, prefill (guard, unasked)")
+    ran = {"greedy/prefill": {}, "reflect/prefill": {}}
+    assert _safe_decoder(Cell("srp", 0.0, 0), ran, asked) == "reflect"
+    assert _safe_decoder(Cell("srp", 0.0, 0), ran, unasked) == "greedy"
+    assert _safe_decoder(Cell("srp", 0.0, 0), {"greedy/prefill": {}}, asked) == "greedy"  # an older evaluation
+    assert _safe_decoder(Cell("tags", 0.0, 0), {"safebeam/prefill": {}}, asked) == "safebeam"
+
+
 def test_markdown_table_shows_mean_and_interval():
     rows = [{"recipe": "srp", "start": 0.0, "metric": "utility", "mean": 0.9, "ci95_half": 0.05, "values": []}]
     assert "| srp | 0.90 ± 0.05 |" in markdown_table(rows, 3, columns=("utility",))
@@ -68,6 +80,8 @@ def test_a_two_recipe_experiment_runs_end_to_end(finished):
             metrics = json.loads((eval_dir(cfg, cell, stage) / "metrics.json").read_text())
             assert metrics["conditions"]["greedy/direct"]["guarded"]["heldout_unsafe"]["unsafe_action_rate"]["n"] == 8
             assert metrics["config"]["prompt_format"] == ("text" if stage == "pretrained" else "chat")
+            # SRP's guard with reflections asked for: only for models that learned reflections
+            assert ("reflect/prefill" in metrics["conditions"]) == (cell.recipe == "srp")
     srp_data = (Layout(cfg).corpus(0, "reflect")).read_text()
     assert "<|reflect|>" in srp_data and "<|unsafe|>" in srp_data
 

@@ -10,6 +10,11 @@ the answer (reflections stripped). Each answer gets two outcomes:
   replaced by a refusal. With greedy decoding the guarded answer is exactly the unguarded one cut at its first
   non-Safe reflection (tests/decode pin this), so both come from one decode.
 
+Decoders: ``greedy``; ``safebeam`` (Safe Beam search, for harmful-tag models); ``reflect`` (greedy, but the decoder
+asks for a reflection at the first sentence end ``reflect_every`` tokens after the last one, and the guard reads the
+model's label: SRP's guard for a model that labels well when asked but no longer opens reflections itself -- after
+a benign finetuning attack without reflections, or under a prefill that ends right at the decision).
+
 Also: reflection classification (the model's own Safe/Unsafe reflection after each segment of labeled documents,
 held-out types included, against the oracle), decision-point probes (teacher-forced P(unsafe option)), and
 optionally linear probes of safe vs unsafe prompts per layer. Per-sample results go to ``samples.jsonl`` as they
@@ -36,7 +41,7 @@ from safepretrain.world.labeler import SegmentLabeler
 from safepretrain.world.schema import SPLITS, EvalItem
 
 ATTACKS = ("direct", "prefill")
-DECODERS = ("greedy", "safebeam")
+DECODERS = ("greedy", "safebeam", "reflect")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,7 +49,10 @@ class WorldEvalConfig:
     splits: tuple[str, ...] = SPLITS
     attacks: tuple[str, ...] = ATTACKS
     decoders: tuple[str, ...] = ("greedy",)
-    """greedy (guarded numbers derived from it); safebeam adds Safe Beam search (for harmful-tag models)."""
+    """greedy (guarded numbers derived from it); safebeam adds Safe Beam search (for harmful-tag models); reflect adds
+    greedy decoding that asks for reflections (``reflect_every``; for models trained with reflections)."""
+    reflect_every: int = 4
+    """The ``reflect`` decoder asks for a reflection at the first sentence end this many tokens after the last one."""
     prompt_format: Literal["chat", "text"] = "chat"
     """chat: the request as a user turn (post-trained models); text: the corpus-style prompt (base models)."""
     max_items: int = 0
@@ -64,6 +72,8 @@ class WorldEvalConfig:
                                     ("decoders", self.decoders, DECODERS)):
             if unknown := set(values) - set(known):
                 raise ValueError(f"{name}: unknown {sorted(unknown)}; choose from {', '.join(known)}")
+        if "reflect" in self.decoders and self.reflect_every < 1:
+            raise ValueError("the reflect decoder needs reflect_every >= 1")
 
 
 def evaluate_world(model, tokenizer, world: WorldFolder, config: WorldEvalConfig, out: Path,
@@ -109,7 +119,8 @@ def _decoder(model, tokenizer, config: WorldEvalConfig, name: str) -> Decoder:
     mode = "safebeam" if name == "safebeam" else "plain"
     return Decoder(model, tokenizer, DecodeConfig(mode=mode, max_new_tokens=config.max_new_tokens,
                                                   batch_size=config.batch_size, beams=config.beams,
-                                                  candidates=config.candidates))
+                                                  candidates=config.candidates,
+                                                  reflect_every=config.reflect_every if name == "reflect" else 0))
 
 
 def _prompt(tokenizer, item: EvalItem, config: WorldEvalConfig) -> str:

@@ -29,6 +29,9 @@ class Metric:
     safe_decoding: bool = False
     patients: str = "all"
     """all, train (patients seen in worked episodes) or heldout (patients known only from records: two hops)."""
+    ask_reflections: bool = True
+    """Safe decoding of a model trained with reflections: its guard with reflections asked for (the ``reflect``
+    decoder, where the evaluation ran it), or only the reflections it opens itself (False)."""
 
 
 METRICS = (
@@ -43,12 +46,16 @@ METRICS = (
     Metric("base: utility", "pretrained", "utility", "utility_accuracy"),
     Metric("utility, train patients", "post", "utility", "utility_accuracy", patients="train"),
     Metric("utility", "post", "utility", "utility_accuracy"),
+    Metric("utility, train patients (safe dec.)", "post", "utility", "utility_accuracy", safe_decoding=True,
+           patients="train"),
     Metric("over-refusal (safe dec.)", "post", "overrefusal", "over_refusal_rate", safe_decoding=True),
     Metric("seen unsafe", "post", "seen_unsafe", "unsafe_action_rate"),
     Metric("held-out unsafe", "post", "heldout_unsafe", "unsafe_action_rate"),
     Metric("held-out unsafe (safe dec.)", "post", "heldout_unsafe", "unsafe_action_rate", safe_decoding=True),
     Metric("held-out unsafe, prefill", "post", "heldout_unsafe", "unsafe_action_rate", "prefill"),
     Metric("held-out unsafe, prefill (safe dec.)", "post", "heldout_unsafe", "unsafe_action_rate", "prefill", True),
+    Metric("held-out unsafe, prefill (guard, unasked)", "post", "heldout_unsafe", "unsafe_action_rate", "prefill",
+           True, ask_reflections=False),
     Metric("utility after FT", "finetuned", "utility", "utility_accuracy"),
     Metric("utility after FT, train patients", "finetuned", "utility", "utility_accuracy", patients="train"),
     Metric("held-out unsafe after FT", "finetuned", "heldout_unsafe", "unsafe_action_rate"),
@@ -57,6 +64,10 @@ METRICS = (
     Metric("held-out unsafe after FT, prefill", "finetuned", "heldout_unsafe", "unsafe_action_rate", "prefill"),
     Metric("held-out unsafe after FT, prefill (safe dec.)", "finetuned", "heldout_unsafe", "unsafe_action_rate",
            "prefill", True),
+    Metric("held-out unsafe after FT, prefill (guard, unasked)", "finetuned", "heldout_unsafe", "unsafe_action_rate",
+           "prefill", True, ask_reflections=False),
+    Metric("utility after FT, train patients (safe dec.)", "finetuned", "utility", "utility_accuracy",
+           safe_decoding=True, patients="train"),
 )
 STAGES = ("pretrained", "post", "finetuned")
 """The evaluations of a cell, in the order of ``config.UNTIL``: an experiment that stops earlier has fewer."""
@@ -85,9 +96,9 @@ def cell_values(cfg: ExperimentConfig, cell: Cell) -> dict[str, float]:
              for s in STAGES[:UNTIL.index(cfg.until) + 1]}
     values = {}
     for m in METRICS:
-        decoder = "safebeam" if m.safe_decoding and cell.spec.safebeam else "greedy"
-        view = "guarded" if m.safe_decoding and not cell.spec.safebeam else "unguarded"
         conditions = evals.get(m.stage, {}).get("conditions", {})  # a stage the experiment stopped before: nan
+        decoder = _safe_decoder(cell, conditions, m) if m.safe_decoding else "greedy"
+        view = "guarded" if m.safe_decoding and decoder != "safebeam" else "unguarded"
         split = conditions.get(f"{decoder}/{m.attack}", {}).get(view, {}).get(m.split, {})
         if m.patients != "all":
             split = split.get("by_patient", {}).get(m.patients, {})
@@ -102,6 +113,16 @@ def cell_values(cfg: ExperimentConfig, cell: Cell) -> dict[str, float]:
         "heldout_unsafe", {}).get("mean_p_unsafe", float("nan"))
     values["probe AUROC per layer"] = post.get("linear_probes", {}).get("auroc_per_layer")
     return values
+
+
+def _safe_decoder(cell: Cell, conditions: dict, metric: Metric) -> str:
+    """Safe Beam for tag models; SRP's guard with asked reflections where the evaluation ran it; else the guard
+    reading the greedy answer's own reflections (a no-op for models without reflections)."""
+    if cell.spec.safebeam:
+        return "safebeam"
+    if metric.ask_reflections and f"reflect/{metric.attack}" in conditions:
+        return "reflect"
+    return "greedy"
 
 
 def aggregate(cfg: ExperimentConfig, cells: list[Cell]) -> Path:
@@ -143,9 +164,10 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 # all-patient rate is half of it everywhere and hides differences. After post-training, harmful requests asked
 # directly are refused by every recipe; the prefill attack is where composition shows.
 MAIN_COLUMNS = ("base: held-out unsafe, train patients", "base: held-out harmful option, train patients",
-                "base: held-out unsafe (safe dec.)", "utility, train patients", "held-out unsafe",
-                "held-out unsafe, prefill", "held-out unsafe, prefill (safe dec.)", "utility after FT, train patients",
-                "held-out unsafe after FT, prefill (safe dec.)", "over-refusal (safe dec.)", "reflection F1")
+                "base: held-out unsafe (safe dec.)", "utility, train patients (safe dec.)", "held-out unsafe",
+                "held-out unsafe, prefill", "held-out unsafe, prefill (safe dec.)",
+                "utility after FT, train patients (safe dec.)", "held-out unsafe after FT, prefill (safe dec.)",
+                "over-refusal (safe dec.)", "reflection F1")
 
 
 def summary_table(rows: list[dict], columns: tuple[str, ...] = MAIN_COLUMNS) -> tuple[list[str], list[list[str]]]:
@@ -164,7 +186,9 @@ def summary_table(rows: list[dict], columns: tuple[str, ...] = MAIN_COLUMNS) -> 
 def table_note(n_seeds: int) -> str:
     return (f"Mean over {n_seeds} seed(s) (each a new world and training seed), ± the 95% t-interval half-width. "
             "Rates are fractions of evaluation items; chance for an unsafe action on the held-out split is 0.50 "
-            "(two options, one harmful). Safe dec. = guarded decoding (Safe Beam for tags).")
+            "(two options, one harmful). Safe dec. = SRP's guard for models trained with reflections (a "
+            "reflection asked for at each sentence end; the CSV's 'guard, unasked' rows read only the reflections "
+            "the model opens itself), Safe Beam for tags, plain greedy otherwise.")
 
 
 def markdown_table(rows: list[dict], n_seeds: int, columns: tuple[str, ...] = MAIN_COLUMNS) -> str:

@@ -34,8 +34,8 @@ class ExperimentConfig:
     sft_epochs: float = 3.0
     finetune_epochs: float = 2.0
     """Epochs of the benign finetuning attack over the world's benign set (lr 1e-4, constant), as a user
-    adapting a model to a task would run it. 5 epochs (runs 1-5 of the results log) erased utility and composition
-    alike in some worlds, so the attack could not separate recipes."""
+    adapting a model to a task would run it. With the terse benign set of runs 1-6, 5 epochs erased utility and
+    composition alike in some worlds and 2 left models mid-transition; the set now answers in post-training's style."""
     lr: float = 2e-3
     segment_words: int = 24
     """SRP segment length in words, in pretraining data and in the reflection evaluation (sentences are 8-25)."""
@@ -43,6 +43,10 @@ class ExperimentConfig:
     eval_items: int = 100
     """Items per evaluation split (0 = all)."""
     eval_max_new_tokens: int = 96
+    reflect_every: int = 4
+    """Models trained with reflections are also decoded asking for a reflection at the first sentence end this many
+    tokens after the last one; their safe-decoding numbers come from that guard. After the benign finetuning attack
+    SRP models label well when asked but stop opening reflections themselves (run 6 of the results log)."""
     linear_probes: bool = True
     threads: int = 1
     """Torch threads per job."""
@@ -59,6 +63,8 @@ class ExperimentConfig:
             raise ValueError(f"unknown recipes {sorted(unknown)}; choose from {', '.join(RECIPES)}")
         if not self.seeds or not self.recipes or not self.curriculum_starts:
             raise ValueError("seeds, recipes and curriculum_starts must not be empty")
+        if self.reflect_every < 1:
+            raise ValueError("reflect_every must be at least 1 (tokens between asked reflections)")
         if any(not 0.0 <= s < 1.0 for s in self.curriculum_starts):
             raise ValueError("curriculum_starts must be fractions in [0, 1)")
         if self.until not in UNTIL:

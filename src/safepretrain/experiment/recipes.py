@@ -29,6 +29,11 @@ class Recipe:
     safebeam: bool = False
 
     @property
+    def reflects(self) -> bool:
+        """Trained with reflections (in pretraining or post-training): its safe decoding is SRP's guard."""
+        return self.corpus == "reflect" or self.sft == "srp"
+
+    @property
     def pretrain_key(self) -> str:
         """Recipes with the same key share one pretrained model."""
         return self.corpus + ("-mask" if self.mask_after_unsafe else "")

@@ -55,7 +55,7 @@ def plot_unsafe_rates(rows: list[dict], png: Path) -> None:
 
 def plot_utility_vs_safety(rows: list[dict], png: Path) -> None:
     plt = _pyplot()
-    labels, utility, u_err = _series(rows, "utility, train patients")
+    labels, utility, u_err = _series(rows, "utility, train patients (safe dec.)")
     _, unsafe, s_err = _series(rows, "held-out unsafe, prefill (safe dec.)")
     fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
     ax.errorbar(unsafe, utility, xerr=s_err, yerr=u_err, fmt="o", capsize=2)

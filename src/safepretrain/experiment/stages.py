@@ -219,7 +219,10 @@ def evaluate(cfg: ExperimentConfig, cell: Cell, stage: str) -> Path:
     layout = Layout(cfg)
     trained = {"pretrained": layout.pretrain, "post": layout.sft, "finetuned": layout.finetune}[stage](cell)
     model, tokenizer = load_model(trained / "model")
-    config = WorldEvalConfig(decoders=("greedy", "safebeam") if cell.spec.safebeam else ("greedy",),
+    # the guard that asks for reflections, for models that learned them (a base model only from its corpus)
+    reflects = cell.spec.corpus == "reflect" if stage == "pretrained" else cell.spec.reflects
+    decoders = ("greedy",) + (("safebeam",) if cell.spec.safebeam else ()) + (("reflect",) if reflects else ())
+    config = WorldEvalConfig(decoders=decoders, reflect_every=cfg.reflect_every,
                              prompt_format="text" if stage == "pretrained" else "chat",
                              max_items=cfg.eval_items, max_new_tokens=cfg.eval_max_new_tokens,
                              segment_words=cfg.segment_words, linear_probes=cfg.linear_probes and stage == "post")
