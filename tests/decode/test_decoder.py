@@ -123,6 +123,22 @@ def test_safe_beam_steers_away_from_text_that_leads_into_the_tag(tokenizer):
     assert safe.text == tokenizer.decode([c]) and safe.finish_reason == "stop"
 
 
+def test_beam_search_ranks_finished_answers_by_log_probability_per_token(tokenizer):
+    """An answer that stops at once (log-prob -1.0 for one token) against a longer one (-1.5 for five tokens): raw
+    sums pick the short answer, per-token scores (length_penalty 1, transformers' default) the long one."""
+    stop = tokenizer.get_vocab()[END_OF_TEXT]
+    start, a, b, c, d = 300, 301, 302, 303, 304
+    model = MarkovLM(markov_table(len(tokenizer), {
+        start: {stop: 5.0, a: 4.6}, a: {b: 9.0}, b: {c: 9.0}, c: {d: 9.0}, d: {stop: 9.0}}))
+    prompt = tokenizer.decode([start])
+    for mode in ("beam", "safebeam"):
+        config = dict(mode=mode, beams=2, candidates=2, max_new_tokens=8, drop_fraction=0.0)
+        short = Decoder(model, tokenizer, DecodeConfig(length_penalty=0.0, **config)).generate([prompt])[0]
+        long = Decoder(model, tokenizer, DecodeConfig(**config)).generate([prompt])[0]
+        assert short.text == "" and long.text == tokenizer.decode([a, b, c, d]), mode
+        assert long.finish_reason == "stop"
+
+
 def test_safe_beam_short_circuits_when_the_tag_is_generated(tokenizer):
     vocab = tokenizer.get_vocab()
     tag, stop = vocab[HARMFUL_TAG], vocab[END_OF_TEXT]

@@ -6,8 +6,9 @@ likely to lead into the tag (``drop_fraction`` of them, the paper's 50%) are dro
 log-probability become the new beams. The lookahead forward pass is not wasted: the kept candidates' lookahead
 logits are the next step's logits, so Safe Beam runs one forward of k*N rows per step where beam search runs k.
 
-Scores are summed log-probabilities (no length normalisation), so a finished hypothesis that scores above every
-live beam cannot be overtaken and the search stops there.
+Beams compete by summed log-probability; finished answers are ranked by it divided by length ** length_penalty
+(as in transformers). The search stops when ``beams`` answers have finished and no live beam, even if it ended at
+the next token, would rank above the worst of them (transformers' heuristic; exact when length_penalty is 0).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def beam_search(decoder, prompt: str, prefill: str) -> Generation:
         tokens, parents = tokens.flatten(), torch.arange(len(beams)).repeat_interleave(tokens.size(1))
         ending = torch.tensor([int(t) in decoder.stop_ids for t in tokens])
         for i in ending.nonzero()[:, 0].tolist():
-            finished.append((float(totals[i]), beams[int(parents[i])], "stop"))
+            parent = beams[int(parents[i])]
+            finished.append((_normalised(float(totals[i]), len(parent) + 1, cfg), parent, "stop"))
         if safe:
             cache.batch_repeat_interleave(tokens.size(0) // len(beams))
             look, mask, positions = decoder.step(tokens, cache, mask.repeat_interleave(width, 0),
@@ -56,11 +58,24 @@ def beam_search(decoder, prompt: str, prefill: str) -> Generation:
             logits, mask, positions = decoder.step(tokens[chosen], cache, mask[parents[chosen]], positions[parents[chosen]])
         if safe and cfg.stop_on_tag and beams[0][-1] == decoder.tag_id:
             return _result(decoder, prefill, beams[0][:-1], "harmful_tag", tagged=True)
-        if finished and max(f[0] for f in finished) >= float(scores.max()):
+        if _done(finished, float(scores.max()), len(beams[0]) + 1, cfg):
             break
-    live = [(float(s), b, "length") for s, b in zip(scores, beams)]
+    live = [(_normalised(float(s), len(b), cfg), b, "length") for s, b in zip(scores, beams)]
     _, best, reason = max(finished + live, key=lambda f: f[0])
     return _result(decoder, prefill, best, reason)
+
+
+def _normalised(total: float, length: int, cfg) -> float:
+    return total / max(length, 1) ** cfg.length_penalty
+
+
+def _done(finished: list, best_live_total: float, next_length: int, cfg) -> bool:
+    if cfg.length_penalty == 0:  # raw sums only fall: a finished answer above every live beam stays on top
+        return bool(finished) and max(f[0] for f in finished) >= best_live_total
+    if len(finished) < cfg.beams:
+        return False
+    worst_kept = sorted((f[0] for f in finished), reverse=True)[cfg.beams - 1]
+    return worst_kept >= _normalised(best_live_total, next_length, cfg)
 
 
 def safe_choice(totals: torch.Tensor, tag_probability: torch.Tensor, allowed: torch.Tensor, k: int,

@@ -35,6 +35,10 @@ class DecodeConfig:
     """N of Safe Beam: the top-N next tokens of each beam are scored."""
     drop_fraction: float = 0.5
     """Safe Beam drops this share of the pooled candidates, those most likely to be followed by the tag."""
+    length_penalty: float = 1.0
+    """Beam search ranks finished answers by summed log-probability / length ** length_penalty (transformers'
+    default, 1.0). With 0 (raw sums) a short answer wins because every token costs probability: Safe Beam on
+    MedSafetyWorld stopped after "check meil 50 mg." in 99 of 100 care requests (run 6 of the results log)."""
     stop_on_tag: bool = True
     """Safe Beam: stop when the best beam generates the harmful tag (the text before it is returned)."""
     suppress: tuple[str, ...] = ()
@@ -57,6 +61,8 @@ class DecodeConfig:
             raise ValueError(f"suppress {sorted(unknown)}: choose from {', '.join(SUPPRESSIBLE)}")
         if self.max_new_tokens < 1 or self.batch_size < 1 or self.beams < 1 or self.candidates < 1:
             raise ValueError("max_new_tokens, batch_size, beams and candidates must be at least 1")
+        if self.length_penalty < 0:
+            raise ValueError(f"length_penalty {self.length_penalty} must be >= 0")
         if not 0.0 <= self.drop_fraction < 1.0:
             raise ValueError(f"drop_fraction {self.drop_fraction} must be in [0, 1)")
         if self.reflect_every < 0:
