@@ -114,9 +114,9 @@ def modes(recipe: str) -> tuple[str, ...]:
 
 def make_data(cfg: RealConfig, progress=None) -> None:
     """The labeled corpus, its SRP-reflected version, the post-training and attack chats."""
-    from safepretrain.experiment import real_data
-
     from transformers import AutoTokenizer
+
+    from safepretrain.experiment import real_data
 
     layout = RealLayout(cfg)
     layout.data.mkdir(parents=True, exist_ok=True)
