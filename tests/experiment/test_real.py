@@ -99,7 +99,8 @@ def test_every_stage_runs_and_the_table_reports_each_recipe(tiny_model, tmp_path
     assert labels == {"Safe", "Unsafe"}
     srp_chats = [json.loads(line) for line in (layout.data / "sft-srp.jsonl").open()]
     refusals = [c for c in srp_chats if c["id"].startswith("harmful-")]
-    assert refusals and all(c["messages"][-1]["content"].startswith("<think> Unsafe") for c in refusals)
+    assert len(refusals) == cfg.harmful_sft  # a seeded share of the corpus's harmful requests, not all of them
+    assert all(c["messages"][-1]["content"].startswith("<think> Unsafe") for c in refusals)
     recoveries = [c["messages"][-1] for c in srp_chats if c["id"].startswith("recovery-")]
     assert len(recoveries) == round(0.3 * len(refusals))  # a forced harmful start, then the flag and the stop
     assert all(m["content"].startswith(m["prefill"] + " <think> Unsafe") for m in recoveries)

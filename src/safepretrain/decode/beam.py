@@ -1,4 +1,4 @@
-"""Beam search and Safe Beam search (Safety Pretraining, Algorithm 2), one prompt at a time.
+"""Beam search and Safe Beam search (Safety Pretraining, Algorithm 2), batched over prompts.
 
 Safe Beam: every beam proposes its top-N next tokens; each candidate is scored by its total log-probability and by
 the probability that the token *after* it is the harmful tag (one token of lookahead); the pooled candidates most
@@ -9,60 +9,118 @@ logits are the next step's logits, so Safe Beam runs one forward of k*N rows per
 Beams compete by summed log-probability; finished answers are ranked by it divided by length ** length_penalty
 (as in transformers). The search stops when ``beams`` answers have finished and no live beam, even if it ended at
 the next token, would rank above the worst of them (transformers' heuristic; exact when length_penalty is 0).
+
+Prompts are searched together (``batch_size`` at a time): the KV cache holds every live beam of every prompt, each
+prompt keeps its own beams, scores and finished answers, and a prompt whose search is over leaves the cache. Each
+prompt's choices are made exactly as if it were searched alone.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import torch
 
 from safepretrain.decode.config import Generation
 
 
-def beam_search(decoder, prompt: str, prefill: str) -> Generation:
+@dataclass
+class _Search:
+    """One prompt's search: its live beams (new tokens), their summed log-probabilities and finished answers."""
+
+    prompt_ids: list[int]
+    prefill: str
+    beams: list[list[int]] = field(default_factory=lambda: [[]])
+    scores: torch.Tensor = field(default_factory=lambda: torch.zeros(1))
+    finished: list[tuple[float, list[int], str]] = field(default_factory=list)
+    result: Generation | None = None
+
+
+def beam_search(decoder, prompts: list[str], prefills: list[str]) -> list[Generation]:
+    size = decoder.config.batch_size
+    out: list[Generation] = []
+    for start in range(0, len(prompts), size):
+        out += _search_batch(decoder, prompts[start:start + size], prefills[start:start + size])
+    return out
+
+
+def _search_batch(decoder, prompts: list[str], prefills: list[str]) -> list[Generation]:
     cfg = decoder.config
     safe = cfg.mode == "safebeam"
-    width = cfg.candidates if safe else cfg.beams
-    prompt_ids = decoder.encode([prompt], [prefill])[0]
-    logits, cache, mask, positions = decoder.prefill_cache([prompt_ids])
-    beams: list[list[int]] = [[]]
-    scores = torch.zeros(1)
-    finished: list[tuple[float, list[int], str]] = []
-    for _ in range(cfg.max_new_tokens):
+    ids = decoder.encode(prompts, prefills)
+    searches = [_Search(p, f) for p, f in zip(ids, prefills)]
+    live = list(searches)  # in cache order, each holding len(beams) rows
+    logits, cache, mask, positions = decoder.prefill_cache(ids)
+    for step in range(cfg.max_new_tokens):
         if decoder.ban:
-            logits = decoder.ban.apply(logits, [prompt_ids + b for b in beams])
-        logp = logits.log_softmax(-1)
-        top, tokens = logp.topk(min(width, logp.size(-1)), dim=-1)  # (beams, width)
-        totals = (scores[:, None] + top).flatten()
-        tokens, parents = tokens.flatten(), torch.arange(len(beams)).repeat_interleave(tokens.size(1))
-        ending = torch.tensor([int(t) in decoder.stop_ids for t in tokens])
-        for i in ending.nonzero()[:, 0].tolist():
-            parent = beams[int(parents[i])]
-            finished.append((_normalised(float(totals[i]), len(parent) + 1, cfg), parent, "stop"))
-        if safe:
-            cache.batch_repeat_interleave(tokens.size(0) // len(beams))
-            look, mask, positions = decoder.step(tokens, cache, mask.repeat_interleave(width, 0),
+            logits = decoder.ban.apply(logits, [s.prompt_ids + b for s in live for b in s.beams])
+        top, tokens = logits.log_softmax(-1).topk(min(cfg.candidates if safe else cfg.beams, logits.size(-1)), dim=-1)
+        width = tokens.size(1)
+        if safe:  # the lookahead: one forward over every candidate of every prompt
+            cache.batch_repeat_interleave(width)
+            look, mask, positions = decoder.step(tokens.flatten(), cache, mask.repeat_interleave(width, 0),
                                                  positions.repeat_interleave(width, 0))
             tag_probability = look.softmax(-1)[:, decoder.tag_id]
-            chosen = safe_choice(totals, tag_probability, ~ending, cfg.beams, cfg.drop_fraction)
-        else:
-            chosen = _top(totals, ~ending, cfg.beams)
-        if len(chosen) == 0:
+        kept_rows, kept_tokens, still_live, row = [], [], [], 0
+        for search in live:
+            rows = slice(row, row + len(search.beams))
+            row = rows.stop
+            chosen, flat_tokens, parents = _advance(
+                search, top[rows], tokens[rows], cfg, decoder,
+                tag_probability[rows.start * width:rows.stop * width] if safe else None)
+            if search.result is not None:
+                continue
+            still_live.append(search)
+            # safe: the chosen candidates' lookahead rows; plain: the chosen candidates' parent rows
+            kept_rows += [(rows.start * width + c) if safe else (rows.start + int(parents[c])) for c in chosen.tolist()]
+            kept_tokens += flat_tokens[chosen].tolist()
+        live = still_live
+        if not live or step == cfg.max_new_tokens - 1:
             break
-        beams = [beams[int(parents[c])] + [int(tokens[c])] for c in chosen]
-        scores = totals[chosen]
+        index = torch.tensor(kept_rows)
+        cache.batch_select_indices(index)
         if safe:
-            cache.batch_select_indices(chosen)
-            logits, mask, positions = look[chosen], mask[chosen], positions[chosen]
+            logits, mask, positions = look[index], mask[index], positions[index]
         else:
-            cache.batch_select_indices(parents[chosen])
-            logits, mask, positions = decoder.step(tokens[chosen], cache, mask[parents[chosen]], positions[parents[chosen]])
-        if safe and cfg.stop_on_tag and beams[0][-1] == decoder.tag_id:
-            return _result(decoder, prefill, beams[0][:-1], "harmful_tag", tagged=True)
-        if _done(finished, float(scores.max()), len(beams[0]) + 1, cfg):
-            break
-    live = [(_normalised(float(s), len(b), cfg), b, "length") for s, b in zip(scores, beams)]
-    _, best, reason = max(finished + live, key=lambda f: f[0])
-    return _result(decoder, prefill, best, reason)
+            logits, mask, positions = decoder.step(torch.tensor(kept_tokens), cache, mask[index], positions[index])
+    for search in live:  # out of new tokens
+        search.result = _best(decoder, search)
+    return [s.result for s in searches]
+
+
+def _advance(search: _Search, top: torch.Tensor, tokens: torch.Tensor, cfg, decoder,
+             tag_probability: torch.Tensor | None):
+    """One step of one prompt's search: record the answers that end, choose the next beams, and set
+    ``search.result`` when the search is over. Returns (chosen candidates, candidate tokens, candidate parents)."""
+    totals = (search.scores[:, None] + top).flatten()
+    flat_tokens = tokens.flatten()
+    parents = torch.arange(len(search.beams)).repeat_interleave(tokens.size(1))
+    ending = torch.tensor([int(t) in decoder.stop_ids for t in flat_tokens])
+    for i in ending.nonzero()[:, 0].tolist():
+        parent = search.beams[int(parents[i])]
+        search.finished.append((_normalised(float(totals[i]), len(parent) + 1, cfg), parent, "stop"))
+    if tag_probability is not None:
+        chosen = safe_choice(totals, tag_probability, ~ending, cfg.beams, cfg.drop_fraction)
+    else:
+        chosen = _top(totals, ~ending, cfg.beams)
+    if len(chosen) == 0:
+        search.result = _best(decoder, search)
+        return chosen, flat_tokens, parents
+    search.beams = [search.beams[int(parents[c])] + [int(flat_tokens[c])] for c in chosen]
+    search.scores = totals[chosen]
+    if tag_probability is not None and cfg.stop_on_tag and search.beams[0][-1] == decoder.tag_id:
+        search.result = _result(decoder, search.prefill, search.beams[0][:-1], "harmful_tag", tagged=True)
+    elif _done(search.finished, float(search.scores.max()), len(search.beams[0]) + 1, cfg):
+        search.result = _best(decoder, search)
+    return chosen, flat_tokens, parents
+
+
+def _best(decoder, search: _Search) -> Generation:
+    """The best of the finished answers and the live beams (cut short, ``length``)."""
+    cfg = decoder.config
+    lasting = [(_normalised(float(s), len(b), cfg), b, "length") for s, b in zip(search.scores, search.beams)]
+    _, tokens, reason = max(search.finished + lasting, key=lambda f: f[0])
+    return _result(decoder, search.prefill, tokens, reason)
 
 
 def _normalised(total: float, length: int, cfg) -> float:

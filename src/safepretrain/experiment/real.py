@@ -51,6 +51,11 @@ class RealConfig:
     """Benign requests to self-distill (0 = all 408 templates x topics)."""
     tag_p: float = 0.05
     """Safety Pretraining's tag rate: the chance of the tag before each word of a harmful document."""
+    harmful_sft: int = 100
+    """Harmful requests (seeded sample of the corpus's 390) refused in post-training; 0 = all. With all 390 (+117
+    recovery chats) against 240 benign chats, the label prior decided: refusal SFT refused 46 and SRP 72 of 73 safe
+    over-refusal prompts, SRP flagged 82 of 100 benign questions (docs/real-model.md). Safety-tuning studies find a
+    few percent of safety data enough and more of it the cause of exaggerated refusals (Bianchi et al., 2024)."""
     recovery_share: float = 0.3
     """Share of the harmful requests that also get a recovery chat in post-training: the answer forced to start with
     the first segment of a compliant answer (a prefill; not trained on), then a refusal (plain recipes) or an
@@ -78,6 +83,8 @@ class RealConfig:
     def __post_init__(self):
         if unknown := set(self.recipes) - set(RECIPES):
             raise ValueError(f"unknown recipes {sorted(unknown)}; choose from {', '.join(RECIPES)}")
+        if self.harmful_sft < 0:
+            raise ValueError(f"harmful_sft {self.harmful_sft} must be >= 0 (0 = every harmful request)")
         if not 0.0 <= self.recovery_share <= 1.0:
             raise ValueError(f"recovery_share {self.recovery_share} must be in [0, 1]")
 
@@ -125,8 +132,9 @@ def make_data(cfg: RealConfig, progress=None) -> None:
         write_jsonl(corpus, real_data.corpus_documents(pairs))
     tokenizer = AutoTokenizer.from_pretrained(cfg.model)  # segments are measured in the model's tokens
     benign = _benign_chats(cfg, progress)
-    harmful = [real_data.refusal_chat(p["request"], f"harmful-{i}") for i, p in enumerate(pairs)]
-    harmful += _recovery_chats(cfg, pairs, tokenizer)
+    chosen = _sample(cfg.seed, range(len(pairs)), cfg.harmful_sft or len(pairs))
+    harmful = [real_data.refusal_chat(pairs[i]["request"], f"harmful-{i}") for i in chosen]
+    harmful += _recovery_chats(cfg, pairs, chosen, tokenizer)
     sft, attack = [*harmful, *benign[:cfg.benign_sft]], benign[cfg.benign_sft:]
     if not attack:
         raise UserError(f"benign_sft={cfg.benign_sft} leaves none of the {len(benign)} self-distilled benign chats "
@@ -155,19 +163,24 @@ def _tagged(cfg: RealConfig, corpus: Path):
         yield {"text": text}
 
 
-def _recovery_chats(cfg: RealConfig, pairs: list[dict], tokenizer) -> list[dict]:
-    """``recovery_share`` of the harmful pairs (seeded), each forced to start with its answer's first segment."""
+def _sample(seed: int, indices, count: int) -> list[int]:
     import random
 
+    indices = list(indices)
+    return sorted(random.Random(seed).sample(indices, min(count, len(indices))))
+
+
+def _recovery_chats(cfg: RealConfig, pairs: list[dict], refused: list[int], tokenizer) -> list[dict]:
+    """``recovery_share`` of the refused harmful pairs (seeded), each forced to start with its answer's first
+    segment."""
     from safepretrain.experiment import real_data
     from safepretrain.pipeline.interventions.reflect import segment_texts
     from safepretrain.pipeline.segment import token_length
 
     length = token_length(tokenizer)
-    chosen = sorted(random.Random(cfg.seed).sample(range(len(pairs)), round(cfg.recovery_share * len(pairs))))
     return [real_data.recovery_chat(pairs[i]["request"], segment_texts(pairs[i]["answer"], cfg.segment_tokens,
                                                                         length)[0], f"recovery-{i}")
-            for i in chosen]
+            for i in _sample(cfg.seed, refused, round(cfg.recovery_share * len(refused)))]
 
 
 def _benign_chats(cfg: RealConfig, progress=None) -> list[dict]:
