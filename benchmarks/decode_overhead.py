@@ -4,6 +4,9 @@
 
 Both pairs run on the same random-weight model, prompts and settings, alternating, best of ``--repeats``.
 Targets: guarded >= 0.95x plain tokens/s; Safe Beam <= 1.5x the time of beam search (k = --beams, N = --candidates).
+Beam search runs both one prompt at a time and batched: Safe Beam's lookahead is a forward over k*N rows where beam
+search runs k, which costs little while decoding is bound by per-step overhead (one prompt) and about N times as
+much once the batch makes it bound by compute.
 A random model rarely writes a reflection, so guarded decoding pays its full watching cost and never stops early:
 the measured ratio is the overhead, not a speed-up from stopping.
 """
@@ -55,7 +58,7 @@ def main() -> None:
           f"{args.threads} threads, {len(prompts)} prompts x {args.new_tokens} new tokens")
 
     def decoder(**kw) -> Decoder:
-        return Decoder(model, tokenizer, DecodeConfig(max_new_tokens=args.new_tokens, batch_size=len(prompts), **kw))
+        return Decoder(model, tokenizer, DecodeConfig(max_new_tokens=args.new_tokens, **{"batch_size": len(prompts)} | kw))
 
     greedy = best_of(args.repeats, {"plain": (decoder(), prompts), "guarded": (decoder(mode="guarded"), prompts)})
     rate = {k: tokens / seconds for k, (seconds, tokens) in greedy.items()}
@@ -64,15 +67,14 @@ def main() -> None:
           "(target >= 0.95)")
 
     beam_prompts = prompts[: args.beam_prompts]
-    beam_cfg = dict(beams=args.beams, candidates=args.candidates)
-    beams = best_of(args.repeats, {"beam": (decoder(mode="beam", **beam_cfg), beam_prompts),
-                                   "safebeam": (decoder(mode="safebeam", **beam_cfg), beam_prompts)})
-    per_token = {k: seconds / max(tokens, 1) for k, (seconds, tokens) in beams.items()}
-    print(f"beam search (k={args.beams}):          {beams['beam'][0]:6.2f} s, {beams['beam'][1]} tokens")
-    print(f"Safe Beam (k={args.beams}, N={args.candidates}):       {beams['safebeam'][0]:6.2f} s, "
-          f"{beams['safebeam'][1]} tokens")
-    print(f"Safe Beam / beam time per token: {per_token['safebeam'] / per_token['beam']:.3f} (target <= 1.5)")
-
+    for label, batch in (("one prompt at a time", 1), (f"{len(beam_prompts)} prompts batched", len(beam_prompts))):
+        beam_cfg = dict(beams=args.beams, candidates=args.candidates, batch_size=batch)
+        beams = best_of(args.repeats, {"beam": (decoder(mode="beam", **beam_cfg), beam_prompts),
+                                       "safebeam": (decoder(mode="safebeam", **beam_cfg), beam_prompts)})
+        per_token = {k: seconds / max(tokens, 1) for k, (seconds, tokens) in beams.items()}
+        print(f"{label}: beam search (k={args.beams}) {beams['beam'][0]:6.2f} s, {beams['beam'][1]} tokens; "
+              f"Safe Beam (N={args.candidates}) {beams['safebeam'][0]:6.2f} s, {beams['safebeam'][1]} tokens; "
+              f"Safe Beam / beam time per token {per_token['safebeam'] / per_token['beam']:.3f} (target <= 1.5)")
 
 if __name__ == "__main__":
     main()

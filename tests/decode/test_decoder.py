@@ -141,13 +141,16 @@ def test_beam_search_ranks_finished_answers_by_log_probability_per_token(tokeniz
 
 @pytest.mark.parametrize("mode", ["beam", "safebeam"])
 def test_searching_prompts_together_finds_what_each_finds_alone(random_llama, tokenizer, mode):
-    """Prompts of different lengths share one KV cache; each prompt's beams, choices and stop stay its own."""
-    prefills = ["", " so,", ""]
+    """Prompts of different lengths share one KV cache; each prompt's beams, choices, limit and stop stay its own."""
+    prefills, limits = ["", " so,", ""], [12, 4, 7]
     config = dict(mode=mode, beams=3, candidates=3, max_new_tokens=12)
-    together = Decoder(random_llama, tokenizer, DecodeConfig(batch_size=3, **config)).generate(PROMPTS, prefills)
-    alone = Decoder(random_llama, tokenizer, DecodeConfig(batch_size=1, **config)).generate(PROMPTS, prefills)
+    together = Decoder(random_llama, tokenizer, DecodeConfig(batch_size=3, **config)).generate(PROMPTS, prefills, limits)
+    alone = [Decoder(random_llama, tokenizer, DecodeConfig(batch_size=1, **config | {"max_new_tokens": n})).generate(
+        [prompt], [prefill])[0] for prompt, prefill, n in zip(PROMPTS, prefills, limits)]
     assert [g.text for g in together] == [g.text for g in alone]
     assert [g.finish_reason for g in together] == [g.finish_reason for g in alone]
+    assert [g.new_tokens for g in together] == [g.new_tokens for g in alone]
+    assert together[1].new_tokens <= 4
 
 
 def test_safe_beam_short_circuits_when_the_tag_is_generated(tokenizer):

@@ -30,28 +30,31 @@ class _Search:
 
     prompt_ids: list[int]
     prefill: str
+    limit: int
+    """New tokens this prompt may write."""
     beams: list[list[int]] = field(default_factory=lambda: [[]])
     scores: torch.Tensor = field(default_factory=lambda: torch.zeros(1))
     finished: list[tuple[float, list[int], str]] = field(default_factory=list)
     result: Generation | None = None
 
 
-def beam_search(decoder, prompts: list[str], prefills: list[str]) -> list[Generation]:
+def beam_search(decoder, prompts: list[str], prefills: list[str], limits: list[int]) -> list[Generation]:
     size = decoder.config.batch_size
     out: list[Generation] = []
     for start in range(0, len(prompts), size):
-        out += _search_batch(decoder, prompts[start:start + size], prefills[start:start + size])
+        window = slice(start, start + size)
+        out += _search_batch(decoder, prompts[window], prefills[window], limits[window])
     return out
 
 
-def _search_batch(decoder, prompts: list[str], prefills: list[str]) -> list[Generation]:
+def _search_batch(decoder, prompts: list[str], prefills: list[str], limits: list[int]) -> list[Generation]:
     cfg = decoder.config
     safe = cfg.mode == "safebeam"
-    ids = decoder.encode(prompts, prefills)
-    searches = [_Search(p, f) for p, f in zip(ids, prefills)]
+    ids = decoder.encode(prompts, prefills, limits)
+    searches = [_Search(p, f, n) for p, f, n in zip(ids, prefills, limits)]
     live = list(searches)  # in cache order, each holding len(beams) rows
     logits, cache, mask, positions = decoder.prefill_cache(ids)
-    for step in range(cfg.max_new_tokens):
+    for step in range(max(limits)):
         if decoder.ban:
             logits = decoder.ban.apply(logits, [s.prompt_ids + b for s in live for b in s.beams])
         top, tokens = logits.log_softmax(-1).topk(min(cfg.candidates if safe else cfg.beams, logits.size(-1)), dim=-1)
@@ -68,6 +71,8 @@ def _search_batch(decoder, prompts: list[str], prefills: list[str]) -> list[Gene
             chosen, flat_tokens, parents = _advance(
                 search, top[rows], tokens[rows], cfg, decoder,
                 tag_probability[rows.start * width:rows.stop * width] if safe else None)
+            if search.result is None and step == search.limit - 1:  # out of new tokens
+                search.result = _best(decoder, search)
             if search.result is not None:
                 continue
             still_live.append(search)
@@ -75,7 +80,7 @@ def _search_batch(decoder, prompts: list[str], prefills: list[str]) -> list[Gene
             kept_rows += [(rows.start * width + c) if safe else (rows.start + int(parents[c])) for c in chosen.tolist()]
             kept_tokens += flat_tokens[chosen].tolist()
         live = still_live
-        if not live or step == cfg.max_new_tokens - 1:
+        if not live:
             break
         index = torch.tensor(kept_rows)
         cache.batch_select_indices(index)
@@ -83,8 +88,6 @@ def _search_batch(decoder, prompts: list[str], prefills: list[str]) -> list[Gene
             logits, mask, positions = look[index], mask[index], positions[index]
         else:
             logits, mask, positions = decoder.step(torch.tensor(kept_tokens), cache, mask[index], positions[index])
-    for search in live:  # out of new tokens
-        search.result = _best(decoder, search)
     return [s.result for s in searches]
 
 

@@ -97,7 +97,7 @@ class Decoder:
         if self.config.mode in ("beam", "safebeam"):
             from safepretrain.decode.beam import beam_search
 
-            return beam_search(self, list(prompts), prefills)
+            return beam_search(self, list(prompts), prefills, limits)
         out: list[Generation] = []
         size = self.config.batch_size
         for start in range(0, len(prompts), size):

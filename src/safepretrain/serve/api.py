@@ -205,9 +205,7 @@ def _job(engine: ModelEngine, body: _Decoding, prompt: str, limits: Limits) -> J
     settings = dict(
         mode=body.mode, policy=body.policy, suppress=tuple(sorted(set(body.suppress))), beams=body.beams,
         candidates=body.candidates, temperature=0.0 if beam else body.temperature, top_k=body.top_k,
-        seed=body.seed or 0, batch_size=limits.max_batch,
-        # beam search decodes one request at a time, so its limit can be the request's own
-        max_new_tokens=max_tokens if beam else limits.max_tokens,
+        seed=body.seed or 0, batch_size=limits.max_batch, max_new_tokens=limits.max_tokens,
     )
     if body.refusal is not None:
         settings["refusal"] = body.refusal

@@ -117,8 +117,7 @@ class ModelEngine:
     def _next_batch(self) -> list[Job]:
         """The oldest job and the next waiting jobs that decode the same way (called with the lock held)."""
         key = self.waiting[0].config
-        size = 1 if key.mode in ("beam", "safebeam") else self.max_batch
-        batch = [j for j in self.waiting if j.config == key][:size]
+        batch = [j for j in self.waiting if j.config == key][:self.max_batch]
         taken = {id(j) for j in batch}
         self.waiting = [j for j in self.waiting if id(j) not in taken]
         return batch
