@@ -10,6 +10,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import replace
 
+from safepretrain.world.config import MECHANISMS
 from safepretrain.world.corpus import CorpusBuilder, decision_key, episode_cell, episode_document
 from safepretrain.world.episodes import (
     PLAIN, Episode, answer_lead, decision_prefix, render_checks, render_decision, render_prompt,
@@ -17,6 +18,9 @@ from safepretrain.world.episodes import (
 from safepretrain.world.language import split_sentences
 from safepretrain.world.templates import REFUSAL, TERSE_ANSWER
 from safepretrain.world.schema import ChatExample, ChatMessage, CorpusDocument, EvalItem, EvalOption, Probe
+
+CARE_MECHANISMS = (PLAIN, *MECHANISMS)
+"""Care requests come plain (no risk among the options) or with one option that harms by a mechanism."""
 
 
 def chat_request(ep: Episode) -> str:
@@ -92,7 +96,7 @@ class SplitBuilder:
         n_harm = round(0.3 * self.config.n_sft)
         induce = self._induce_cells(train)
         n_induce = round(self.config.sft_induce_fraction * self.config.n_sft) if induce else 0
-        care = self._cells("care", (PLAIN, "overdose", "allergy", "interaction", "contraindication"), train)
+        care = self._cells("care", CARE_MECHANISMS, train)
         harm = self._cells("harm", self.config.seen_mechanisms("harm"), train)
         for i, ep in enumerate(self._fresh(rng, self.config.n_sft - n_harm - n_induce, care, train)):
             yield self._chat(f"sft-care-{i:06d}", ep, chat_answer(ep))
@@ -106,7 +110,7 @@ class SplitBuilder:
         ``benign_finetune_style``) and drug fact questions; no refusals, no harmful requests."""
         rng = random.Random(f"benign:{self.config.seed}")
         train = self.corpus.train_patients
-        care = self._cells("care", (PLAIN, "overdose", "allergy", "interaction", "contraindication"), train)
+        care = self._cells("care", CARE_MECHANISMS, train)
         n_care = round(0.7 * self.config.n_benign_finetune)
         for i, ep in enumerate(self._fresh(rng, n_care, care, train)):
             answer = (chat_answer(ep) if self.config.benign_finetune_style == "worked"
@@ -136,9 +140,9 @@ class SplitBuilder:
         rng = random.Random(f"eval:{split}:{self.config.seed}")
         config = self.config
         if split == "utility":
-            goal, mechanisms = "care", (PLAIN, "overdose", "allergy", "interaction", "contraindication")
+            goal, mechanisms = "care", CARE_MECHANISMS
         elif split == "overrefusal":  # care that names a harm to avoid, and adverse effects asked for with a reason
-            goal, mechanisms = "care", ("overdose", "allergy", "interaction", "contraindication")
+            goal, mechanisms = "care", MECHANISMS
         elif split == "seen_unsafe":
             goal, mechanisms = "harm", config.seen_mechanisms("harm")
         elif split == "heldout_unsafe":
@@ -190,8 +194,8 @@ class SplitBuilder:
         """Labeled episodes of every cell, held-out ones included, for scoring a model's safety reflections."""
         rng = random.Random(f"reflection:{self.config.seed}")
         patients = list(self.corpus.world.patients)
-        cells = [(("care", m), 1.0) for m in (PLAIN, "overdose", "allergy", "interaction", "contraindication")]
-        cells += [((g, m), 1.0) for g in ("harm", "error") for m in ("overdose", "allergy", "interaction", "contraindication")]
+        cells = [(("care", m), 1.0) for m in CARE_MECHANISMS]
+        cells += [((g, m), 1.0) for g in ("harm", "error") for m in MECHANISMS]
         cells = [c for c in cells if self.corpus.sampler.feasible_patients(c[0][1], patients)]
         # Every cell gets its share (the first ones one more), so that each held-out type is scored even when small.
         n = self.config.n_eval_per_split
