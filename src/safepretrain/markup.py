@@ -152,3 +152,8 @@ def after_unsafe_spans(text: str, fmt: ReflectionFormat) -> list[tuple[int, int]
             if end > here.end:
                 spans.append((here.end, end))
     return spans
+
+
+def strip_markup(text: str, fmt: ReflectionFormat = SPECIAL) -> str:
+    """The text without its safety markup: reflections in ``fmt`` and harmful tags (each with the space after it)."""
+    return fmt.strip(text.replace(f"{HARMFUL_TAG} ", "").replace(HARMFUL_TAG, ""))

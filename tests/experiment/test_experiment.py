@@ -8,7 +8,8 @@ from safepretrain.errors import UserError
 from safepretrain.experiment.aggregate import markdown_table, mean_ci
 from safepretrain.experiment.config import ExperimentConfig, load_experiment, tiny
 from safepretrain.experiment.run import _check_config, grid, run_experiment
-from safepretrain.experiment.stages import Cell, Layout, eval_dir
+from safepretrain.experiment import stages
+from safepretrain.experiment.stages import Cell, Layout, eval_dir, pretrain_budget, tokens_per_text_token
 
 
 def test_mean_and_interval_match_a_hand_computation():
@@ -31,6 +32,15 @@ def test_cells_that_share_pretraining_share_one_model():
 
 def test_a_curriculum_start_does_not_apply_to_raw_pretraining():
     assert Cell("raw", 0.6, 0).effective_start == 0.0 and Cell("filter", 0.6, 0).effective_start == 0.6
+
+
+def test_markup_comes_on_top_of_a_curriculum_s_text_budget(monkeypatch):
+    """200 text tokens of safe-only data first, then 800 text tokens of SRP data with a quarter more markup."""
+    monkeypatch.setattr(stages, "tokens_per_text_token", lambda *args: 1.25)
+    cfg = ExperimentConfig(recipes=("srp",), seeds=(0,), curriculum_starts=(0.2,), pretrain_tokens=1000)
+    budget, start = pretrain_budget(cfg, Cell("srp", 0.2, 0))
+    assert budget == 1200 and start * budget == pytest.approx(200)
+    assert pretrain_budget(replace(cfg, budget_counts_markup=True), Cell("srp", 0.2, 0)) == (1000, 0.2)
 
 
 def test_config_errors_name_the_field(tmp_path):
@@ -84,6 +94,17 @@ def test_a_two_recipe_experiment_runs_end_to_end(finished):
             assert ("reflect/prefill" in metrics["conditions"]) == (cell.recipe == "srp")
     srp_data = (Layout(cfg).corpus(0, "reflect")).read_text()
     assert "<|reflect|>" in srp_data and "<|unsafe|>" in srp_data
+
+
+def test_srp_reads_as_much_text_as_raw_and_trains_on_its_reflections_on_top(finished):
+    import yaml
+
+    cfg, _ = finished
+    trained = {c.recipe: yaml.safe_load((Layout(cfg).pretrain(c) / "config.yaml").read_text())["max_tokens"]
+               for c in grid(cfg)}
+    markup = tokens_per_text_token(cfg, 0, "reflect")
+    assert 1.05 < markup < 2  # reflections are a real share of SRP's tokens
+    assert trained == {"raw": cfg.pretrain_tokens, "srp": round(cfg.pretrain_tokens * markup)}
 
 
 def test_a_finished_experiment_recomputes_nothing(finished, monkeypatch):

@@ -34,6 +34,11 @@ class Recipe:
         return self.corpus == "reflect" or self.sft == "srp"
 
     @property
+    def marks_up(self) -> bool:
+        """Its pretraining text carries markup the recipe adds (reflections, harmful tags): tokens that are not text."""
+        return self.corpus in ("reflect", "tags")
+
+    @property
     def pretrain_key(self) -> str:
         """Recipes with the same key share one pretrained model."""
         return self.corpus + ("-mask" if self.mask_after_unsafe else "")

@@ -172,15 +172,49 @@ def pretrain(cfg: ExperimentConfig, cell: Cell) -> Path:
     _threads(cfg)
     layout = Layout(cfg)
     data = layout.corpus(cell.seed, cell.spec.corpus)
+    budget, start = pretrain_budget(cfg, cell)
     values = {
         "model": {"name": cfg.model, "tokenizer": str(layout.tokenizer(cell.seed))},
-        "data": {"train": [str(data)]}, "max_tokens": cfg.pretrain_tokens, "seed": cell.seed, "threads": cfg.threads,
+        "data": {"train": [str(data)]}, "max_tokens": budget, "seed": cell.seed, "threads": cfg.threads,
         "optim": {"lr": cfg.lr}, "masking": {"after_unsafe": cell.spec.mask_after_unsafe},
     }
-    if cell.effective_start > 0:  # safe-only data first, the recipe's data from the start on
+    if start > 0:  # safe-only data first, the recipe's data from the start on
         values["data"] = {"train": [str(layout.corpus(cell.seed, "filter"))], "intervened": [str(data)]}
-        values["curriculum"] = {"start": cell.effective_start}
+        values["curriculum"] = {"start": start}
     return train_stage("pretrain", layout.pretrain(cell), values, cfg.train_overrides.get("pretrain", ()))
+
+
+def pretrain_budget(cfg: ExperimentConfig, cell: Cell) -> tuple[int, float]:
+    """(tokens to train on, the curriculum's start as a share of them). Unless ``budget_counts_markup``, the budget
+    counts text: the recipe's markup is added on top of the part of the run that reads the recipe's data."""
+    start = cell.effective_start
+    if cfg.budget_counts_markup or not cell.spec.marks_up:
+        return cfg.pretrain_tokens, start
+    markup = tokens_per_text_token(cfg, cell.seed, cell.spec.corpus)
+    budget = round(cfg.pretrain_tokens * (start + (1 - start) * markup))
+    return budget, start * cfg.pretrain_tokens / budget
+
+
+def tokens_per_text_token(cfg: ExperimentConfig, seed: int, corpus: str) -> float:
+    """Tokens of a recipe's corpus per token of its text without markup; counted once, kept beside the corpus."""
+    from safepretrain.io import read_jsonl, write_json
+    from safepretrain.markup import strip_markup
+    from safepretrain.train.tokenizer import load_tokenizer
+
+    layout = Layout(cfg)
+    data = layout.corpus(seed, corpus)
+    counts = data.with_name(data.stem + ".tokens.json")
+    if not counts.is_file():
+        tokenizer = load_tokenizer(layout.tokenizer(seed))
+        total = text = 0
+        docs = [r["text"] for r in read_jsonl(data)]
+        for start in range(0, len(docs), 1024):
+            batch = docs[start:start + 1024]
+            total += sum(map(len, tokenizer(batch, add_special_tokens=False)["input_ids"]))
+            text += sum(map(len, tokenizer([strip_markup(d) for d in batch], add_special_tokens=False)["input_ids"]))
+        write_json(counts, {"tokens": total, "text_tokens": text})
+    found = json.loads(counts.read_text())
+    return found["tokens"] / max(found["text_tokens"], 1)
 
 
 def post_train(cfg: ExperimentConfig, cell: Cell) -> Path:
