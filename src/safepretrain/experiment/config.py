@@ -34,9 +34,9 @@ class ExperimentConfig:
     budget_counts_markup: bool = False
     """False: ``pretrain_tokens`` counts tokens of *text*; the markup a recipe adds (SRP's reflections, the harmful
     tags) comes on top, so every recipe reads its text the same number of times and the markup is the compute it
-    costs (each pretrained model's config.yaml records its tokens). True: every token trained on counts (results-log runs 1-6), and SRP, whose reflections
-    are 19% of its corpus's tokens, reads a fifth less text than raw; in world 0 that alone cost it 6 of 50 care
-    answers (results log, run 7)."""
+    costs (each pretrained model's config.yaml records its tokens). True: every token trained on counts (results-log
+    runs 1-6), and SRP, whose reflections are 19% of its corpus's tokens, reads a fifth less text than raw; in world
+    0 that alone cost it 6 of 50 care answers (results log, run 7)."""
     sft_epochs: float = 3.0
     finetune_epochs: float = 2.0
     """Epochs of the benign finetuning attack over the world's benign set (lr 1e-4, constant), as a user
