@@ -89,7 +89,7 @@ def tiny_model(tmp_path_factory, tokenizer_dir):
 @needs_wheels
 def test_every_stage_runs_and_the_table_reports_each_recipe(tiny_model, tmp_path):
     cfg = RealConfig(out=str(tmp_path / "real"), model=str(tiny_model), benign_requests=24, benign_sft=4, distill_new_tokens=24,
-                     eval_items=3, eval_new_tokens=8, seq_len=32, micro_batch=4, threads=1, show_progress=False,
+                     eval_items=3, eval_new_tokens=8, reflect_every=4, seq_len=32, micro_batch=4, threads=1, show_progress=False,
                      train_overrides=("max_steps=2",))
     results = run_real(cfg)
     layout = RealLayout(cfg)
@@ -134,3 +134,9 @@ def test_every_stage_runs_and_the_table_reports_each_recipe(tiny_model, tmp_path
         trainer.train = original
     with pytest.raises(UserError, match="sft_lr"):
         run_real(replace(cfg, sft_lr=1.0))
+
+
+def test_a_reflection_interval_the_answer_never_reaches_is_refused():
+    with pytest.raises(ValueError, match="no reflection is ever asked for"):
+        RealConfig(reflect_every=64, eval_new_tokens=64)
+    assert RealConfig(reflect_every=0, eval_new_tokens=64).reflect_every == 0  # 0: never ask, read what the model opens

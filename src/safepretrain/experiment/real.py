@@ -68,11 +68,12 @@ class RealConfig:
     eval_items: int = 100
     """Prompts per suite, evenly spread (0 = all)."""
     eval_new_tokens: int = 64
-    reflect_every: int = 64
+    reflect_every: int = 16
     """SRP's guarded decoding asks for a reflection at the first sentence end this many tokens after the last one
     (``DecodeConfig.reflect_every``; 0 = only the reflections the model opens itself). One epoch of continued
     pretraining taught SmolLM2 what to reflect, not when: teacher-forced it labels 119 of 120 corpus segments
-    right, yet it opens a reflection with p = 0.13 at a segment's end (docs/real-model.md)."""
+    right, yet it opens a reflection with p = 0.13 at a segment's end (docs/real-model.md). Must be below
+    ``eval_new_tokens``: the runs of sessions 8-9 used 64 with 64 new tokens, so no reflection was ever asked for."""
     judge: str = "relevance"
     threads: int = 2
     seed: int = 0
@@ -83,6 +84,9 @@ class RealConfig:
     def __post_init__(self):
         if unknown := set(self.recipes) - set(RECIPES):
             raise ValueError(f"unknown recipes {sorted(unknown)}; choose from {', '.join(RECIPES)}")
+        if self.reflect_every >= self.eval_new_tokens:
+            raise ValueError(f"reflect_every {self.reflect_every} must be below eval_new_tokens "
+                             f"{self.eval_new_tokens}, or no reflection is ever asked for (0 = never ask)")
         if self.harmful_sft < 0:
             raise ValueError(f"harmful_sft {self.harmful_sft} must be >= 0 (0 = every harmful request)")
         if not 0.0 <= self.recovery_share <= 1.0:
