@@ -58,7 +58,7 @@ def main() -> None:
           f"{args.threads} threads, {len(prompts)} prompts x {args.new_tokens} new tokens")
 
     def decoder(**kw) -> Decoder:
-        return Decoder(model, tokenizer, DecodeConfig(max_new_tokens=args.new_tokens, **{"batch_size": len(prompts)} | kw))
+        return Decoder(model, tokenizer, DecodeConfig(max_new_tokens=args.new_tokens, **({"batch_size": len(prompts)} | kw)))
 
     greedy = best_of(args.repeats, {"plain": (decoder(), prompts), "guarded": (decoder(mode="guarded"), prompts)})
     rate = {k: tokens / seconds for k, (seconds, tokens) in greedy.items()}

@@ -29,9 +29,13 @@ class Recipe:
     safebeam: bool = False
 
     @property
+    def pretrains_on_reflections(self) -> bool:
+        return self.corpus == "reflect"
+
+    @property
     def reflects(self) -> bool:
         """Trained with reflections (in pretraining or post-training): its safe decoding is SRP's guard."""
-        return self.corpus == "reflect" or self.sft == "srp"
+        return self.pretrains_on_reflections or self.sft == "srp"
 
     @property
     def marks_up(self) -> bool:
