@@ -14,6 +14,7 @@ an evaluation resumes per sample. Stages shared by several cells (the world of a
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from dataclasses import dataclass
@@ -207,9 +208,8 @@ def tokens_per_text_token(cfg: ExperimentConfig, seed: int, corpus: str) -> floa
     if not counts.is_file():
         tokenizer = load_tokenizer(layout.tokenizer(seed))
         total = text = 0
-        docs = [r["text"] for r in read_jsonl(data)]
-        for start in range(0, len(docs), 1024):
-            batch = docs[start:start + 1024]
+        docs = (r["text"] for r in read_jsonl(data))
+        while batch := list(itertools.islice(docs, 1024)):  # streamed: a paper-scale corpus need not fit in memory
             total += sum(map(len, tokenizer(batch, add_special_tokens=False)["input_ids"]))
             text += sum(map(len, tokenizer([strip_markup(d) for d in batch], add_special_tokens=False)["input_ids"]))
         write_json(counts, {"tokens": total, "text_tokens": text})
