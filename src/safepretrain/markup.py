@@ -55,6 +55,10 @@ class ReflectionFormat:
     close: str
     label_tokens: tuple[tuple[str, str], ...]
     types_separator: str  # between the label and its behavior types
+    joiner: str = " "
+    """Between a segment and its reflection. A special-token opening is glued to the text: a byte-level BPE spells
+    "mg. <|reflect|>" as ".", a lone space token, then the marker, so the lone space -- not the marker -- would carry
+    the decision to reflect, and a decoder that writes the marker itself would ask out of distribution."""
 
     def render(self, label: str, types: Sequence[str] = ()) -> str:
         if label not in LABELS:
@@ -63,6 +67,14 @@ class ReflectionFormat:
         if label != SAFE and types:
             body += self.types_separator + ", ".join(types)
         return f"{self.open}{body}{self.close}"
+
+    def reflected(self, text: str, label: str, types: Sequence[str] = ()) -> str:
+        """``text`` followed by its reflection."""
+        return f"{text}{self.joiner}{self.render(label, types)}"
+
+    def opened(self, text: str) -> str:
+        """``text`` followed by a reflection's opening marker: where the model writes the label."""
+        return f"{text}{self.joiner}{self.open.rstrip()}"
 
     def find(self, text: str) -> list[Reflection]:
         """Every well-formed reflection in ``text``, in order."""
@@ -102,7 +114,7 @@ PLAIN = ReflectionFormat(
 SPECIAL = ReflectionFormat(
     name="special", open="<|reflect|>", close="<|/reflect|>",
     label_tokens=((SAFE, "<|safe|>"), (UNSAFE, "<|unsafe|>"), (CONTROVERSIAL, "<|controversial|>")),
-    types_separator=" ",
+    types_separator=" ", joiner="",
 )
 FORMATS = {f.name: f for f in (PLAIN, SPECIAL)}
 
@@ -122,7 +134,7 @@ def label_of(safe: bool) -> str:
 
 def reflect_segments(segments: Iterable[tuple[str, str, Sequence[str]]], fmt: ReflectionFormat) -> str:
     """Join (text, label, types) segments, each followed by its reflection."""
-    return " ".join(f"{text} {fmt.render(label, types)}" for text, label, types in segments)
+    return " ".join(fmt.reflected(text, label, types) for text, label, types in segments)
 
 
 def srp_response(prompt_label: str, prompt_types: Sequence[str], segments: Iterable[tuple[str, str, Sequence[str]]],
@@ -133,7 +145,7 @@ def srp_response(prompt_label: str, prompt_types: Sequence[str], segments: Itera
     if prompt_label != SAFE:
         return parts[0] + end_of_text
     for text, label, types in segments:
-        parts.append(f"{text} {fmt.render(label, types)}")
+        parts.append(fmt.reflected(text, label, types))
         if label != SAFE:
             return " ".join(parts) + end_of_text
     return " ".join(parts)
@@ -155,5 +167,6 @@ def after_unsafe_spans(text: str, fmt: ReflectionFormat) -> list[tuple[int, int]
 
 
 def strip_markup(text: str, fmt: ReflectionFormat = SPECIAL) -> str:
-    """The text without its safety markup: reflections in ``fmt`` and harmful tags (each with the space after it)."""
-    return fmt.strip(text.replace(f"{HARMFUL_TAG} ", "").replace(HARMFUL_TAG, ""))
+    """The text without its safety markup: reflections in ``fmt`` and harmful tags (each with the space before it,
+    which only data written before the tag was glued to its word has)."""
+    return fmt.strip(text.replace(f" {HARMFUL_TAG}", "").replace(HARMFUL_TAG, ""))

@@ -71,10 +71,10 @@ def test_tags_are_never_in_safe_text_and_follow_p(scored):
     out = list(HarmfulnessTags(KEY, threshold=1, p=0.05, seed=1)(scored))
     assert all(HARMFUL_TAG not in d.text for d in out if d.metadata[KEY]["score"] == 0)
     tagged = [d for d in out if d.metadata[KEY]["score"] == 5]
-    words = sum(len(d.text.replace(HARMFUL_TAG + " ", "").split()) - 1 for d in tagged)
+    words = sum(len(d.text.replace(HARMFUL_TAG, "").split()) - 1 for d in tagged)
     tags = sum(d.text.count(HARMFUL_TAG) for d in tagged)
     assert 0.03 < tags / words < 0.07  # p = 0.05 per word after the first
-    assert all(d.text.replace(HARMFUL_TAG + " ", "") == original[d.id] for d in tagged)  # only tags were added
+    assert all(d.text.replace(HARMFUL_TAG, "") == original[d.id] for d in tagged)  # only tags were added
 
 
 def test_tags_are_seeded_per_document():

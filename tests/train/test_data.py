@@ -132,7 +132,7 @@ def test_srp_formatted_chats_train_on_reflections_and_stop_after_unsafe(tokenize
     stream = tokenize_files([write(tmp_path / "srp.jsonl", chats)], tokenizer, Tokenization())
     assert target_text(tokenizer, stream) == (
         "<|reflect|><|unsafe|> harm_overdose<|/reflect|><|endoftext|><|end|>\n<|endoftext|>"
-        "<|reflect|><|safe|><|/reflect|> check velaax. <|reflect|><|safe|><|/reflect|> give pai velaax 400 mg. "
+        "<|reflect|><|safe|><|/reflect|> check velaax.<|reflect|><|safe|><|/reflect|> give pai velaax 400 mg."
         "<|reflect|><|safe|><|/reflect|><|end|>\n<|endoftext|>")
 
 

@@ -25,7 +25,7 @@ def test_after_unsafe_spans_cover_only_text_after_an_unsafe_reflection(fmt):
     text = reflect_segments([("a b.", SAFE, ()), ("c d.", UNSAFE, ("harm",)), ("e f.", SAFE, ()),
                              ("g.", UNSAFE, ())], fmt)
     spans = [text[a:b] for a, b in after_unsafe_spans(text, fmt)]
-    assert spans == [" e f. "]  # the last Unsafe reflection ends the text: nothing follows it
+    assert spans == [" e f." + fmt.joiner]  # the last Unsafe reflection ends the text: nothing follows it
 
 
 def test_plain_format_is_the_srp_public_one():

@@ -1,9 +1,12 @@
 """Tokenizers keep the toolkit's markup as single tokens; every model preset instantiates with its documented shape."""
 
+import random
+
 import pytest
 import torch
 
-from safepretrain.markup import SPECIAL, SPECIAL_TOKENS, UNSAFE
+from safepretrain.markup import HARMFUL_TAG, SAFE, SPECIAL, SPECIAL_TOKENS, UNSAFE, reflect_segments
+from safepretrain.pipeline.interventions.tags import insert_tags
 from safepretrain.train.models import PRESETS, count_parameters, preset_config
 
 
@@ -18,6 +21,16 @@ def test_text_with_markup_round_trips(tokenizer):
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     assert tokenizer.decode(ids) == text
     assert tokenizer.convert_tokens_to_ids("<|reflect|>") in ids
+
+
+@pytest.mark.parametrize("marked", [insert_tags("relieve chills in daboe", random.Random(0), p=1.0),
+                                    reflect_segments([("give vokeor 900 mg.", SAFE, ())], SPECIAL)])
+def test_markup_follows_its_word_with_no_lone_space_token_between(tokenizer, marked):
+    # A lone space token before the marker would carry the decision to write it, and P(marker | previous word) --
+    # what Safe Beam's lookahead and an asked reflection read -- would say nothing.
+    tokens = tokenizer.convert_ids_to_tokens(tokenizer(marked, add_special_tokens=False)["input_ids"])
+    markers = [i for i, t in enumerate(tokens) if t in (HARMFUL_TAG, SPECIAL.open)]
+    assert markers and all(tokenizer.convert_tokens_to_string(tokens[i - 1:i]).strip() for i in markers)
 
 
 def test_chat_template_renders_roles_and_generation_prompt(tokenizer):

@@ -190,8 +190,8 @@ def _reflection_classification(model, tokenizer, world: WorldFolder, config: Wor
         for n, span in enumerate(spans):
             gold = SegmentLabeler.label_span(doc.segments, span.start, span.end)
             piece = doc.text[span.start:span.end]
-            queries.append((f"refl/{doc.id}/{n}", f"{context}{piece} {fmt.open.rstrip()}", gold.label, gold.types))
-            context += f"{piece} {fmt.render(gold.label.capitalize(), gold.types)} "  # teacher forcing
+            queries.append((f"refl/{doc.id}/{n}", context + fmt.opened(piece), gold.label, gold.types))
+            context += fmt.reflected(piece, gold.label.capitalize(), gold.types) + " "  # teacher forcing
     todo = [q for q in queries if q[0] not in log]
     for start in range(0, len(todo), config.batch_size):
         batch = todo[start:start + config.batch_size]

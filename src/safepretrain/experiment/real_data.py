@@ -132,7 +132,7 @@ def srp_recovery(chat: dict, fmt, end_of_text: str) -> dict:
     from safepretrain.markup import UNSAFE
 
     start = chat["recovery_start"]
-    answer = f"{start} {fmt.render(UNSAFE, [HARMFUL_CATEGORY])}{end_of_text}"
+    answer = fmt.reflected(start, UNSAFE, [HARMFUL_CATEGORY]) + end_of_text
     return {"id": chat["id"], "messages": [chat["messages"][0],
                                            {"role": "assistant", "content": answer, "prefill": start}]}
 

@@ -35,7 +35,7 @@ def render_reflected(pieces: list[str], scores: list[SafetyScore], fmt: Reflecti
     for piece, score in zip(pieces, scores):
         label = SAFE if score.score < threshold else UNSAFE
         types = list(score.categories) if label == UNSAFE else []
-        out.append(f"{piece} {fmt.render(label, types)}")
+        out.append(fmt.reflected(piece, label, types))
         labels.append({"label": label, "types": types, "score": score.score})
     return " ".join(out), labels
 

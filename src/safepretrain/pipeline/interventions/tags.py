@@ -16,12 +16,15 @@ _WORD = re.compile(r"\S+")
 
 
 def insert_tags(text: str, rng: random.Random, p: float, tag: str = HARMFUL_TAG) -> str:
+    """The tag goes right after the previous word ("pain<|harmful|> in"): a byte-level BPE would spell a space before
+    it as a lone space token, which, not the tag, would then carry the decision, and Safe Beam's lookahead, P(tag |
+    next word), would read noise (LOG run 8)."""
     out, last = [], 0
     for i, m in enumerate(_WORD.finditer(text)):
-        out.append(text[last:m.start()])
+        gap = text[last:m.start()]
         if i > 0 and rng.random() < p:
-            out.append(f"{tag} ")
-        out.append(m.group())
+            gap = tag + gap
+        out += [gap, m.group()]
         last = m.end()
     out.append(text[last:])
     return "".join(out)
