@@ -62,12 +62,9 @@ def sentence_end_mask(tokenizer) -> torch.Tensor:
 
 
 def opening_ids(tokenizer, fmt: ReflectionFormat) -> list[int]:
-    """The tokens of a reflection's opening marker as it follows text (after a space, unless it is one special
-    token)."""
-    marker = fmt.open.strip()
-    if (special := _special_id(tokenizer, marker)) is not None:
-        return [special]
-    return tokenizer.encode(" " + marker, add_special_tokens=False)
+    """The tokens of a reflection's opening marker as it follows text: spelled as the format writes it in training
+    data (``fmt.opened``), so that an asked reflection reads like a learned one."""
+    return tokenizer.encode(fmt.opened(""), add_special_tokens=False)
 
 
 def _special_id(tokenizer, marker: str) -> int | None:
