@@ -5,6 +5,7 @@ import json
 from dataclasses import replace
 
 import pytest
+import yaml
 
 from safepretrain.errors import UserError
 from safepretrain.experiment import real_data
@@ -118,6 +119,12 @@ def test_every_stage_runs_and_the_table_reports_each_recipe(tiny_model, tmp_path
                 "| srp | post-trained | guarded |", "| srp | after attack | plain |",
                 "| tags | post-trained | safebeam |", "| tags | after attack | plain |"):
         assert row in table
+    assert "## Does the tags model know its tag?" in table
+    checks = json.loads((results / "results.json").read_text())["tag_checks"]
+    assert [c["stage"] for c in checks] == ["continued", "post", "attacked"]
+    assert all(c["tag_logprob"] < 0 and c["harmful_p"] > 0 and c["benign_p"] > 0 for c in checks)
+    cpt = yaml.safe_load((layout.models / "cpt-tags" / "config.yaml").read_text())
+    assert cpt["optim"]["new_tokens"] == [HARMFUL_TAG]  # the new tag's row trains at its own rate
     assert (results / "real.png").stat().st_size > 0
     manifest = json.loads((results / "manifest.json").read_text())
     assert manifest["base_model"] and manifest["models"]

@@ -40,14 +40,18 @@ def test_fifty_steps_beat_the_unigram_entropy(tiny_run, tokenizer, tiny_world_di
     assert manifest["seed"] == 0 and "model.safetensors" in manifest["files"]
 
 
-def test_a_killed_run_resumes_to_the_same_weights(tiny_run, tmp_path):
-    straight = train(tiny_run(out=tmp_path / "straight"), show_progress=False)
+NEW_TAG = {"optim.new_tokens": "['<|harmful|>']"}
+
+
+@pytest.mark.parametrize("options", [{}, NEW_TAG], ids=["plain", "new-token-rows"])
+def test_a_killed_run_resumes_to_the_same_weights(tiny_run, tmp_path, options):
+    straight = train(tiny_run(out=tmp_path / "straight", **options), show_progress=False)
 
     def crash(step, loss):
         if step == 6:  # after the step-4 checkpoint, before the step-8 one: steps 5-6 are lost and redone
             raise RuntimeError("simulated crash")
 
-    cfg = tiny_run(out=tmp_path / "crashed")
+    cfg = tiny_run(out=tmp_path / "crashed", **options)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(cfg, on_step=crash, show_progress=False)
     resumed = train(cfg, resume=True, show_progress=False)
@@ -58,14 +62,18 @@ def test_a_killed_run_resumes_to_the_same_weights(tiny_run, tmp_path):
     assert steps == [4, 8, 12]  # the lost steps' log lines were dropped, not duplicated
 
 
-def test_ctrl_c_checkpoints_at_a_step_boundary(tiny_run):
+def _interrupt_at(step_to_stop: int):
     def interrupt(step, loss):
-        if step == 3:
+        if step == step_to_stop:
             os.kill(os.getpid(), signal.SIGINT)
 
+    return interrupt
+
+
+def test_ctrl_c_checkpoints_at_a_step_boundary(tiny_run):
     cfg = tiny_run()
     with pytest.raises(TrainingStopped, match="stopped at step 3 of 12"):
-        train(cfg, on_step=interrupt, show_progress=False)
+        train(cfg, on_step=_interrupt_at(3), show_progress=False)
     assert (Path(cfg.out) / "checkpoints" / "step-00000003").is_dir()
     assert train(cfg, resume=True, show_progress=False).steps == 12
 
@@ -85,6 +93,36 @@ def test_sft_continues_from_a_pretrained_model(tiny_run, tiny_world_dir, tmp_pat
                                                    "data.train": f"[{tiny_world_dir / 'sft.jsonl'}]"})
     result = train(cfg, show_progress=False)
     assert result.steps == 12 and (result.model_dir / "tokenizer.json").is_file()
+
+
+def test_a_token_added_to_a_pretrained_vocabulary_learns_at_its_own_rate(tiny_run, tokenizer, tmp_path):
+    base = train(tiny_run(out=tmp_path / "base", max_steps=4), show_progress=False)
+    tag = tokenizer.convert_tokens_to_ids("<|harmful|>")
+    continued = tiny_run(out=tmp_path / "continued", max_steps=4, **{"model.name": base.model_dir,
+                                                                    "optim.lr": 1e-5, **NEW_TAG})
+    before = weights(base.out)["model.embed_tokens.weight"]
+    after = weights(train(continued, show_progress=False).out)["model.embed_tokens.weight"]
+    moved = (after - before).abs().max(dim=1).values
+    # Adam moves a weight by about lr per step: ~1e-2 for the tag's row, ~1e-5 for the rest.
+    assert moved[tag] > 1e-2 and moved[tag] > 100 * moved[torch.arange(len(moved)) != tag].max()
+
+
+def test_new_tokens_must_be_single_tokens(tiny_run):
+    with pytest.raises(UserError, match="optim.new_tokens: 'not one token' is not a single token"):
+        train(tiny_run(**{"optim.new_tokens": "['not one token']"}), show_progress=False)
+
+
+def test_a_run_from_before_a_config_field_existed_still_resumes(tiny_run):
+    import yaml
+
+    cfg = tiny_run(max_steps=4)
+    saved = Path(cfg.out) / "config.yaml"
+    with pytest.raises(TrainingStopped):
+        train(cfg, on_step=_interrupt_at(2), show_progress=False)
+    values = yaml.safe_load(saved.read_text())
+    del values["optim"]["new_token_lr"]  # as written by a version without the field
+    saved.write_text(yaml.safe_dump(values))
+    assert train(cfg, resume=True, show_progress=False).steps == 4
 
 
 def test_finetune_has_attack_defaults():

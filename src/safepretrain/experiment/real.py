@@ -26,6 +26,7 @@ from typing import Any
 
 from safepretrain.errors import UserError
 from safepretrain.io import write_jsonl
+from safepretrain.markup import HARMFUL_TAG
 
 RECIPES = ("original", "refusal-sft", "srp", "tags")
 SUITES = ("advbench", "overrefusal", "benign")
@@ -113,6 +114,9 @@ class RealLayout:
 
     def eval(self, recipe: str, stage: str, suite: str, mode: str) -> Path:
         return self.root / "evals" / recipe / stage / f"{suite}-{mode}"
+
+    def tag_check(self, stage: str) -> Path:
+        return self.root / "evals" / "tags" / f"tag-calibration-{stage}.json"
 
 
 def modes(recipe: str) -> tuple[str, ...]:
@@ -249,12 +253,14 @@ def _srp_data(cfg: RealConfig, corpus: Path, sft: list[dict], tokenizer) -> None
 # ---------------------------------------------------------------- training
 
 
-def _train(cfg: RealConfig, kind: str, name: str, start: Path, data: Path, epochs: float, lr: float) -> Path:
+def _train(cfg: RealConfig, kind: str, name: str, start: Path, data: Path, epochs: float, lr: float,
+           new_tokens: tuple[str, ...] = ()) -> Path:
     from safepretrain.experiment.stages import train_stage
 
     values = {"model": {"name": str(start), "reflection_format": "plain"}, "data": {"train": [str(data)]},
               "epochs": epochs, "max_steps": None, "seed": cfg.seed, "threads": cfg.threads,
-              "optim": {"lr": lr, "seq_len": cfg.seq_len, "micro_batch": cfg.micro_batch},
+              "optim": {"lr": lr, "seq_len": cfg.seq_len, "micro_batch": cfg.micro_batch,
+                        "new_tokens": list(new_tokens)},
               "checkpoint_every": 50}
     return train_stage(kind, RealLayout(cfg).models / name, values, cfg.train_overrides,
                        show_progress=cfg.show_progress)
@@ -270,7 +276,8 @@ def post_trained(cfg: RealConfig, recipe: str) -> Path:
                        cfg.pretrain_lr)
     if recipe == "tags":
         start = _train(cfg, "pretrain", "cpt-tags", _with_tag_token(cfg), layout.data / "tagged.jsonl",
-                       cfg.pretrain_epochs, cfg.pretrain_lr)
+                       cfg.pretrain_epochs, cfg.pretrain_lr, new_tokens=(HARMFUL_TAG,))
+        check_tags(cfg, "continued", start)
     sft_data = layout.data / ("sft-srp.jsonl" if recipe == "srp" else "sft-plain.jsonl")
     return _train(cfg, "sft", f"sft-{recipe}", start, sft_data, cfg.sft_epochs, cfg.sft_lr)
 
@@ -281,7 +288,6 @@ def _with_tag_token(cfg: RealConfig) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from safepretrain.io import atomic_directory
-    from safepretrain.markup import HARMFUL_TAG
 
     out = RealLayout(cfg).models / "base-tags"
     if (out / "config.json").is_file():
@@ -294,6 +300,30 @@ def _with_tag_token(cfg: RealConfig) -> Path:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     return out
+
+
+TAG_CHECK_TEXTS = 40
+
+
+def check_tags(cfg: RealConfig, stage: str, model_dir: Path) -> None:
+    """Has the tags model learned its tag (eval.tags)? Teacher-forced on a seeded sample of the tagged corpus's
+    harmful documents and of its benign ones; written once per stage."""
+    from safepretrain.decode.decoder import load_model
+    from safepretrain.eval.tags import tag_calibration
+    from safepretrain.io import read_jsonl, write_json
+
+    layout = RealLayout(cfg)
+    if layout.tag_check(stage).is_file():
+        return
+    texts = [(doc["score"] >= 1, tagged["text"]) for doc, tagged in
+             zip(read_jsonl(layout.data / "corpus.jsonl"), read_jsonl(layout.data / "tagged.jsonl"))]
+    harmful = [t for is_harmful, t in texts if is_harmful and HARMFUL_TAG in t]
+    benign = [t for is_harmful, t in texts if not is_harmful]
+    model, tokenizer = load_model(model_dir)
+    result = tag_calibration(model, tokenizer, [harmful[i] for i in _sample(cfg.seed, range(len(harmful)),
+                                                                           TAG_CHECK_TEXTS)],
+                             [benign[i] for i in _sample(cfg.seed, range(len(benign)), TAG_CHECK_TEXTS)])
+    write_json(layout.tag_check(stage), {"model": str(model_dir), **result.to_dict()})
 
 
 def attacked(cfg: RealConfig, recipe: str) -> Path:
@@ -315,6 +345,8 @@ def evaluate(cfg: RealConfig, recipe: str, stage: str, model_dir: Path, progress
     from safepretrain.eval.suites import builtin_suite
 
     layout = RealLayout(cfg)
+    if recipe == "tags":
+        check_tags(cfg, stage, model_dir)
     todo = [(s, m) for s in SUITES for m in modes(recipe)
             if not (layout.eval(recipe, stage, s, m) / "metrics.json").is_file()]
     if not todo:

@@ -36,6 +36,27 @@ def rows(cfg: RealConfig) -> list[dict]:
     return found
 
 
+def tag_checks(cfg: RealConfig) -> list[dict]:
+    """The tags model's tag calibration at each stage that has one (experiment.real.check_tags)."""
+    import json
+
+    layout = RealLayout(cfg)
+    return [{"stage": stage, **json.loads(layout.tag_check(stage).read_text())}
+            for stage in ("continued", *STAGES) if layout.tag_check(stage).is_file()]
+
+
+def tag_markdown(checks: list[dict]) -> str:
+    lines = ["| tags model | log P(tag) at its tags | tag rate | P(tag) harmful text | P(tag) benign text | ratio |",
+             "|---|---|---|---|---|---|"]
+    for c in checks:
+        lines.append(f"| {c['stage']} | {c['tag_logprob']:.2f} | {c['tag_rate']:.4f} | {c['harmful_p']:.2e} | "
+                     f"{c['benign_p']:.2e} | {c['harmful_to_benign']:.1f} |")
+    note = (f"Teacher-forced on {checks[0]['harmful_texts']} harmful (tags removed for the P(tag) column) and "
+            f"{checks[0]['benign_texts']} benign corpus documents. Safe Beam reads P(tag) as harm: it needs a "
+            "log-prob near log(tag rate) at the tags and a ratio well above 1.")
+    return "\n".join(lines) + "\n\n" + note + "\n"
+
+
 def _cell(rate: dict | None) -> str:
     if not rate:
         return "-"
@@ -87,9 +108,13 @@ def write_report(cfg: RealConfig) -> Path:
     out = layout.root / "results"
     out.mkdir(parents=True, exist_ok=True)
     table = rows(cfg)
+    checks = tag_checks(cfg)
     with atomic_open(out / "results.md") as f:
         f.write(markdown(table))
-    write_json(out / "results.json", {"config": cfg.to_dict(), "suites": list(SUITES), "rows": table})
+        if checks:
+            f.write("\n## Does the tags model know its tag?\n\n" + tag_markdown(checks))
+    write_json(out / "results.json", {"config": cfg.to_dict(), "suites": list(SUITES), "rows": table,
+                                      "tag_checks": checks})
     plot(table, out / "real.png")
     weights = {str(p.relative_to(layout.root)): sha256_file(p)
                for p in sorted(layout.models.glob("*/model/*.safetensors"))}

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from safepretrain.errors import UserError
 from safepretrain.io import atomic_open, check_output_dir, dumps, write_json
 from safepretrain.markup import reflection_format
-from safepretrain.train.config import TrainConfig, to_dict
+from safepretrain.train.config import TrainConfig, completed, to_dict
 from safepretrain.train.data import IGNORE_INDEX, BlockSampler, Tokenization, TokenStream, collate, load_stream
 from safepretrain.train.tokenizer import load_tokenizer
 
@@ -107,6 +107,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr,
                                   betas=cfg.optim.betas, fused=False)
     model, optimizer = accelerator.prepare(model, optimizer)
+    new_rows = NewTokenRows(accelerator.unwrap_model(model),
+                            _token_ids(tokenizer, cfg.optim.new_tokens, "optim.new_tokens"), cfg.optim)
+    if new_rows.ids.numel():
+        accelerator.register_for_checkpointing(new_rows)
     state = Progress()
     if resume:
         state = _load_checkpoint(accelerator, out)
@@ -123,8 +127,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
             lr = lr_at(state.step, total, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            new_rows.set_lr(lr / cfg.optim.lr)
             picks = sampler.next_batch(state.step, global_batch)
-            loss_sum, n_targets = _train_step(accelerator, model, optimizer, streams, picks, cfg)
+            loss_sum, n_targets = _train_step(accelerator, model, (optimizer, new_rows), streams, picks, cfg)
             state.step += 1
             state.tokens += global_batch * seq_len
             state.intervened_tokens += sum(seq_len for s, _ in picks if s == 1)
@@ -170,8 +175,9 @@ def _global_mean(accelerator, loss_sum: float, targets: int) -> float:
     return float(totals[0] / totals[1].clamp(min=1))
 
 
-def _train_step(accelerator, model, optimizer, streams, picks, cfg: TrainConfig) -> tuple[float, int]:
+def _train_step(accelerator, model, optimizers, streams, picks, cfg: TrainConfig) -> tuple[float, int]:
     """One optimizer step over this rank's slice of the global batch; returns this rank's (loss sum, targets)."""
+    optimizer, new_rows = optimizers
     o = cfg.optim
     inputs, labels = collate(streams, picks, o.seq_len)
     global_targets = int((labels != IGNORE_INDEX).sum())
@@ -193,9 +199,54 @@ def _train_step(accelerator, model, optimizer, streams, picks, cfg: TrainConfig)
         local_targets += int((y != IGNORE_INDEX).sum())
     if o.grad_clip:
         accelerator.clip_grad_norm_(model.parameters(), o.grad_clip)
+    new_rows.take_gradients()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+    new_rows.step()
     return loss_total, local_targets
+
+
+class NewTokenRows:
+    """The embedding rows of tokens added to a pretrained vocabulary, trained by their own AdamW at
+    ``optim.new_token_lr`` (following the main schedule). The main optimizer sees zero gradient there, and the rows
+    are written back after its step, so its weight decay does not touch them either. Input and output embeddings are
+    handled alike, tied (one matrix, as in SmolLM2) or not."""
+
+    def __init__(self, model, token_ids: tuple[int, ...], optim):
+        embeddings = [model.get_input_embeddings().weight, model.get_output_embeddings().weight]
+        self.weights = list({id(w): w for w in embeddings}.values()) if token_ids else []
+        self.ids = torch.tensor(token_ids, dtype=torch.long, device=embeddings[0].device)
+        self.rows = [torch.nn.Parameter(w.detach()[self.ids].clone()) for w in self.weights]
+        self.base_lr = optim.new_token_lr
+        self.optimizer = (torch.optim.AdamW(self.rows, lr=self.base_lr, betas=optim.betas, weight_decay=0.0)
+                          if self.rows else None)
+
+    def set_lr(self, scale: float) -> None:
+        for group in self.optimizer.param_groups if self.optimizer else ():
+            group["lr"] = self.base_lr * scale
+
+    def take_gradients(self) -> None:
+        for weight, rows in zip(self.weights, self.rows):
+            rows.grad = weight.grad[self.ids].clone()
+            weight.grad[self.ids] = 0
+
+    def step(self) -> None:
+        if self.optimizer is None:
+            return
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for weight, rows in zip(self.weights, self.rows):
+                weight[self.ids] = rows.to(weight.dtype)
+
+    def state_dict(self) -> dict:
+        return {"rows": [r.detach().cpu() for r in self.rows], "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            for rows, saved in zip(self.rows, state["rows"]):
+                rows.copy_(saved)
+        self.optimizer.load_state_dict(state["optimizer"])
 
 
 def build_model(cfg: TrainConfig, tokenizer):
@@ -250,12 +301,12 @@ def _load_streams(cfg: TrainConfig, tokenizer, cache_dir: Path) -> list[TokenStr
     return streams
 
 
-def _token_ids(tokenizer, tokens: tuple[str, ...]) -> tuple[int, ...]:
+def _token_ids(tokenizer, tokens: tuple[str, ...], field: str = "masking.tokens") -> tuple[int, ...]:
     ids = []
     for token in tokens:
         token_id = tokenizer.convert_tokens_to_ids(token)
         if token_id is None or token_id == tokenizer.unk_token_id:
-            raise UserError(f"masking.tokens: {token!r} is not a single token of this tokenizer")
+            raise UserError(f"{field}: {token!r} is not a single token of this tokenizer")
         ids.append(token_id)
     return tuple(ids)
 
@@ -291,7 +342,7 @@ def _prepare_out(out: Path, cfg: TrainConfig, resume: bool, overwrite: bool) -> 
     if resume:
         if not saved.is_file():
             raise UserError(f"{out}: nothing to resume (no config.yaml); start the run without --resume")
-        before = yaml.safe_load(saved.read_text(encoding="utf-8"))
+        before = completed(yaml.safe_load(saved.read_text(encoding="utf-8")))
         now = to_dict(cfg)
         changed = sorted(_diff(before, now))
         if changed:
