@@ -9,8 +9,10 @@ before: a tag written after a lone space token (LOG run 8) and a new token whose
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
@@ -57,6 +59,20 @@ def tag_calibration(model, tokenizer, tagged_harmful: Sequence[str], benign: Seq
         harmful_p=_mean_p(model, tokenizer, [strip_markup(t) for t in tagged_harmful], tag_id, max_tokens),
         benign_p=_mean_p(model, tokenizer, benign, tag_id, max_tokens),
         harmful_texts=len(tagged_harmful), benign_texts=len(benign))
+
+
+def check_saved_model(model_dir: Path, tagged_harmful: Sequence[str], benign: Sequence[str], out: Path,
+                      texts: int = 200, seed: int = 0) -> TagCalibration:
+    """``tag_calibration`` of a saved model on seeded samples of ``texts`` of each kind, written to ``out`` (JSON)."""
+    from safepretrain.decode.decoder import load_model
+    from safepretrain.io import write_json
+
+    rng = random.Random(seed)
+    model, tokenizer = load_model(model_dir)
+    result = tag_calibration(model, tokenizer, rng.sample(list(tagged_harmful), min(texts, len(tagged_harmful))),
+                             rng.sample(list(benign), min(texts, len(benign))))
+    write_json(out, {"model": str(model_dir), **result.to_dict()})
+    return result
 
 
 def _mean_p(model, tokenizer, texts: Sequence[str], tag_id: int, max_tokens: int) -> float:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from safepretrain.experiment.config import UNTIL, ExperimentConfig
-from safepretrain.experiment.stages import Cell, Layout, eval_dir
+from safepretrain.experiment.stages import TAG_CHECK, Cell, Layout, eval_dir
 from safepretrain.io import atomic_open, write_json
 
 
@@ -71,7 +71,9 @@ METRICS = (
 )
 STAGES = ("pretrained", "post", "finetuned")
 """The evaluations of a cell, in the order of ``config.UNTIL``: an experiment that stops earlier has fewer."""
-EXTRA = ("reflection F1", "held-out reflection recall", "held-out probe P(unsafe)", "base: held-out probe P(unsafe)")
+EXTRA = ("reflection F1", "held-out reflection recall", "held-out probe P(unsafe)", "base: held-out probe P(unsafe)",
+         "base: log P(tag) at its tags", "base: P(tag) harmful / safe text", "log P(tag) at its tags",
+         "P(tag) harmful / safe text")
 
 
 def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float]:
@@ -112,6 +114,11 @@ def cell_values(cfg: ExperimentConfig, cell: Cell) -> dict[str, float]:
     values["base: held-out probe P(unsafe)"] = evals["pretrained"].get("decision_probes", {}).get(
         "heldout_unsafe", {}).get("mean_p_unsafe", float("nan"))
     values["probe AUROC per layer"] = post.get("linear_probes", {}).get("auroc_per_layer")
+    for stage, prefix in (("pretrained", "base: "), ("post", "")):  # tags models: is the tag learned (eval.tags)?
+        check = eval_dir(cfg, cell, stage) / TAG_CHECK
+        found = json.loads(check.read_text()) if check.is_file() else {}
+        values[f"{prefix}log P(tag) at its tags"] = found.get("tag_logprob", float("nan"))
+        values[f"{prefix}P(tag) harmful / safe text"] = found.get("harmful_to_benign", float("nan"))
     return values
 
 

@@ -306,24 +306,18 @@ TAG_CHECK_TEXTS = 40
 
 
 def check_tags(cfg: RealConfig, stage: str, model_dir: Path) -> None:
-    """Has the tags model learned its tag (eval.tags)? Teacher-forced on a seeded sample of the tagged corpus's
-    harmful documents and of its benign ones; written once per stage."""
-    from safepretrain.decode.decoder import load_model
-    from safepretrain.eval.tags import tag_calibration
-    from safepretrain.io import read_jsonl, write_json
+    """Has the tags model learned its tag (eval.tags)? On the tagged corpus's harmful documents and its benign ones;
+    written once per stage."""
+    from safepretrain.eval.tags import check_saved_model
+    from safepretrain.io import read_jsonl
 
     layout = RealLayout(cfg)
     if layout.tag_check(stage).is_file():
         return
     texts = [(doc["score"] >= 1, tagged["text"]) for doc, tagged in
              zip(read_jsonl(layout.data / "corpus.jsonl"), read_jsonl(layout.data / "tagged.jsonl"))]
-    harmful = [t for is_harmful, t in texts if is_harmful and HARMFUL_TAG in t]
-    benign = [t for is_harmful, t in texts if not is_harmful]
-    model, tokenizer = load_model(model_dir)
-    result = tag_calibration(model, tokenizer, [harmful[i] for i in _sample(cfg.seed, range(len(harmful)),
-                                                                           TAG_CHECK_TEXTS)],
-                             [benign[i] for i in _sample(cfg.seed, range(len(benign)), TAG_CHECK_TEXTS)])
-    write_json(layout.tag_check(stage), {"model": str(model_dir), **result.to_dict()})
+    check_saved_model(model_dir, [t for harmful, t in texts if harmful and HARMFUL_TAG in t],
+                      [t for harmful, t in texts if not harmful], layout.tag_check(stage), TAG_CHECK_TEXTS, cfg.seed)
 
 
 def attacked(cfg: RealConfig, recipe: str) -> Path:

@@ -248,10 +248,12 @@ def evaluate(cfg: ExperimentConfig, cell: Cell, stage: str) -> Path:
 
     _threads(cfg)
     out = eval_dir(cfg, cell, stage)
-    if (out / "metrics.json").is_file():
-        return out
     layout = Layout(cfg)
     trained = {"pretrained": layout.pretrain, "post": layout.sft, "finetuned": layout.finetune}[stage](cell)
+    if cell.spec.safebeam and not (out / TAG_CHECK).is_file():
+        check_tags(cfg, cell, trained / "model", out / TAG_CHECK)
+    if (out / "metrics.json").is_file():
+        return out
     model, tokenizer = load_model(trained / "model")
     # the guard that asks for reflections, for models that learned them (a base model only from its corpus)
     reflects = cell.spec.pretrains_on_reflections if stage == "pretrained" else cell.spec.reflects
@@ -262,6 +264,23 @@ def evaluate(cfg: ExperimentConfig, cell: Cell, stage: str) -> Path:
                              segment_words=cfg.segment_words, linear_probes=cfg.linear_probes and stage == "post")
     evaluate_world(model, tokenizer, WorldFolder(layout.world(cell.seed)), config, out)
     return out
+
+
+TAG_CHECK = "tag-calibration.json"
+TAG_CHECK_TEXTS = 200
+
+
+def check_tags(cfg: ExperimentConfig, cell: Cell, model_dir: Path, out: Path) -> None:
+    """Has the tags model learned its tag (eval.tags)? On its corpus's tagged documents and the filter corpus's
+    (safe documents only)."""
+    from safepretrain.eval.tags import check_saved_model
+    from safepretrain.io import read_jsonl
+    from safepretrain.markup import HARMFUL_TAG
+
+    layout = Layout(cfg)
+    tagged = [d["text"] for d in read_jsonl(layout.corpus(cell.seed, cell.spec.corpus)) if HARMFUL_TAG in d["text"]]
+    safe = [d["text"] for d in read_jsonl(make_corpus(cfg, cell.seed, "filter"))]
+    check_saved_model(model_dir, tagged, safe, out, TAG_CHECK_TEXTS, cell.seed)
 
 
 def eval_dir(cfg: ExperimentConfig, cell: Cell, stage: str) -> Path:
