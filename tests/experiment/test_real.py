@@ -117,7 +117,7 @@ def test_every_stage_runs_and_the_table_reports_each_recipe(tiny_model, tmp_path
     table = (results / "results.md").read_text()
     for row in ("| original | post-trained | plain |", "| refusal-sft | after attack | plain |",
                 "| srp | post-trained | guarded |", "| srp | after attack | plain |",
-                "| tags | post-trained | safebeam |", "| tags | after attack | plain |"):
+                "| tags | post-trained | safebeam |", "| tags | post-trained | beam |", "| tags | after attack | plain |"):
         assert row in table
     assert "## Does the tags model know its tag?" in table
     checks = json.loads((results / "results.json").read_text())["tag_checks"]

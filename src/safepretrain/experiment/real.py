@@ -120,8 +120,9 @@ class RealLayout:
 
 
 def modes(recipe: str) -> tuple[str, ...]:
-    """Each recipe's own safe decoding first, then plain decoding to see what it adds."""
-    return {"srp": ("guarded", "plain"), "tags": ("safebeam", "plain")}.get(recipe, ("plain",))
+    """Each recipe's own safe decoding first, then plain decoding to see what it adds (for Safe Beam also beam search
+    with the same k, to tell Algorithm 2's drop from beam search itself)."""
+    return {"srp": ("guarded", "plain"), "tags": ("safebeam", "beam", "plain")}.get(recipe, ("plain",))
 
 
 # ---------------------------------------------------------------- data
