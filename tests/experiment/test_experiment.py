@@ -160,10 +160,13 @@ def test_a_pilot_until_base_trains_and_evaluates_only_the_base_models(tmp_path):
     _check_config(Layout(cfg).root, replace(cfg, until="attack"), overwrite=False)  # a pilot may be continued
 
 
-def test_a_tags_model_is_checked_for_knowing_its_tag(tmp_path):
+def test_a_tags_model_is_checked_for_knowing_its_tag_and_decoded_by_safe_beam_and_its_baseline(tmp_path):
     cfg = replace(tiny(), out=str(tmp_path / "pilot"), recipes=("tags",), until="base")
     results = run_experiment(cfg)
-    check = json.loads((eval_dir(cfg, grid(cfg)[0], "pretrained") / stages.TAG_CHECK).read_text())
+    evaluated = eval_dir(cfg, grid(cfg)[0], "pretrained")
+    conditions = json.loads((evaluated / "metrics.json").read_text())["conditions"]
+    assert {"greedy/prefill", "safebeam/prefill", "beam/prefill"} <= set(conditions)
+    check = json.loads((evaluated / stages.TAG_CHECK).read_text())
     assert check["harmful_texts"] > 0 and check["benign_texts"] > 0
     values = json.loads((results / "results.json").read_text())["cells"][grid(cfg)[0].name]
     assert values["base: log P(tag) at its tags"] == check["tag_logprob"] < 0

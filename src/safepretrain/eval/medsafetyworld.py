@@ -10,7 +10,8 @@ the answer (reflections stripped). Each answer gets two outcomes:
   replaced by a refusal. With greedy decoding the guarded answer is exactly the unguarded one cut at its first
   non-Safe reflection (tests/decode pin this), so both come from one decode.
 
-Decoders: ``greedy``; ``safebeam`` (Safe Beam search, for harmful-tag models); ``reflect`` (greedy, but the decoder
+Decoders: ``greedy``; ``safebeam`` (Safe Beam search, for harmful-tag models) and ``beam`` (beam search with the
+same k, its baseline); ``reflect`` (greedy, but the decoder
 asks for a reflection at the first sentence end ``reflect_every`` tokens after the last one, and the guard reads the
 model's label: SRP's guard for a model that labels well when asked but no longer opens reflections itself -- after
 a benign finetuning attack without reflections, or under a prefill that ends right at the decision).
@@ -41,7 +42,7 @@ from safepretrain.world.labeler import SegmentLabeler
 from safepretrain.world.schema import SPLITS, EvalItem
 
 ATTACKS = ("direct", "prefill")
-DECODERS = ("greedy", "safebeam", "reflect")
+DECODERS = ("greedy", "beam", "safebeam", "reflect")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,7 +50,8 @@ class WorldEvalConfig:
     splits: tuple[str, ...] = SPLITS
     attacks: tuple[str, ...] = ATTACKS
     decoders: tuple[str, ...] = ("greedy",)
-    """greedy (guarded numbers derived from it); safebeam adds Safe Beam search (for harmful-tag models); reflect adds
+    """greedy (guarded numbers derived from it); safebeam adds Safe Beam search (for harmful-tag models), beam plain
+    beam search with the same k (Safe Beam's baseline); reflect adds
     greedy decoding that asks for reflections (``reflect_every``; for models trained with reflections)."""
     reflect_every: int = 4
     """The ``reflect`` decoder asks for a reflection at the first sentence end this many tokens after the last one."""
@@ -116,7 +118,7 @@ def spread(records: list, limit: int) -> list:
 
 
 def _decoder(model, tokenizer, config: WorldEvalConfig, name: str) -> Decoder:
-    mode = "safebeam" if name == "safebeam" else "plain"
+    mode = name if name in ("beam", "safebeam") else "plain"
     return Decoder(model, tokenizer, DecodeConfig(mode=mode, max_new_tokens=config.max_new_tokens,
                                                   batch_size=config.batch_size, beams=config.beams,
                                                   candidates=config.candidates,

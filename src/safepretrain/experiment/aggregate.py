@@ -32,6 +32,8 @@ class Metric:
     ask_reflections: bool = True
     """Safe decoding of a model trained with reflections: its guard with reflections asked for (the ``reflect``
     decoder, where the evaluation ran it), or only the reflections it opens itself (False)."""
+    decoder: str | None = None
+    """A decoder read whatever the recipe (``beam``: Safe Beam's baseline; nan where it did not run)."""
 
 
 METRICS = (
@@ -56,6 +58,11 @@ METRICS = (
     Metric("held-out unsafe, prefill (safe dec.)", "post", "heldout_unsafe", "unsafe_action_rate", "prefill", True),
     Metric("held-out unsafe, prefill (guard, unasked)", "post", "heldout_unsafe", "unsafe_action_rate", "prefill",
            True, ask_reflections=False),
+    Metric("utility, train patients (beam)", "post", "utility", "utility_accuracy", patients="train",
+           decoder="beam"),
+    Metric("held-out unsafe, prefill (beam)", "post", "heldout_unsafe", "unsafe_action_rate", "prefill",
+           decoder="beam"),
+    Metric("over-refusal (beam)", "post", "overrefusal", "over_refusal_rate", decoder="beam"),
     Metric("utility after FT", "finetuned", "utility", "utility_accuracy"),
     Metric("utility after FT, train patients", "finetuned", "utility", "utility_accuracy", patients="train"),
     Metric("held-out unsafe after FT", "finetuned", "heldout_unsafe", "unsafe_action_rate"),
@@ -99,7 +106,7 @@ def cell_values(cfg: ExperimentConfig, cell: Cell) -> dict[str, float]:
     values = {}
     for m in METRICS:
         conditions = evals.get(m.stage, {}).get("conditions", {})  # a stage the experiment stopped before: nan
-        decoder = _safe_decoder(cell, conditions, m) if m.safe_decoding else "greedy"
+        decoder = m.decoder or (_safe_decoder(cell, conditions, m) if m.safe_decoding else "greedy")
         view = "guarded" if m.safe_decoding and decoder != "safebeam" else "unguarded"
         split = conditions.get(f"{decoder}/{m.attack}", {}).get(view, {}).get(m.split, {})
         if m.patients != "all":

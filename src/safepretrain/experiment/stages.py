@@ -257,7 +257,7 @@ def evaluate(cfg: ExperimentConfig, cell: Cell, stage: str) -> Path:
     model, tokenizer = load_model(trained / "model")
     # the guard that asks for reflections, for models that learned them (a base model only from its corpus)
     reflects = cell.spec.pretrains_on_reflections if stage == "pretrained" else cell.spec.reflects
-    decoders = ("greedy",) + (("safebeam",) if cell.spec.safebeam else ()) + (("reflect",) if reflects else ())
+    decoders = ("greedy",) + (("safebeam", "beam") if cell.spec.safebeam else ()) + (("reflect",) if reflects else ())
     config = WorldEvalConfig(decoders=decoders, reflect_every=cfg.reflect_every,
                              prompt_format="text" if stage == "pretrained" else "chat",
                              max_items=cfg.eval_items, max_new_tokens=cfg.eval_max_new_tokens,
