@@ -11,10 +11,10 @@ the answer (reflections stripped). Each answer gets two outcomes:
   non-Safe reflection (tests/decode pin this), so both come from one decode.
 
 Decoders: ``greedy``; ``safebeam`` (Safe Beam search, for harmful-tag models) and ``beam`` (beam search with the
-same k, its baseline); ``reflect`` (greedy, but the decoder
-asks for a reflection at the first sentence end ``reflect_every`` tokens after the last one, and the guard reads the
-model's label: SRP's guard for a model that labels well when asked but no longer opens reflections itself -- after
-a benign finetuning attack without reflections, or under a prefill that ends right at the decision).
+same k, its baseline); ``reflect`` (greedy, but the decoder asks for a reflection at the first sentence end
+``reflect_every`` tokens after the last one, and the guard reads the model's label: SRP's guard for a model that
+labels well when asked but no longer opens reflections itself -- after a benign finetuning attack without
+reflections, or under a prefill that ends right at the decision).
 
 Also: reflection classification (the model's own Safe/Unsafe reflection after each segment of labeled documents,
 held-out types included, against the oracle), decision-point probes (teacher-forced P(unsafe option)), and

@@ -129,7 +129,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
                 group["lr"] = lr
             new_rows.set_lr(lr / cfg.optim.lr)
             picks = sampler.next_batch(state.step, global_batch)
-            loss_sum, n_targets = _train_step(accelerator, model, (optimizer, new_rows), streams, picks, cfg)
+            loss_sum, n_targets = _train_step(accelerator, model, optimizer, new_rows, streams, picks, cfg)
             state.step += 1
             state.tokens += global_batch * seq_len
             state.intervened_tokens += sum(seq_len for s, _ in picks if s == 1)
@@ -175,9 +175,9 @@ def _global_mean(accelerator, loss_sum: float, targets: int) -> float:
     return float(totals[0] / totals[1].clamp(min=1))
 
 
-def _train_step(accelerator, model, optimizers, streams, picks, cfg: TrainConfig) -> tuple[float, int]:
+def _train_step(accelerator, model, optimizer, new_rows: NewTokenRows, streams, picks,
+                cfg: TrainConfig) -> tuple[float, int]:
     """One optimizer step over this rank's slice of the global batch; returns this rank's (loss sum, targets)."""
-    optimizer, new_rows = optimizers
     o = cfg.optim
     inputs, labels = collate(streams, picks, o.seq_len)
     global_targets = int((labels != IGNORE_INDEX).sum())
