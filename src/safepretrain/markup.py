@@ -78,12 +78,19 @@ class ReflectionFormat:
 
     def find(self, text: str) -> list[Reflection]:
         """Every well-formed reflection in ``text``, in order."""
-        found = []
-        for m in self._pattern.finditer(text):
-            label = self._label_of[m.group("label")]
-            types = tuple(t.strip() for t in (m.group("types") or "").split(",") if t.strip())
-            found.append(Reflection(m.start(), m.end(), label, types))
-        return found
+        return [self._reflection(m) for m in self._pattern.finditer(text)]
+
+    def decisions(self, text: str) -> list[Reflection]:
+        """Every reflection whose label is written, closed or not: the label is the decision, and a model may stop
+        (or run out of tokens) before it names the behavior types and closes -- an unnamed held-out type ended in
+        an end-of-text right after ``<|unsafe|>`` (results log, run 9). An open one ends after its label."""
+        return [self._reflection(self._pattern.match(text, m.start()) or m)
+                for m in self._opening_pattern.finditer(text)]
+
+    def _reflection(self, match: re.Match[str]) -> Reflection:
+        types = (match.groupdict().get("types") or "").split(",")
+        return Reflection(match.start(), match.end(), self._label_of[match.group("label")],
+                          tuple(t.strip() for t in types if t.strip()))
 
     def strip(self, text: str) -> str:
         """The text without its reflections (and the single spaces that joined them)."""
@@ -98,10 +105,14 @@ class ReflectionFormat:
         return {written: label for label, written in self.label_tokens}
 
     @cached_property
-    def _pattern(self) -> re.Pattern[str]:
+    def _opening_pattern(self) -> re.Pattern[str]:
         labels = "|".join(re.escape(w) for _, w in self.label_tokens)
+        return re.compile(re.escape(self.open) + r"\s*(?P<label>" + labels + r")")
+
+    @cached_property
+    def _pattern(self) -> re.Pattern[str]:
         return re.compile(
-            re.escape(self.open) + r"\s*(?P<label>" + labels + r")"
+            self._opening_pattern.pattern
             + r"(?:" + re.escape(self.types_separator.strip() or " ") + r"\s*(?P<types>[^<]*?))?\s*"
             + re.escape(self.close)
         )

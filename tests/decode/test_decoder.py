@@ -40,17 +40,18 @@ def test_guarding_changes_nothing_when_the_model_never_reflects(random_llama, to
 
 
 def _reflecting_model(tokenizer, draw_logits, words: list[int]) -> MarkovLM:
-    """A random chain that writes words and well-formed special reflections of random labels, then stops."""
+    """A random chain that writes words and special reflections of random labels, then stops. A label is followed
+    by its closing marker, by words (behavior types, or text with the reflection left open) or by the end."""
     vocab = tokenizer.get_vocab()
     open_, close = vocab[SPECIAL.open], vocab[SPECIAL.close]
     labels = [vocab[t] for t in ("<|safe|>", "<|unsafe|>", "<|controversial|>")]
     stop = vocab[END_OF_TEXT]
     favoured = {}
     for w in words:
-        favoured[w] = dict(zip([*words, open_, stop], draw_logits(len(words) + 2)))
+        favoured[w] = dict(zip([*words, open_, close, stop], draw_logits(len(words) + 3)))
     favoured[open_] = dict(zip(labels, draw_logits(3)))
     for label in labels:
-        favoured[label] = {close: 5.0}
+        favoured[label] = dict(zip([close, stop, *words], draw_logits(len(words) + 2)))
     favoured[close] = dict(zip(words, draw_logits(len(words))))
     return MarkovLM(markov_table(len(tokenizer), favoured))
 
@@ -70,15 +71,18 @@ def test_no_text_after_an_unsafe_reflection_ever_reaches_the_caller(tokenizer, s
     guarded = Decoder(model, tokenizer, DecodeConfig(mode="guarded", policy=policy, **base)).generate(prompts, prefills)
     for free, safe in zip(plain, guarded):
         full = prefill + free.text
-        flags = [r for r in SPECIAL.find(full) if r.end > len(prefill) and not r.is_safe]
+        flags = [r for r in SPECIAL.decisions(full) if r.end > len(prefill) and not r.is_safe]
         if not flags:
             assert safe.text == free.text and not safe.flagged
             continue
-        assert safe.finish_reason == "unsafe_reflection" and safe.stopped_at == flags[0].end
+        written = dict(SPECIAL.label_tokens)[flags[0].label]
+        label_end = full.index(written, flags[0].start) + len(written)
+        # decoding stops on the first non-Safe label, whether or not the model would have closed the reflection
+        assert safe.finish_reason == "unsafe_reflection" and safe.stopped_at == label_end
         if policy == "refuse":
             assert safe.text == DecodeConfig().refusal
         else:
-            assert prefill + safe.text == full[:flags[0].end]  # nothing after the first flag
+            assert prefill + safe.text == full[:label_end]  # nothing after it
         assert all(r.is_safe for r in safe.reflections[:-1]) and not safe.reflections[-1].is_safe
 
 
@@ -93,7 +97,7 @@ def test_suppression_attack_keeps_the_model_from_reflecting(tokenizer):
     free = Decoder(model, tokenizer, DecodeConfig(mode="guarded", max_new_tokens=12)).generate(prompt)[0]
     attacked = Decoder(model, tokenizer, DecodeConfig(mode="guarded", max_new_tokens=12,
                                                       suppress=("reflection",))).generate(prompt)[0]
-    assert free.flagged and free.text.endswith(SPECIAL.close)
+    assert free.flagged and free.text.endswith("<|unsafe|>")  # stopped on the label
     assert not attacked.flagged and SPECIAL.open not in attacked.text and attacked.finish_reason == "length"
 
 

@@ -63,7 +63,7 @@ def test_guarded_decoding_stops_at_the_models_unsafe_reflection_and_says_so(clie
     assert extra["finish_reason"] == "unsafe_reflection" and extra["flagged"]
     assert [r["label"] for r in extra["reflections"]] == ["Unsafe"]
     text = guarded.choices[0].message.content
-    assert text.endswith("<|/reflect|>") and plain.choices[0].message.content.startswith(text)
+    assert text.endswith("<|unsafe|>") and plain.choices[0].message.content.startswith(text)  # stopped on the label
     assert len(plain.choices[0].message.content) > len(text)  # the plain model went on writing
 
     refused = client.chat.completions.create(extra_body={"mode": "guarded", "policy": "refuse"}, **request)

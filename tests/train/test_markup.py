@@ -36,3 +36,13 @@ def test_plain_format_is_the_srp_public_one():
 def test_unknown_label_is_refused():
     with pytest.raises(ValueError, match="unknown reflection label"):
         FORMATS["special"].render("Maybe")
+
+
+@pytest.mark.parametrize("fmt", FORMATS.values(), ids=FORMATS.keys())
+def test_a_reflection_is_decided_by_its_label_closed_or_not(fmt):
+    closed = fmt.reflected("give meil 300 mg.", SAFE)
+    text = f"{closed} {fmt.open}{dict(fmt.label_tokens)[UNSAFE]}"  # the model stopped right after the label
+    first, second = fmt.decisions(text)
+    assert (first.label, first.end) == (SAFE, len(closed)) and fmt.find(text) == [first]
+    assert (second.label, second.end, second.types) == (UNSAFE, len(text), ())
+    assert fmt.decisions(fmt.opened("give goa 900 mg.")) == []  # opened, no label yet: nothing decided

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from safepretrain.decode.config import DecodeConfig, Generation
-from safepretrain.decode.guard import (ReflectionWatcher, SequenceBan, closing_token_mask, opening_ids,
+from safepretrain.decode.guard import (MarkerEnds, ReflectionWatcher, SequenceBan, opening_ids,
                                        sentence_end_mask, suppressed_sequences)
 from safepretrain.errors import UserError
 from safepretrain.markup import END_OF_TEXT, END_OF_TURN, HARMFUL_TAG, PLAIN, SPECIAL, ReflectionFormat
@@ -70,7 +70,7 @@ class Decoder:
         self.stop_ids = set(stop_token_ids(tokenizer))
         if not self.stop_ids:
             raise UserError("the tokenizer has no end-of-text token; decoding would never stop on its own")
-        self.may_close = closing_token_mask(tokenizer, self.fmt).tolist()  # a list: per-token lookups stay cheap
+        self.marker_ends = MarkerEnds.of(tokenizer, self.fmt)
         self.ban = SequenceBan(suppressed_sequences(tokenizer, self.fmt, config.suppress))
         self.opening = opening_ids(tokenizer, self.fmt) if config.reflect_every else []
         self.ends_sentence = sentence_end_mask(tokenizer).tolist() if config.reflect_every else []
@@ -198,7 +198,7 @@ class Decoder:
         if token in self.stop_ids:
             return self.finish(watcher, "stop")
         history.append(token)
-        flag = watcher.push(token, self.may_close[token])
+        flag = watcher.push(token, self.marker_ends.marker[token], self.marker_ends.label[token])
         if flag is not None and self.config.mode == "guarded":
             return self.finish(watcher, "unsafe_reflection", stopped_at=flag.end)
         return self.finish(watcher, "length") if last else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -10,10 +11,11 @@ from safepretrain.markup import HARMFUL_TAG, Reflection, ReflectionFormat
 
 
 class ReflectionWatcher:
-    """Finds the model's reflections as it writes them, cheaply.
+    """Finds the model's reflections as it writes them, cheaply, and decides on each as soon as its label is written.
 
-    Decoding the whole answer after every token would cost O(length^2); a reflection can only be complete on a
-    token whose text holds the last character of the format's closing marker, so only those tokens trigger a look.
+    Decoding the whole answer after every token would cost O(length^2); a reflection can only open, close or get its
+    label on a token whose text holds the last character of a marker (``MarkerEnds.marker``) or, while a reflection
+    is open, of a label (``MarkerEnds.label``), so only those tokens trigger a look.
     """
 
     def __init__(self, tokenizer, fmt: ReflectionFormat, stop_labels: Sequence[str], prefill: str = ""):
@@ -23,18 +25,22 @@ class ReflectionWatcher:
         self.prefill = prefill
         self.ids: list[int] = []
         self.reflections: tuple[Reflection, ...] = ()
+        """The model's reflections so far whose label is written (``ReflectionFormat.decisions``)."""
+        self.awaiting_label = False
         self.since_reflection = 0
-        """Tokens written since the last reflection was completed (or since the start)."""
+        """Tokens written since the last reflection's label (or since the start)."""
 
-    def push(self, token_id: int, may_close: bool) -> Reflection | None:
-        """Add a generated token; return the reflection that tells decoding to stop, if this token completed one."""
+    def push(self, token_id: int, ends_marker: bool, ends_label: bool) -> Reflection | None:
+        """Add a generated token; return the reflection that tells decoding to stop, if this token wrote its label."""
         self.ids.append(token_id)
         self.since_reflection += 1
-        if not may_close:
+        if not (ends_marker or (ends_label and self.awaiting_label)):
             return None
         text = self.text()
+        decisions = self.fmt.decisions(text)
+        self.awaiting_label = text.rfind(self.fmt.open.strip()) > max((r.start for r in decisions), default=-1)
         # Reflections the attacker wrote into the prefill are not the model's judgement.
-        found = tuple(r for r in self.fmt.find(text) if r.end > len(self.prefill))
+        found = tuple(r for r in decisions if r.end > len(self.prefill))
         new = found[len(self.reflections):]
         self.reflections = found
         if new:
@@ -45,11 +51,20 @@ class ReflectionWatcher:
         return self.prefill + self.tokenizer.decode(self.ids, skip_special_tokens=False)
 
 
-def closing_token_mask(tokenizer, fmt: ReflectionFormat) -> torch.Tensor:
-    """A (vocab,) bool mask of the tokens whose text could end a reflection (they hold the marker's last char)."""
-    last = fmt.close.strip()[-1]
-    vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-    return torch.tensor([last in (t or "") for t in vocab], dtype=torch.bool)
+@dataclass(frozen=True)
+class MarkerEnds:
+    """(vocab,) lists of bools: the tokens whose text holds the last character of a reflection's opening or
+    closing marker, and of one of its labels. Lists, not tensors: per-token lookups stay cheap."""
+
+    marker: list[bool]
+    label: list[bool]
+
+    @classmethod
+    def of(cls, tokenizer, fmt: ReflectionFormat) -> MarkerEnds:
+        vocab = [t or "" for t in tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))]
+        markers = {fmt.open.strip()[-1], fmt.close.strip()[-1]}
+        labels = {written[-1] for _, written in fmt.label_tokens}
+        return cls([any(c in t for c in markers) for t in vocab], [any(c in t for c in labels) for t in vocab])
 
 
 def sentence_end_mask(tokenizer) -> torch.Tensor:
