@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import random
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -130,6 +131,18 @@ def _first_error(error: ValueError) -> str:
         where = ".".join(str(p) for p in first.get("loc", ())) or "record"
         return f"field {where!r}: {first.get('msg')}"
     return str(error)
+
+
+def reservoir_sample(items: Iterable[T], k: int, rng: random.Random) -> list[T]:
+    """A uniform sample of ``k`` items (all of them if fewer) from a stream read once: a corpus need not fit in
+    memory to be sampled."""
+    sample: list[T] = []
+    for seen, item in enumerate(items):
+        if len(sample) < k:
+            sample.append(item)
+        elif (j := rng.randrange(seen + 1)) < k:
+            sample[j] = item
+    return sample
 
 
 def sha256_file(path: Path) -> str:

@@ -1,12 +1,13 @@
 """The tag check: P(tag) where the data put one, and in harmful vs benign text, computed exactly."""
 
+import json
 import math
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from safepretrain.eval.tags import tag_calibration
+from safepretrain.eval.tags import tag_calibration, write_tag_check
 from safepretrain.markup import HARMFUL_TAG
 
 
@@ -49,3 +50,16 @@ def test_a_model_without_the_tag_or_texts_without_tags_are_named(tokenizer):
         tag_calibration(model, tokenizer, ["no tag here"], ["benign"])
     with pytest.raises(ValueError, match="not a tags model"):
         tag_calibration(model, tokenizer, ["x"], ["y"], tag="<|no-such-token|>")
+
+
+def test_the_check_samples_streams_read_once_and_writes_its_numbers(tokenizer, tmp_path):
+    tag_id = tokenizer.convert_tokens_to_ids(HARMFUL_TAG)
+    [word_id] = tokenizer("dose", add_special_tokens=False)["input_ids"]
+    model = TagsAfterWord(len(tokenizer), tag_id, word_id)
+    harmful = (f"dose{HARMFUL_TAG} number {i}" for i in range(50))  # generators: a corpus streamed, not held
+    benign = (f"the cat number {i}" for i in range(50))
+    result = write_tag_check(model, tokenizer, harmful, benign, tmp_path / "check.json", texts=7, source="m")
+
+    assert (result.harmful_texts, result.benign_texts) == (7, 7)
+    written = json.loads((tmp_path / "check.json").read_text())
+    assert written["model"] == "m" and written["tag_logprob"] == pytest.approx(result.tag_logprob)

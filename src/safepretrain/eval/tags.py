@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -61,17 +61,25 @@ def tag_calibration(model, tokenizer, tagged_harmful: Sequence[str], benign: Seq
         harmful_texts=len(tagged_harmful), benign_texts=len(benign))
 
 
-def check_saved_model(model_dir: Path, tagged_harmful: Sequence[str], benign: Sequence[str], out: Path,
+def check_saved_model(model_dir: Path, tagged_harmful: Iterable[str], benign: Iterable[str], out: Path,
                       texts: int = 200, seed: int = 0) -> TagCalibration:
-    """``tag_calibration`` of a saved model on seeded samples of ``texts`` of each kind, written to ``out`` (JSON)."""
+    """``write_tag_check`` of the model saved in ``model_dir``."""
     from safepretrain.decode.decoder import load_model
-    from safepretrain.io import write_json
+
+    model, tokenizer = load_model(model_dir)
+    return write_tag_check(model, tokenizer, tagged_harmful, benign, out, texts, seed, source=model_dir)
+
+
+def write_tag_check(model, tokenizer, tagged_harmful: Iterable[str], benign: Iterable[str], out: Path,
+                    texts: int = 200, seed: int = 0, source: Path | str = "") -> TagCalibration:
+    """``tag_calibration`` on seeded uniform samples of ``texts`` of each kind (streams, read once), written to
+    ``out`` (JSON)."""
+    from safepretrain.io import reservoir_sample, write_json
 
     rng = random.Random(seed)
-    model, tokenizer = load_model(model_dir)
-    result = tag_calibration(model, tokenizer, rng.sample(list(tagged_harmful), min(texts, len(tagged_harmful))),
-                             rng.sample(list(benign), min(texts, len(benign))))
-    write_json(out, {"model": str(model_dir), **result.to_dict()})
+    result = tag_calibration(model, tokenizer, reservoir_sample(tagged_harmful, texts, rng),
+                             reservoir_sample(benign, texts, rng))
+    write_json(out, {"model": str(source), **result.to_dict()})
     return result
 
 

@@ -250,11 +250,15 @@ def evaluate(cfg: ExperimentConfig, cell: Cell, stage: str) -> Path:
     out = eval_dir(cfg, cell, stage)
     layout = Layout(cfg)
     trained = {"pretrained": layout.pretrain, "post": layout.sft, "finetuned": layout.finetune}[stage](cell)
-    if cell.spec.safebeam and not (out / TAG_CHECK).is_file():
-        check_tags(cfg, cell, trained / "model", out / TAG_CHECK)
-    if (out / "metrics.json").is_file():
+    evaluated = (out / "metrics.json").is_file()
+    unchecked = cell.spec.safebeam and not (out / TAG_CHECK).is_file()
+    if evaluated and not unchecked:
         return out
     model, tokenizer = load_model(trained / "model")
+    if unchecked:
+        check_tags(cfg, cell, model, tokenizer, trained / "model", out / TAG_CHECK)
+    if evaluated:
+        return out
     # the guard that asks for reflections, for models that learned them (a base model only from its corpus)
     reflects = cell.spec.pretrains_on_reflections if stage == "pretrained" else cell.spec.reflects
     decoders = ("greedy",) + (("safebeam", "beam") if cell.spec.safebeam else ()) + (("reflect",) if reflects else ())
@@ -270,17 +274,17 @@ TAG_CHECK = "tag-calibration.json"
 TAG_CHECK_TEXTS = 200
 
 
-def check_tags(cfg: ExperimentConfig, cell: Cell, model_dir: Path, out: Path) -> None:
+def check_tags(cfg: ExperimentConfig, cell: Cell, model, tokenizer, model_dir: Path, out: Path) -> None:
     """Has the tags model learned its tag (eval.tags)? On its corpus's tagged documents and the filter corpus's
-    (safe documents only)."""
-    from safepretrain.eval.tags import check_saved_model
+    (safe documents only), sampled as the corpora stream by."""
+    from safepretrain.eval.tags import write_tag_check
     from safepretrain.io import read_jsonl
     from safepretrain.markup import HARMFUL_TAG
 
     layout = Layout(cfg)
-    tagged = [d["text"] for d in read_jsonl(layout.corpus(cell.seed, cell.spec.corpus)) if HARMFUL_TAG in d["text"]]
-    safe = [d["text"] for d in read_jsonl(make_corpus(cfg, cell.seed, "filter"))]
-    check_saved_model(model_dir, tagged, safe, out, TAG_CHECK_TEXTS, cell.seed)
+    tagged = (d["text"] for d in read_jsonl(layout.corpus(cell.seed, cell.spec.corpus)) if HARMFUL_TAG in d["text"])
+    safe = (d["text"] for d in read_jsonl(make_corpus(cfg, cell.seed, "filter")))
+    write_tag_check(model, tokenizer, tagged, safe, out, TAG_CHECK_TEXTS, cell.seed, source=model_dir)
 
 
 def eval_dir(cfg: ExperimentConfig, cell: Cell, stage: str) -> Path:

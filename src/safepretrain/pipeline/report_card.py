@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from safepretrain.io import reservoir_sample
 from safepretrain.pipeline.scorers.base import MAX_SCORE
 from safepretrain.pipeline.scorers.lexicon import HAZARD_CATEGORIES, LexiconScorer
 
@@ -38,16 +39,16 @@ def component_card(path: Path, scorer=None, sample_size: int = 1000, seed: int =
     from safepretrain.pipeline.run import LOGS, step_table
 
     card = ComponentCard(name=str(path))
-    lexicon, hits, sample = LexiconScorer(), Counter(), []
-    rng = random.Random(seed)
-    for doc in reader(path)():
-        card.documents += 1
-        card.words += len(doc.text.split())
-        hits.update(lexicon.hits(doc.text))
-        if len(sample) < sample_size:  # reservoir sampling: a uniform sample in one pass
-            sample.append(doc)
-        elif (j := rng.randrange(card.documents)) < sample_size:
-            sample[j] = doc
+    lexicon, hits = LexiconScorer(), Counter()
+
+    def counted(docs):
+        for doc in docs:
+            card.documents += 1
+            card.words += len(doc.text.split())
+            hits.update(lexicon.hits(doc.text))
+            yield doc
+
+    sample = reservoir_sample(counted(reader(path)()), sample_size, random.Random(seed))
     card.sample = len(sample)
     card.score_key, levels = _sample_scores(sample, scorer)
     card.scores = {level: levels.count(level) for level in range(MAX_SCORE + 1)}
