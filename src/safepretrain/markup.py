@@ -22,6 +22,10 @@ ROLES = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>
 HARMFUL_TAG = "<|harmful|>"  # Safety Pretraining: marks harmful text so that decoding can steer away from it
 
 SAFE, UNSAFE, CONTROVERSIAL = "Safe", "Unsafe", "Controversial"
+# Between the prompt's reflection and the answer. The answer then starts as a plain chat answer does (after the
+# template's newline), so its first word is the same token in both formats: with a space there, a benign plain
+# finetune had to teach SRP-trained models a first token they never wrote (docs/results/LOG.md, run 10).
+ANSWER_BREAK = "\n"
 LABELS = (SAFE, UNSAFE, CONTROVERSIAL)
 
 # A chat template over the role tokens, prefix-consistent (rendering the first k turns gives a prefix of rendering
@@ -150,16 +154,18 @@ def reflect_segments(segments: Iterable[tuple[str, str, Sequence[str]]], fmt: Re
 
 def srp_response(prompt_label: str, prompt_types: Sequence[str], segments: Iterable[tuple[str, str, Sequence[str]]],
                  fmt: ReflectionFormat, end_of_text: str = END_OF_TEXT) -> str:
-    """An assistant turn in SRP's post-training format: a reflection on the prompt first, then each response segment
-    followed by its reflection; the turn ends with end-of-text right after the first non-Safe reflection."""
-    parts = [fmt.render(prompt_label, prompt_types)]
+    """An assistant turn in SRP's post-training format: a reflection on the prompt first, then the answer on a new
+    line with each segment followed by its reflection; the turn ends with end-of-text right after the first non-Safe
+    reflection."""
+    opening = fmt.render(prompt_label, prompt_types)
     if prompt_label != SAFE:
-        return parts[0] + end_of_text
+        return opening + end_of_text
+    parts = []
     for text, label, types in segments:
         parts.append(fmt.reflected(text, label, types))
         if label != SAFE:
-            return " ".join(parts) + end_of_text
-    return " ".join(parts)
+            return opening + ANSWER_BREAK + " ".join(parts) + end_of_text
+    return opening + ANSWER_BREAK + " ".join(parts)
 
 
 def after_unsafe_spans(text: str, fmt: ReflectionFormat) -> list[tuple[int, int]]:

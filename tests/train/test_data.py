@@ -132,8 +132,25 @@ def test_srp_formatted_chats_train_on_reflections_and_stop_after_unsafe(tokenize
     stream = tokenize_files([write(tmp_path / "srp.jsonl", chats)], tokenizer, Tokenization())
     assert target_text(tokenizer, stream) == (
         "<|reflect|><|unsafe|> harm_overdose<|/reflect|><|endoftext|><|end|>\n<|endoftext|>"
-        "<|reflect|><|safe|><|/reflect|> check velaax.<|reflect|><|safe|><|/reflect|> give pai velaax 400 mg."
+        "<|reflect|><|safe|><|/reflect|>\ncheck velaax.<|reflect|><|safe|><|/reflect|> give pai velaax 400 mg."
         "<|reflect|><|safe|><|/reflect|><|end|>\n<|endoftext|>")
+
+
+def test_an_srp_answer_starts_with_the_token_a_plain_answer_starts_with(tokenizer):
+    """A benign plain finetune must not have to teach an SRP-trained model its answers' first token."""
+    from safepretrain.markup import srp_response
+
+    def first_word(content):
+        text = tokenizer.apply_chat_template([{"role": "user", "content": "ease acne in pai."},
+                                              {"role": "assistant", "content": content}], tokenize=False)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        answer = ids[ids.index(tokenizer.convert_tokens_to_ids("<|assistant|>")) + 1:]
+        return next(i for i in answer if i not in tokenizer.all_special_ids and tokenizer.decode([i]).strip())
+
+    plain = "check velaax. give pai velaax 400 mg."
+    srp = srp_response("Safe", [], [("check velaax.", "Safe", ()), ("give pai velaax 400 mg.", "Safe", ())], SPECIAL)
+    assert tokenizer.decode([first_word(plain)]) == "check"
+    assert first_word(srp) == first_word(plain)
 
 
 def test_a_folder_of_shards_is_read_in_name_order(tokenizer, tmp_path):
