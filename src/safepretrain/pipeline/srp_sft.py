@@ -59,7 +59,8 @@ def srp_chat(record: dict, fmt: ReflectionFormat, cfg: SrpSftConfig, scorer=None
     prompt_label, prompt_types, segments = _labels(record, prompt, response, cfg, scorer)
     if cfg.cut_prob and prompt_label == SAFE and rng.random() < cfg.cut_prob:
         cut = rng.randrange(1, max(2, len(response)))  # mid-segment, with no reflection after it
-        answer = fmt.render(prompt_label) + ANSWER_BREAK + response[:cut] + " " + noise(rng, rng.randint(300, 1000), response)
+        tail = noise(rng, rng.randint(300, 1000), response)
+        answer = fmt.render(prompt_label) + ANSWER_BREAK + response[:cut] + " " + tail
     else:
         answer = srp_response(prompt_label, prompt_types, segments, fmt, end_of_text)
         if cfg.stop_noise and answer.endswith(end_of_text):
