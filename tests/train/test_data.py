@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from safepretrain.errors import UserError
-from safepretrain.markup import SPECIAL, UNSAFE, reflect_segments
+from safepretrain.markup import SPECIAL, UNSAFE, reflect_segments, srp_response
 from safepretrain.train.data import IGNORE_INDEX, BlockSampler, Tokenization, load_stream, tokenize_files
 
 
@@ -120,8 +120,6 @@ def test_curriculum_reads_only_the_main_stream_before_its_start(mix):
 
 
 def test_srp_formatted_chats_train_on_reflections_and_stop_after_unsafe(tokenizer, tmp_path):
-    from safepretrain.markup import srp_response
-
     refused = srp_response("Unsafe", ["harm_overdose"], [("give pai velaax 1000 mg.", "Unsafe", ())], SPECIAL)
     answered = srp_response("Safe", [], [("check velaax.", "Safe", ()), ("give pai velaax 400 mg.", "Safe", ())],
                             SPECIAL)
@@ -138,8 +136,6 @@ def test_srp_formatted_chats_train_on_reflections_and_stop_after_unsafe(tokenize
 
 def test_an_srp_answer_starts_with_the_token_a_plain_answer_starts_with(tokenizer):
     """A benign plain finetune must not have to teach an SRP-trained model its answers' first token."""
-    from safepretrain.markup import srp_response
-
     def first_word(content):
         text = tokenizer.apply_chat_template([{"role": "user", "content": "ease acne in pai."},
                                               {"role": "assistant", "content": content}], tokenize=False)

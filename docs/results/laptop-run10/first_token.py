@@ -1,18 +1,37 @@
-"""P(first answer token) of chat models at the answer's first position, over 50 utility prompts (run 10's diagnosis).
+"""Run 10's diagnosis: what chat models put at an answer's first position, over a world's first 50 utility prompts.
 
 Usage: python first_token.py WORLD_DIR MODEL_DIR...
+
+Prints, per model, the mean probability of `check` (the space-less token a plain answer starts with) and of the
+reflection opening, and the most frequent argmax tokens.
 """
-import json, sys, torch
-from safepretrain.decode.decoder import load_model, chat_prompt
-world, models = sys.argv[1], sys.argv[2:]
-items = [json.loads(l) for l in open(f"{world}/eval/utility.jsonl")][:50]
-for path in models:
-    m, t = load_model(path)
-    check, reflect = t.convert_tokens_to_ids("check"), t.convert_tokens_to_ids("<|reflect|>")
-    pc, pr, top = [], [], {}
-    for it in items:
-        ids = torch.tensor([t(chat_prompt(t, it["chat_prompt"]), add_special_tokens=False)["input_ids"]])
-        with torch.no_grad(): p = m(ids).logits[0, -1].softmax(-1)
-        pc.append(p[check].item()); pr.append(p[reflect].item())
-        w = t.decode([int(p.argmax())]); top[w] = top.get(w, 0) + 1
-    print(f"{path}: P(check) {sum(pc)/len(pc):.3f}  P(<|reflect|>) {sum(pr)/len(pr):.3f}  argmax {sorted(top.items(), key=lambda x: -x[1])[:4]}")
+
+import itertools
+import sys
+from collections import Counter
+
+import torch
+
+from safepretrain.decode.decoder import chat_prompt, load_model
+from safepretrain.world.generate import WorldFolder
+
+
+def first_position(model_dir: str, prompts: list[str]) -> str:
+    model, tokenizer = load_model(model_dir)
+    watched = {name: tokenizer.convert_tokens_to_ids(name) for name in ("check", "<|reflect|>")}
+    mass, argmax = Counter(), Counter()
+    for prompt in prompts:
+        ids = tokenizer(chat_prompt(tokenizer, prompt), add_special_tokens=False, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            probs = model(ids).logits[0, -1].softmax(-1)
+        mass.update({name: probs[i].item() for name, i in watched.items()})
+        argmax[tokenizer.decode([int(probs.argmax())])] += 1
+    means = "  ".join(f"P({name}) {mass[name] / len(prompts):.3f}" for name in watched)
+    return f"{model_dir}: {means}  argmax {argmax.most_common(4)}"
+
+
+if __name__ == "__main__":
+    world, models = sys.argv[1], sys.argv[2:]
+    prompts = [item.chat_prompt for item in itertools.islice(WorldFolder(world).eval_items("utility"), 50)]
+    for model_dir in models:
+        print(first_position(model_dir, prompts))
