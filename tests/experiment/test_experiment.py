@@ -43,6 +43,22 @@ def test_markup_comes_on_top_of_a_curriculum_s_text_budget(monkeypatch):
     assert pretrain_budget(replace(cfg, budget_counts_markup=True), Cell("srp", 0.2, 0)) == (1000, 0.2)
 
 
+def test_a_late_curriculum_start_pretrains_on_safe_only_text_first_and_reports_the_start(tmp_path):
+    import yaml
+
+    cfg = replace(tiny(), out=str(tmp_path / "curriculum"), recipes=("srp",), curriculum_starts=(0.6,), until="base")
+    results = run_experiment(cfg)
+    pretrained = Layout(cfg).pretrain(grid(cfg)[0])
+    config = yaml.safe_load((pretrained / "config.yaml").read_text())
+    assert config["data"]["train"] == [str(Layout(cfg).corpus(0, "filter"))]
+    assert config["data"]["intervened"] == [str(Layout(cfg).corpus(0, "reflect"))]
+    # the start counts text: SRP's markup after it makes the run longer, so the start's share of it is below 0.6
+    assert 0.4 < config["curriculum"]["start"] < 0.6
+    last = json.loads((pretrained / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["intervention_dose"] == pytest.approx(1 - config["curriculum"]["start"], abs=0.1)
+    assert "| srp | 0.6 |" in (results / "results.md").read_text()
+
+
 def test_config_errors_name_the_field(tmp_path):
     bad = tmp_path / "exp.yaml"
     bad.write_text("preset: tiny\nrecipes: [raw, magic]\n")

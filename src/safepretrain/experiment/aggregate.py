@@ -190,9 +190,9 @@ def summary_table(rows: list[dict], columns: tuple[str, ...] = MAIN_COLUMNS) -> 
     keys = list(dict.fromkeys((r["recipe"], r["start"]) for r in rows))
     # a column no cell has (a stage the experiment stopped before, a metric no recipe reports) says nothing
     columns = tuple(c for c in columns if any(not math.isnan(by_key[(*k, c)]["mean"]) for k in keys))
-    several_starts = len({s for _, s in keys}) > 1
-    head = ["recipe"] + (["start"] if several_starts else []) + list(columns)
-    body = [[recipe] + ([f"{start:g}"] if several_starts else []) + [_fmt(by_key[(recipe, start, c)]) for c in columns]
+    with_start = any(s > 0 for _, s in keys)  # the default, no curriculum, goes without saying
+    head = ["recipe"] + (["start"] if with_start else []) + list(columns)
+    body = [[recipe] + ([f"{start:g}"] if with_start else []) + [_fmt(by_key[(recipe, start, c)]) for c in columns]
             for recipe, start in keys]
     return head, body
 
