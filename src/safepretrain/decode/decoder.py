@@ -9,6 +9,7 @@ does not make short ones pay. Beam and Safe Beam search live in ``beam.py`` and 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -73,6 +74,8 @@ class Decoder:
         self.marker_ends = MarkerEnds.of(tokenizer, self.fmt)
         self.ban = SequenceBan(suppressed_sequences(tokenizer, self.fmt, config.suppress))
         self.opening = opening_ids(tokenizer, self.fmt) if config.reflect_every else []
+        # recent transformers name the KV cache `cache`; `past_key_values` is deprecated (to be removed in 5.40)
+        self._cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         self.ends_sentence = sentence_end_mask(tokenizer).tolist() if config.reflect_every else []
         self.tag_id = tokenizer.get_vocab().get(HARMFUL_TAG)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.stop_ids)
@@ -131,16 +134,19 @@ class Decoder:
             mask[row, width - len(seq):] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache()
-        logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                            past_key_values=cache, use_cache=True).logits[:, -1].float()
+        logits = self._forward(input_ids, mask, positions, cache)
         return logits, cache, mask, positions[:, -1:] + 1
 
     def step(self, tokens: torch.Tensor, cache, mask: torch.Tensor, positions: torch.Tensor):
         """Feed one token per row; returns (logits, grown mask, next positions)."""
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        logits = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions,
-                            past_key_values=cache, use_cache=True).logits[:, -1].float()
-        return logits, mask, positions + 1
+        return self._forward(tokens[:, None], mask, positions, cache), mask, positions + 1
+
+    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache) -> torch.Tensor:
+        """The last position's logits; the KV cache grows in place."""
+        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                         **{self._cache_arg: cache})
+        return out.logits[:, -1].float()
 
     def _pick(self, logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         cfg = self.config
