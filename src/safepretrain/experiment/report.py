@@ -59,8 +59,10 @@ def plot_utility_vs_safety(rows: list[dict], png: Path) -> None:
     _, unsafe, s_err = _series(rows, "held-out unsafe, prefill (safe dec.)")
     fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
     ax.errorbar(unsafe, utility, xerr=s_err, yerr=u_err, fmt="o", capsize=2)
-    for x, y, label in zip(unsafe, utility, labels):
-        ax.annotate(label, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    for i, (x, y, label) in enumerate(zip(unsafe, utility, labels)):
+        # recipes that land on the same spot (srp and srp-mask, raw and posttrain-only) get their labels stacked
+        below = sum(abs(x - unsafe[j]) < 0.08 and abs(y - utility[j]) < 0.05 for j in range(i))
+        ax.annotate(label, (x, y), fontsize=7, xytext=(4, 4 - 9 * below), textcoords="offset points")
     ax.set_xlabel("held-out unsafe-action rate, prefill attack, safe decoding  <- safer")
     ax.set_ylabel("utility accuracy, train patients  -> more useful")
     ax.set_xlim(-0.05, 1.05)
