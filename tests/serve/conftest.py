@@ -74,7 +74,7 @@ def engines(tokenizer):
 
     torch.manual_seed(0)
     llama = LlamaForCausalLM(preset_config("tiny", len(tokenizer))).eval()
-    served = {"llama": ModelEngine("llama", llama, tokenizer, max_batch=8),
+    served = {"llama": ModelEngine("llama", llama, tokenizer, max_batch=8, stream_interval_s=0.0),
               "reflector": ModelEngine("reflector", reflecting_model(tokenizer), tokenizer, max_batch=8),
               "scorer": ModelEngine("scorer", scripted(tokenizer, SCORER_REPLY), tokenizer, max_batch=1),
               "judge": ModelEngine("judge", scripted(tokenizer, JUDGE_REPLY), tokenizer, max_batch=1)}

@@ -62,9 +62,11 @@ class Served:
 
 class ModelEngine:
     def __init__(self, name: str, model, tokenizer, path: str | Path = "", max_batch: int = 8,
-                 batch_wait_s: float = BATCH_WAIT_S):
+                 batch_wait_s: float = BATCH_WAIT_S, stream_interval_s: float = STREAM_INTERVAL_S):
         self.model, self.tokenizer = model, tokenizer
         self.batch_wait_s = batch_wait_s
+        self.stream_interval_s = stream_interval_s
+        """Least time between two streamed deltas (0: every token that completes a character)."""
         self.info = Served(name, str(path), Decoder(model, tokenizer).fmt.name, model.config.max_position_embeddings)
         self.has_harmful_tag = HARMFUL_TAG in tokenizer.get_vocab()
         """Safe Beam needs the tag as one token; known once, not per request (a vocabulary dict is large)."""
@@ -153,11 +155,10 @@ class ModelEngine:
                 self.decoders.popitem(last=False)
         return self.decoders[config]
 
-    @staticmethod
-    def _stream(job: Job, watcher) -> None:
+    def _stream(self, job: Job, watcher) -> None:
         # Every hand-over to the web app's thread costs a GIL switch: send what is new every few ms, not per token.
         now = time.perf_counter()
-        if now - job.last_sent < STREAM_INTERVAL_S:
+        if now - job.last_sent < self.stream_interval_s:
             return
         text = watcher.text()[len(job.prefill):].rstrip("\ufffd")  # a character cut between two tokens waits
         if len(text) > len(job.sent) and text.startswith(job.sent):
