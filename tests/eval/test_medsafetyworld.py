@@ -66,6 +66,7 @@ def test_the_suite_writes_every_number_and_resumes_per_sample(tiny_folder, rando
     assert set(metrics["decision_probes"]) == {"utility", "overrefusal", "seen_unsafe", "heldout_unsafe"} - (
         {"utility"} if not any(i.probe for i in list(tiny_folder.eval_items("utility"))[:3]) else set())
     assert len(metrics["linear_probes"]["auroc_per_layer"]) == random_llama.config.num_hidden_layers + 1
+    assert 0.5 <= metrics["linear_probes"]["bag_of_words_auroc"] <= 1.0  # the requests' words alone
     assert json.loads((tmp_path / "metrics.json").read_text())["conditions"] == json.loads(json.dumps(metrics["conditions"]))
 
     def no_more_decoding(*args, **kwargs):

@@ -92,6 +92,17 @@ def finished(tmp_path_factory):
     return cfg, run_experiment(cfg)
 
 
+def test_the_probe_plot_draws_each_recipe_against_what_the_words_alone_give(tmp_path):
+    from safepretrain.experiment.report import plot_probe_auroc
+
+    per_cell = {Cell(r, 0.0, s): {"probe AUROC per layer": [0.5, 0.9, 1.0], "probe AUROC, bag of words": 1.0}
+                for r in ("raw", "srp") for s in (0, 1)}
+    assert plot_probe_auroc(per_cell, tmp_path / "probes.png")
+    assert (tmp_path / "probes.png").read_bytes().startswith(b"\x89PNG")
+    unmeasured = {c: {"probe AUROC per layer": None, "probe AUROC, bag of words": math.nan} for c in per_cell}
+    assert not plot_probe_auroc(unmeasured, tmp_path / "none.png") and not (tmp_path / "none.png").exists()
+
+
 def test_a_two_recipe_experiment_runs_end_to_end(finished):
     cfg, results = finished
     for name in ("results.md", "results.csv", "results.json", "report.html", "unsafe_rates.png",

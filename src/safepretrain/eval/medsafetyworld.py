@@ -96,11 +96,12 @@ def evaluate_world(model, tokenizer, world: WorldFolder, config: WorldEvalConfig
     if config.decision_probes:
         metrics["decision_probes"] = _decision_probes(model, tokenizer, items, config, log)
     if config.linear_probes:
-        from safepretrain.eval.probes import probe_auroc_per_layer
+        from safepretrain.eval.probes import bag_of_words_auroc, probe_auroc_per_layer
 
         safe = [_prompt(tokenizer, i, config) for s in ("utility", "overrefusal") for i in items.get(s, [])]
         unsafe = [_prompt(tokenizer, i, config) for s in ("seen_unsafe", "heldout_unsafe") for i in items.get(s, [])]
-        metrics["linear_probes"] = {"auroc_per_layer": probe_auroc_per_layer(model, tokenizer, safe, unsafe)}
+        metrics["linear_probes"] = {"auroc_per_layer": probe_auroc_per_layer(model, tokenizer, safe, unsafe),
+                                    "bag_of_words_auroc": bag_of_words_auroc(safe, unsafe)}
     write_json(Path(out) / "metrics.json", metrics)
     return metrics
 

@@ -79,6 +79,7 @@ METRICS = (
 STAGES = ("pretrained", "post", "finetuned")
 """The evaluations of a cell, in the order of ``config.UNTIL``: an experiment that stops earlier has fewer."""
 EXTRA = ("reflection F1", "held-out reflection recall", "held-out probe P(unsafe)", "base: held-out probe P(unsafe)",
+         "probe AUROC, bag of words",
          "base: log P(tag) at its tags", "base: P(tag) harmful / safe text", "log P(tag) at its tags",
          "P(tag) harmful / safe text")
 
@@ -121,6 +122,7 @@ def cell_values(cfg: ExperimentConfig, cell: Cell) -> dict[str, float]:
     values["base: held-out probe P(unsafe)"] = evals["pretrained"].get("decision_probes", {}).get(
         "heldout_unsafe", {}).get("mean_p_unsafe", float("nan"))
     values["probe AUROC per layer"] = post.get("linear_probes", {}).get("auroc_per_layer")
+    values["probe AUROC, bag of words"] = post.get("linear_probes", {}).get("bag_of_words_auroc", float("nan"))
     for stage, prefix in (("pretrained", "base: "), ("post", "")):  # tags models: is the tag learned (eval.tags)?
         check = eval_dir(cfg, cell, stage) / TAG_CHECK
         found = json.loads(check.read_text()) if check.is_file() else {}

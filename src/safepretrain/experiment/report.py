@@ -84,6 +84,10 @@ def plot_probe_auroc(per_cell: dict[Cell, dict], png: Path) -> bool:
     for label, runs in curves.items():
         mean = [sum(layer) / len(layer) for layer in zip(*runs)]
         ax.plot(range(len(mean)), mean, marker="o", label=label)
+    words = [v["probe AUROC, bag of words"] for v in per_cell.values()
+             if not math.isnan(v.get("probe AUROC, bag of words", math.nan))]
+    if words:  # above this line a probe reads more than the prompts' words
+        ax.axhline(sum(words) / len(words), color="grey", linestyle="--", label="words alone (bag of words)")
     ax.set_xlabel("layer (0 = embeddings)")
     ax.set_ylabel("probe AUROC, safe vs unsafe prompts")
     ax.set_ylim(0.4, 1.02)
