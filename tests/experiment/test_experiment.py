@@ -30,6 +30,12 @@ def test_cells_that_share_pretraining_share_one_model():
     assert layout.sft(Cell("srp", 0.0, 0)) != layout.sft(Cell("srp-pretrain-only", 0.0, 0))
 
 
+def test_the_quick_preset_compares_six_recipes_on_four_pretrained_models():
+    cfg = load_experiment(None, "quick", {})
+    layout = Layout(cfg)
+    assert len(cfg.recipes) == 6 and len({layout.pretrain(c) for c in grid(cfg)}) == 4
+
+
 def test_a_curriculum_start_does_not_apply_to_raw_pretraining():
     assert Cell("raw", 0.6, 0).effective_start == 0.0 and Cell("filter", 0.6, 0).effective_start == 0.6
 

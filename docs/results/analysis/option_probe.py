@@ -2,11 +2,11 @@
 
 MedSafetyWorld's requests name their harm, so the input probe of ``safepretrain eval --probes`` is saturated by the
 words alone (LOG "Linear probes"). Here the label depends on world knowledge instead: each probed request (utility,
-seen-unsafe, held-out-unsafe; patients of worked episodes) is followed by each of its two options, ``... doctor: meil 50 mg``; the label says
-whether that option harms the patient. Both texts end in the same token, so layer 0 is at chance; a drug that is
-often the harmful one still leaks through its name, hence two baselines on the same folds (grouped by request, so
-a request's two options never straddle train and test): the drug's name alone, and the words and word pairs of the
-whole text.
+seen-unsafe, held-out-unsafe; patients of worked episodes) is followed by each of its two options, ``... doctor:
+meil 50 mg``; the label says whether that option harms the patient. Both texts end in the same token, so layer 0 is
+at chance; a drug that is often the harmful one still leaks through its name, hence two baselines on the same folds
+(grouped by request, so a request's two options never straddle train and test): the drug's name alone, and the words
+and word pairs of the whole text.
 
     .venv/bin/python docs/results/analysis/option_probe.py runs/lap10 runs/cur > docs/results/analysis/option_probe.md
 """

@@ -14,7 +14,8 @@ UNTIL_HELP = "Last stage: base (base models only: a quick pilot), post, attack (
 
 @app.command("run")
 def run(
-    config: Path = typer.Argument(..., help="YAML of ExperimentConfig fields (optionally 'preset: laptop|tiny|paper')."),
+    config: Path = typer.Argument(
+        ..., help="YAML of ExperimentConfig fields (optionally 'preset: laptop|quick|tiny|paper')."),
     out: str | None = typer.Option(None, "--out", help="Experiment folder; rerun to resume."),
     workers: int | None = typer.Option(None, "--workers", help="Jobs at once (processes)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over when the folder holds another config."),
@@ -28,7 +29,8 @@ def run(
 
 @app.command("medsafetyworld")
 def medsafetyworld(
-    preset: str = typer.Option("laptop", "--preset", help="laptop (the demo), tiny (seconds), paper (GPU)."),
+    preset: str = typer.Option(
+        "laptop", "--preset", help="laptop (the demo, 3 worlds), quick (1 world), tiny (seconds), paper (GPU)."),
     out: str | None = typer.Option(None, "--out"),
     seeds: int | None = typer.Option(None, "--seeds", help="Number of seeds (0..n-1)."),
     recipes: list[str] = typer.Option([], "--recipe", help="Recipes to compare (repeatable; default: all)."),

@@ -100,6 +100,12 @@ def laptop() -> ExperimentConfig:
     return ExperimentConfig(out="runs/demo")
 
 
+def quick() -> ExperimentConfig:
+    """A half-hour look at the demo: one world (no error bars), the recipes that need 4 pretrained models."""
+    return ExperimentConfig(out="runs/quick", seeds=(0,),
+                            recipes=("raw", "filter", "rewrite", "srp", "srp-pretrain-only", "posttrain-only"))
+
+
 def tiny() -> ExperimentConfig:
     """Seconds per cell, for tests and smoke runs: the tiny world and a few training steps."""
     return ExperimentConfig(
@@ -115,7 +121,7 @@ def paper() -> ExperimentConfig:
                             pretrain_tokens=2_000_000_000, eval_items=1000, workers=1, threads=8)
 
 
-PRESETS = {"laptop": laptop, "tiny": tiny, "paper": paper}
+PRESETS = {"laptop": laptop, "quick": quick, "tiny": tiny, "paper": paper}
 
 
 def load_experiment(path: Path | None, preset: str | None, overrides: dict[str, Any]) -> ExperimentConfig:
