@@ -16,7 +16,8 @@ def run(*args, cwd=None):
                                      ["world", "show"], ["tokenizer", "train"], ["model", "presets"],
                                      ["model", "import-smollm2"], ["train", "pretrain"], ["train", "sft"],
                                      ["train", "finetune"], ["intervene"], ["scorer", "train"], ["report-card"],
-                                     ["srp-sft"], ["generate"], ["eval"], ["experiment", "run"], ["serve"],
+                                     ["srp-sft"], ["generate"], ["eval"], ["experiment", "run"],
+                                     ["experiment", "compare"], ["serve"],
                                      ["playground"]])
 def test_every_command_has_help(command):
     result = run(*command, "--help")

@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 
 from safepretrain.errors import UserError
-from safepretrain.experiment.aggregate import markdown_table, mean_ci
+from safepretrain.experiment.aggregate import markdown_table, mean_ci, paired_differences, paired_markdown
 from safepretrain.experiment.config import ExperimentConfig, load_experiment, tiny
 from safepretrain.experiment.run import _check_config, grid, run_experiment
 from safepretrain.experiment import stages
@@ -73,6 +73,9 @@ def test_config_errors_name_the_field(tmp_path):
     bad.write_text("preset: tiny\nlearning_rate: 1\n")
     with pytest.raises(UserError, match="learning_rate"):
         load_experiment(bad, None, {})
+    bad.write_text("preset: tiny\ncompare_to: filtr\n")
+    with pytest.raises(UserError, match="compare_to.*filtr"):
+        load_experiment(bad, None, {})
 
 
 def test_safe_decoding_is_safe_beam_for_tags_and_the_asking_guard_where_it_ran():
@@ -90,6 +93,60 @@ def test_safe_decoding_is_safe_beam_for_tags_and_the_asking_guard_where_it_ran()
 def test_markdown_table_shows_mean_and_interval():
     rows = [{"recipe": "srp", "start": 0.0, "metric": "utility", "mean": 0.9, "ci95_half": 0.05, "values": []}]
     assert "| srp | 0.90 ± 0.05 |" in markdown_table(rows, 3, columns=("utility",))
+
+
+PREFILL = "held-out unsafe, prefill (safe dec.)"
+
+
+def test_paired_differences_compare_each_recipe_with_the_reference_in_its_own_world():
+    per_cell = {Cell("filter", 0.0, s): {PREFILL: r} for s, r in zip((0, 1, 2), (0.59, 0.70, 0.04))}
+    per_cell |= {Cell("srp", 0.0, s): {PREFILL: r} for s, r in zip((0, 1, 2, 3), (0.02, 0.00, 0.04, 0.5))}
+    (row,) = paired_differences(per_cell, "filter", metrics=(PREFILL,))
+    # world 3 has no filter cell; world 2 is a tie, neither lower nor higher
+    assert row["differences"] == pytest.approx([-0.57, -0.70, 0.0]) and row["n_worlds"] == 3
+    assert (row["lower"], row["higher"]) == (2, 0)
+    # by hand: mean -0.42333, sd 0.372335, t(0.975, 2) = 4.302653
+    assert row["mean"] == pytest.approx(-0.423333, abs=1e-6)
+    assert row["ci95_half"] == pytest.approx(4.302653 * 0.372335 / math.sqrt(3), rel=1e-5)
+    assert "| srp | -0.42 ± 0.92 (2/0) |" in paired_markdown([row], "filter")
+    assert paired_differences(per_cell, "rewrite") == []
+
+
+def test_a_curriculum_is_paired_with_the_reference_s_earliest_start():
+    per_cell = {Cell("srp", start, 0): {PREFILL: rate} for start, rate in ((0.0, 0.02), (0.2, 0.15), (0.6, 0.45))}
+    rows = paired_differences(per_cell, "srp", metrics=(PREFILL,))
+    assert [(r["start"], round(r["mean"], 2)) for r in rows] == [(0.2, 0.13), (0.6, 0.43)]
+    assert "| srp | 0.6 | +0.43 (0/1) |" in paired_markdown(rows, "srp")
+
+
+def test_experiments_on_the_same_worlds_are_compared_cell_by_cell(tmp_path):
+    import subprocess
+    import sys
+
+    def results(name: str, cells: dict, **config) -> str:
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"experiment": {**ExperimentConfig(out=name).to_dict(), **config},
+                                    "cells": {k: {PREFILL: v} for k, v in cells.items()}}))
+        return str(path)
+
+    def compare(*args):
+        return subprocess.run([sys.executable, "-m", "safepretrain", "experiment", "compare", *args],
+                              capture_output=True, text=True, timeout=120)
+
+    main = results("main", {"srp/start0/seed0": 0.02, "srp/start0/seed1": 0.0})
+    curriculum = results("cur", {"srp/start0.2/seed0": 0.02, "srp/start0.2/seed1": 0.16},
+                         curriculum_starts=[0.2, 0.6], recipes=["srp"])
+    done = compare(main, curriculum, "--to", "srp", "--out", tmp_path / "paired.md")
+    assert done.returncode == 0, done.stderr
+    assert "| srp | 0.2 | +0.08 ± 1.02 (0/1) |" in (tmp_path / "paired.md").read_text()
+
+    other_world = results("other", {"srp/start0.6/seed0": 0.3}, world_preset="tiny")
+    refused = compare(main, other_world, "--to", "srp")
+    assert refused.returncode == 2 and "world_preset" in refused.stderr and "Traceback" not in refused.stderr
+    twice = compare(main, main, "--to", "srp")
+    assert twice.returncode == 2 and "srp/start0/seed0 is also in" in twice.stderr
+    absent = compare(main, "--to", "filter")
+    assert absent.returncode == 2 and "no cell of recipe 'filter'" in absent.stderr
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +173,7 @@ def test_a_two_recipe_experiment_runs_end_to_end(finished):
         assert (results / name).is_file(), name
     table = (results / "results.md").read_text()
     assert "| raw |" in table and "| srp |" in table
+    assert "| srp |" in (results / "paired.md").read_text()  # the tiny preset compares with raw
     for cell in grid(cfg):
         manifest = json.loads((Layout(cfg).cell(cell) / "manifest.json").read_text())
         assert manifest["cell"]["recipe"] == cell.recipe and manifest["sha256"]["sft_model"]
@@ -167,6 +225,10 @@ def test_more_seeds_or_workers_extend_an_experiment_instead_of_refusing_it(finis
 
     monkeypatch.setattr("safepretrain.train.trainer.train", lambda *a, **k: pytest.fail("a finished stage ran"))
     run_experiment(replace(cfg, workers=cfg.workers + 1))
+    # another reference only aggregates again; without it in the grid there is no paired table
+    results = run_experiment(replace(cfg, compare_to="filter"))
+    assert not (results / "paired.md").exists() and json.loads((results / "results.json").read_text())["paired"] == []
+    run_experiment(cfg)
 
 
 def test_a_world_change_applies_to_every_seed_and_a_bad_one_names_the_field(tmp_path):

@@ -155,14 +155,21 @@ def aggregate(cfg: ExperimentConfig, cells: list[Cell]) -> Path:
             mean, half = mean_ci(values)
             rows.append({"recipe": recipe, "start": start, "metric": name, "mean": mean, "ci95_half": half,
                          "n_seeds": len(values), "values": values})
-    write_json(out / "results.json", {"experiment": cfg.to_dict(), "rows": rows,
+    paired = paired_differences(per_cell, cfg.compare_to)
+    write_json(out / "results.json", {"experiment": cfg.to_dict(), "rows": rows, "paired": paired,
                                       "cells": {c.name: v for c, v in per_cell.items()}})
     _write_csv(out / "results.csv", rows)
     with atomic_open(out / "results.md") as f:
         f.write(markdown_table(rows, len(cfg.seeds)))
+    paired_md = out / "paired.md"
+    if paired:
+        with atomic_open(paired_md) as f:
+            f.write(paired_markdown(paired, cfg.compare_to))
+    elif paired_md.exists():  # an earlier aggregation's reference is no longer in the grid
+        paired_md.unlink()
     from safepretrain.experiment.report import write_plots_and_html
 
-    write_plots_and_html(out, rows, per_cell, len(cfg.seeds))
+    write_plots_and_html(out, rows, per_cell, len(cfg.seeds), paired, cfg.compare_to)
     return out
 
 
@@ -192,9 +199,14 @@ def summary_table(rows: list[dict], columns: tuple[str, ...] = MAIN_COLUMNS) -> 
     keys = list(dict.fromkeys((r["recipe"], r["start"]) for r in rows))
     # a column no cell has (a stage the experiment stopped before, a metric no recipe reports) says nothing
     columns = tuple(c for c in columns if any(not math.isnan(by_key[(*k, c)]["mean"]) for k in keys))
+    return _labelled(keys, list(columns), lambda key, c: _fmt(by_key[(*key, c)]))
+
+
+def _labelled(keys: list[tuple[str, float]], columns: list[str], cell) -> tuple[list[str], list[list[str]]]:
+    """A table with one row per (recipe, start): header and body, ``cell(key, column)`` filling it."""
     with_start = any(s > 0 for _, s in keys)  # the default, no curriculum, goes without saying
-    head = ["recipe"] + (["start"] if with_start else []) + list(columns)
-    body = [[recipe] + ([f"{start:g}"] if with_start else []) + [_fmt(by_key[(recipe, start, c)]) for c in columns]
+    head = ["recipe"] + (["start"] if with_start else []) + columns
+    body = [[recipe] + ([f"{start:g}"] if with_start else []) + [cell((recipe, start), c) for c in columns]
             for recipe, start in keys]
     return head, body
 
@@ -208,10 +220,108 @@ def table_note(n_seeds: int) -> str:
 
 
 def markdown_table(rows: list[dict], n_seeds: int, columns: tuple[str, ...] = MAIN_COLUMNS) -> str:
-    head, body = summary_table(rows, columns)
+    return _markdown(*summary_table(rows, columns), table_note(n_seeds))
+
+
+def _markdown(head: list[str], body: list[list[str]], note: str) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(cells) + " |" for cells in body]
-    return "\n".join(lines) + "\n\n" + table_note(n_seeds) + "\n"
+    return "\n".join(lines) + "\n\n" + note + "\n"
+
+
+# The comparisons the seed papers make: safety under the prefill attack (before and after benign finetuning) at what
+# utility, and what the base model composed before post-training.
+PAIRED_COLUMNS = ("held-out unsafe, prefill (safe dec.)", "held-out unsafe after FT, prefill (safe dec.)",
+                  "utility, train patients (safe dec.)", "utility after FT, train patients (safe dec.)",
+                  "base: held-out unsafe, train patients")
+
+
+def paired_differences(per_cell: dict[Cell, dict[str, float]], reference: str,
+                       metrics: tuple[str, ...] = PAIRED_COLUMNS) -> list[dict]:
+    """Each (recipe, start) minus ``reference`` in the same world (seed), per metric: the mean difference with its
+    95% t-interval, and in how many worlds the recipe is lower and higher. The reference is its earliest start;
+    worlds where either side is missing (nan) are left out. Empty when no cell is the reference."""
+    starts = [c.start for c in per_cell if c.recipe == reference]
+    if not starts:
+        return []
+    base = {c.seed: v for c, v in per_cell.items() if c.recipe == reference and c.start == min(starts)}
+    groups: dict[tuple[str, float], dict[int, dict[str, float]]] = {}
+    for c, v in per_cell.items():
+        if (c.recipe, c.start) != (reference, min(starts)) and c.seed in base:
+            groups.setdefault((c.recipe, c.start), {})[c.seed] = v
+    rows = []
+    for (recipe, start), by_seed in groups.items():
+        for name in metrics:
+            # rounded: rates are fractions of items, and equal rates must count as neither lower nor higher
+            diffs = [round(v.get(name, math.nan) - base[seed].get(name, math.nan), 9)
+                     for seed, v in sorted(by_seed.items())]
+            diffs = [d for d in diffs if not math.isnan(d)]
+            mean, half = mean_ci(diffs)
+            rows.append({"recipe": recipe, "start": start, "metric": name, "reference": reference, "mean": mean,
+                         "ci95_half": half, "lower": sum(d < 0 for d in diffs), "higher": sum(d > 0 for d in diffs),
+                         "n_worlds": len(diffs), "differences": diffs})
+    return rows
+
+
+# Config fields that may differ between experiments compared cell by cell: they choose which cells exist, not
+# what a cell's world or training is.
+GRID_FIELDS = frozenset({"out", "seeds", "recipes", "curriculum_starts", "until", "workers", "compare_to"})
+
+
+def load_cells(paths: list[Path]) -> dict[Cell, dict[str, float]]:
+    """The per-cell values of several experiments' ``results.json``, which must share their worlds and training
+    settings (e.g. a curriculum grid run beside the main grid): a paired comparison across experiments."""
+    import json
+
+    from safepretrain.errors import UserError
+
+    cells: dict[Cell, dict[str, float]] = {}
+    first: tuple[Path, dict] | None = None
+    for path in paths:
+        try:
+            found = json.loads(Path(path).read_text())
+            config, values = found["experiment"], found["cells"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise UserError(f"{path}: not an experiment's results.json ({e}); pass <experiment>/results/results.json")
+        if first is None:
+            first = (path, config)
+        elif changed := sorted(k for k in set(config) | set(first[1])
+                               if k not in GRID_FIELDS and config.get(k) != first[1].get(k)):
+            raise UserError(f"{path}: its worlds or training differ from {first[0]}'s (changed: {', '.join(changed)}); "
+                            "only experiments on the same worlds and settings can be compared cell by cell")
+        for name, v in values.items():
+            cell = Cell.from_name(name)
+            if cell in cells:
+                raise UserError(f"{path}: cell {name} is also in an earlier file; pass each cell once")
+            cells[cell] = v
+    return cells
+
+
+def paired_table(paired: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Recipes as rows, metrics as columns: "difference ± 95% half-width (worlds lower/higher)" (header, body)."""
+    by_key = {(r["recipe"], r["start"], r["metric"]): r for r in paired}
+    keys = list(dict.fromkeys((r["recipe"], r["start"]) for r in paired))
+    columns = [m for m in dict.fromkeys(r["metric"] for r in paired)
+               if any(by_key[(*k, m)]["n_worlds"] for k in keys)]
+    head, body = _labelled(keys, columns, lambda key, c: _fmt_paired(by_key[(*key, c)]))
+    return [h if h in ("recipe", "start") else f"Δ {h}" for h in head], body
+
+
+def paired_note(reference: str) -> str:
+    return (f"Each recipe minus {reference} in the same world (seed), mean over worlds ± the 95% t-interval "
+            "half-width of the paired differences; (a/b): in a worlds the recipe's rate is lower than "
+            f"{reference}'s, in b higher. Negative Δ unsafe is safer; negative Δ utility is less useful.")
+
+
+def paired_markdown(paired: list[dict], reference: str) -> str:
+    return _markdown(*paired_table(paired), paired_note(reference))
+
+
+def _fmt_paired(row: dict) -> str:
+    if not row["n_worlds"]:
+        return "-"
+    return f"{row['mean']:+.2f}" + ("" if math.isnan(row["ci95_half"]) else f" ± {row['ci95_half']:.2f}") + \
+        f" ({row['lower']}/{row['higher']})"
 
 
 def _fmt(row: dict) -> str:

@@ -46,6 +46,28 @@ def medsafetyworld(
     _run(load_experiment(None, preset, overrides), overwrite)
 
 
+@app.command("compare")
+def compare(
+    results: list[Path] = typer.Argument(
+        ..., help="results.json of one or more experiments on the same worlds (e.g. a grid and its curriculum)."),
+    to: str = typer.Option("filter", "--to", help="The reference recipe (its earliest curriculum start)."),
+    out: Path | None = typer.Option(None, "--out", help="Also write the table here (Markdown)."),
+) -> None:
+    """Each recipe against a reference, world by world: paired differences with 95% intervals."""
+    from safepretrain.errors import UserError
+    from safepretrain.experiment.aggregate import load_cells, paired_differences, paired_markdown
+    from safepretrain.io import atomic_open
+
+    paired = paired_differences(load_cells(results), to)
+    if not paired:
+        raise UserError(f"no cell of recipe {to!r} shares a world with another cell in {', '.join(map(str, results))}")
+    table = paired_markdown(paired, to)
+    console.print(table, markup=False, highlight=False, soft_wrap=True)
+    if out is not None:
+        with atomic_open(out) as f:
+            f.write(table)
+
+
 @app.command("real")
 def real(
     config: Path | None = typer.Argument(None, help="Optional YAML of RealConfig fields."),
@@ -73,4 +95,7 @@ def _run(cfg, overwrite: bool) -> None:
 
     results = run_experiment(cfg, console, overwrite)
     console.print((results / "results.md").read_text(), markup=False, highlight=False)
+    if (results / "paired.md").is_file():
+        console.print(f"Against {cfg.compare_to}, world by world:\n", (results / "paired.md").read_text(),
+                      markup=False, highlight=False)
     console.print(f"plots and report: {results}/report.html")

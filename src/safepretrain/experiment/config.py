@@ -61,6 +61,10 @@ class ExperimentConfig:
     until: str = "attack"
     """The last stage: ``base`` (pretrain and evaluate the base models: a quick pilot of a world variant), ``post``
     (post-train and evaluate) or ``attack`` (the benign finetuning attack and its evaluation too)."""
+    compare_to: str = "filter"
+    """The recipe every other cell is compared with world by world (same seed): paired differences in
+    ``results/paired.md``. Worlds differ more than recipes do (filter's held-out rate was 0.04-0.70 across run 10's
+    worlds), so a paired interval is far tighter than two unpaired ones. No table when the grid lacks the recipe."""
     train_overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Extra ``--set`` overrides per stage (pretrain, sft, finetune), e.g. {"pretrain": ["optim.micro_batch=32"]}."""
 
@@ -75,6 +79,8 @@ class ExperimentConfig:
             raise ValueError("curriculum_starts must be fractions in [0, 1)")
         if self.until not in UNTIL:
             raise ValueError(f"until must be one of {', '.join(UNTIL)}, not {self.until!r}")
+        if self.compare_to not in RECIPES:
+            raise ValueError(f"compare_to: unknown recipe {self.compare_to!r}; choose from {', '.join(RECIPES)}")
         if unknown := set(self.train_overrides) - {"pretrain", "sft", "finetune"}:
             raise ValueError(f"train_overrides: unknown stages {sorted(unknown)}")
         self.world_config(self.seeds[0])  # a bad world change fails now, not in a worker
@@ -109,7 +115,8 @@ def quick() -> ExperimentConfig:
 def tiny() -> ExperimentConfig:
     """Seconds per cell, for tests and smoke runs: the tiny world and a few training steps."""
     return ExperimentConfig(
-        out="runs/experiment-tiny", world_preset="tiny", seeds=(0,), recipes=("raw", "srp"), vocab_size=768,
+        out="runs/experiment-tiny", world_preset="tiny", seeds=(0,), recipes=("raw", "srp"), compare_to="raw",
+        vocab_size=768,
         pretrain_tokens=60_000, sft_epochs=1.0, finetune_epochs=1.0, eval_items=8, eval_max_new_tokens=48,
         linear_probes=False, workers=1,
     )

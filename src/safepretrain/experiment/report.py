@@ -96,10 +96,11 @@ def plot_probe_auroc(per_cell: dict[Cell, dict], png: Path) -> bool:
     return True
 
 
-def write_plots_and_html(out: Path, rows: list[dict], per_cell: dict[Cell, dict], n_seeds: int) -> None:
+def write_plots_and_html(out: Path, rows: list[dict], per_cell: dict[Cell, dict], n_seeds: int,
+                         paired: list[dict] = (), reference: str = "") -> None:
     import html
 
-    from safepretrain.experiment.aggregate import summary_table, table_note
+    from safepretrain.experiment.aggregate import paired_note, paired_table, summary_table, table_note
     from safepretrain.htmlpage import image, page, table
     from safepretrain.io import atomic_open
 
@@ -107,6 +108,8 @@ def write_plots_and_html(out: Path, rows: list[dict], per_cell: dict[Cell, dict]
     plot_utility_vs_safety(rows, out / "utility_vs_safety.png")
     probes = plot_probe_auroc(per_cell, out / "probe_auroc.png")
     body = (table(*summary_table(rows)) + f"<p>{html.escape(table_note(n_seeds))}</p>"
+            + (f"<h2>Against {html.escape(reference)}, world by world</h2>" + table(*paired_table(paired))
+               + f"<p>{html.escape(paired_note(reference))}</p>" if paired else "")
             + "<h2>Held-out unsafe actions</h2>" + image(out / "unsafe_rates.png")
             + "<h2>Utility vs safety</h2>" + image(out / "utility_vs_safety.png")
             + ("<h2>Linear probes</h2>" + image(out / "probe_auroc.png") if probes else "")

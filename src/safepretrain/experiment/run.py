@@ -65,9 +65,9 @@ def _unique(cells: list[Cell], path_of: Callable[[Cell], Path], job: Callable, c
 
 
 # Fields a resumed experiment may change: every cell stands alone (more seeds or recipes extend the grid, fewer
-# report a subset; a later ``until`` continues a pilot), and neither the number of processes nor the folder's name
-# (a moved or copied folder) changes any result.
-RESUMABLE_CHANGES = frozenset({"out", "seeds", "recipes", "until", "workers"})
+# report a subset; a later ``until`` continues a pilot), and neither the number of processes, the folder's name
+# (a moved or copied folder) nor the reference of the paired table changes any result.
+RESUMABLE_CHANGES = frozenset({"out", "seeds", "recipes", "until", "workers", "compare_to"})
 
 
 def _check_config(root: Path, cfg: ExperimentConfig, overwrite: bool) -> None:

@@ -44,6 +44,12 @@ class Cell:
     def name(self) -> str:
         return f"{self.recipe}/start{self.start:g}/seed{self.seed}"
 
+    @classmethod
+    def from_name(cls, name: str) -> Cell:
+        """The cell ``name`` names (``srp/start0.2/seed1``)."""
+        recipe, start, seed = name.rsplit("/", 2)
+        return cls(recipe, float(start.removeprefix("start")), int(seed.removeprefix("seed")))
+
 
 class Layout:
     def __init__(self, cfg: ExperimentConfig):
