@@ -290,7 +290,10 @@ def load_cells(paths: list[Path]) -> dict[Cell, dict[str, float]]:
             raise UserError(f"{path}: its worlds or training differ from {first[0]}'s (changed: {', '.join(changed)}); "
                             "only experiments on the same worlds and settings can be compared cell by cell")
         for name, v in values.items():
-            cell = Cell.from_name(name)
+            try:
+                cell = Cell.from_name(name)
+            except ValueError:
+                raise UserError(f"{path}: {name!r} is not a cell name (recipe/startS/seedN)") from None
             if cell in cells:
                 raise UserError(f"{path}: cell {name} is also in an earlier file; pass each cell once")
             cells[cell] = v

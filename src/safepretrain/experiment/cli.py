@@ -94,8 +94,9 @@ def _run(cfg, overwrite: bool) -> None:
     from safepretrain.experiment.run import run_experiment
 
     results = run_experiment(cfg, console, overwrite)
-    console.print((results / "results.md").read_text(), markup=False, highlight=False)
+    # soft_wrap: the terminal may fold long lines, but a copied table stays Markdown
+    console.print((results / "results.md").read_text(), markup=False, highlight=False, soft_wrap=True)
     if (results / "paired.md").is_file():
-        console.print(f"Against {cfg.compare_to}, world by world:\n", (results / "paired.md").read_text(),
-                      markup=False, highlight=False)
+        console.print(f"Against {cfg.compare_to}, world by world:\n\n" + (results / "paired.md").read_text(),
+                      markup=False, highlight=False, soft_wrap=True)
     console.print(f"plots and report: {results}/report.html")

@@ -116,9 +116,8 @@ def tiny() -> ExperimentConfig:
     """Seconds per cell, for tests and smoke runs: the tiny world and a few training steps."""
     return ExperimentConfig(
         out="runs/experiment-tiny", world_preset="tiny", seeds=(0,), recipes=("raw", "srp"), compare_to="raw",
-        vocab_size=768,
-        pretrain_tokens=60_000, sft_epochs=1.0, finetune_epochs=1.0, eval_items=8, eval_max_new_tokens=48,
-        linear_probes=False, workers=1,
+        vocab_size=768, pretrain_tokens=60_000, sft_epochs=1.0, finetune_epochs=1.0, eval_items=8,
+        eval_max_new_tokens=48, linear_probes=False, workers=1,
     )
 
 

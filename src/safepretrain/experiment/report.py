@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 from safepretrain.experiment.stages import Cell
@@ -97,7 +98,7 @@ def plot_probe_auroc(per_cell: dict[Cell, dict], png: Path) -> bool:
 
 
 def write_plots_and_html(out: Path, rows: list[dict], per_cell: dict[Cell, dict], n_seeds: int,
-                         paired: list[dict] = (), reference: str = "") -> None:
+                         paired: Sequence[dict] = (), reference: str = "") -> None:
     import html
 
     from safepretrain.experiment.aggregate import paired_note, paired_table, summary_table, table_note
