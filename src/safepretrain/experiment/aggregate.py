@@ -14,7 +14,8 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from safepretrain.experiment.config import UNTIL, ExperimentConfig
+from safepretrain.experiment.config import UNTIL, ExperimentConfig, differing_fields
+from safepretrain.experiment.run import RESUMABLE_CHANGES
 from safepretrain.experiment.stages import TAG_CHECK, Cell, Layout, eval_dir
 from safepretrain.io import atomic_open, write_json
 
@@ -244,10 +245,11 @@ def paired_differences(per_cell: dict[Cell, dict[str, float]], reference: str,
     starts = [c.start for c in per_cell if c.recipe == reference]
     if not starts:
         return []
-    base = {c.seed: v for c, v in per_cell.items() if c.recipe == reference and c.start == min(starts)}
+    reference_key = (reference, min(starts))
+    base = {c.seed: v for c, v in per_cell.items() if (c.recipe, c.start) == reference_key}
     groups: dict[tuple[str, float], dict[int, dict[str, float]]] = {}
     for c, v in per_cell.items():
-        if (c.recipe, c.start) != (reference, min(starts)) and c.seed in base:
+        if (c.recipe, c.start) != reference_key and c.seed in base:
             groups.setdefault((c.recipe, c.start), {})[c.seed] = v
     rows = []
     for (recipe, start), by_seed in groups.items():
@@ -263,9 +265,9 @@ def paired_differences(per_cell: dict[Cell, dict[str, float]], reference: str,
     return rows
 
 
-# Config fields that may differ between experiments compared cell by cell: they choose which cells exist, not
-# what a cell's world or training is.
-GRID_FIELDS = frozenset({"out", "seeds", "recipes", "curriculum_starts", "until", "workers", "compare_to"})
+# Config fields that may differ between experiments compared cell by cell: those a resumed experiment may change,
+# and the curriculum starts; they choose which cells exist, not what a cell's world or training is.
+GRID_FIELDS = RESUMABLE_CHANGES | {"curriculum_starts"}
 
 
 def load_cells(paths: list[Path]) -> dict[Cell, dict[str, float]]:
@@ -285,8 +287,7 @@ def load_cells(paths: list[Path]) -> dict[Cell, dict[str, float]]:
             raise UserError(f"{path}: not an experiment's results.json ({e}); pass <experiment>/results/results.json")
         if first is None:
             first = (path, config)
-        elif changed := sorted(k for k in set(config) | set(first[1])
-                               if k not in GRID_FIELDS and config.get(k) != first[1].get(k)):
+        elif changed := differing_fields(first[1], config, GRID_FIELDS):
             raise UserError(f"{path}: its worlds or training differ from {first[0]}'s (changed: {', '.join(changed)}); "
                             "only experiments on the same worlds and settings can be compared cell by cell")
         for name, v in values.items():

@@ -166,6 +166,10 @@ def changed_fields(saved: Path, config: dict[str, Any], resumable: frozenset[str
 
     if not saved.is_file():
         return []
-    before, now = json.loads(saved.read_text()), json.loads(json.dumps(config))
-    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    changed = differing_fields(json.loads(saved.read_text()), json.loads(json.dumps(config)))
     return changed if set(changed) - resumable else []
+
+
+def differing_fields(before: dict[str, Any], now: dict[str, Any], ignore: frozenset[str] = frozenset()) -> list[str]:
+    """The fields (outside ``ignore``) whose values differ between two saved configs, sorted."""
+    return sorted(k for k in set(before) | set(now) if k not in ignore and before.get(k) != now.get(k))
