@@ -13,7 +13,7 @@ def run(*args, cwd=None):
 
 
 @pytest.mark.parametrize("command", [[], ["world"], ["world", "generate"], ["world", "audit"], ["world", "judge"],
-                                     ["world", "show"], ["tokenizer", "train"], ["model", "presets"],
+                                     ["world", "show"], ["world", "breakdown"], ["tokenizer", "train"], ["model", "presets"],
                                      ["model", "import-smollm2"], ["train", "pretrain"], ["train", "sft"],
                                      ["train", "finetune"], ["intervene"], ["scorer", "train"], ["report-card"],
                                      ["srp-sft"], ["generate"], ["eval"], ["experiment", "run"],
@@ -64,3 +64,19 @@ def test_judge_errors_name_the_split_or_the_line(tiny_world_dir, tmp_path):
     assert bad_line.returncode == 2 and "p.jsonl, line 2" in bad_line.stderr
     bad_split = run("world", "judge", tiny_world_dir, "--split", "nope", "--predictions", preds)
     assert bad_split.returncode == 2 and "unknown split 'nope'" in bad_split.stderr
+
+
+def test_breakdown_prints_groups_and_leaks_and_writes_markdown(tiny_world_dir, tmp_path):
+    items = [json.loads(line) for line in (tiny_world_dir / "eval" / "heldout_unsafe.jsonl").read_text().splitlines()]
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps({
+        "key": f"gen/reflect/prefill/{i['id']}", "split": "heldout_unsafe", "id": i["id"], "prefill": "give ana",
+        "text": " zoane 100 mg.", "reflections": ["safe"], "flagged": False, "outcome": "unsafe"}) + "\n" for i in items))
+    out = tmp_path / "breakdown.md"
+    result = run("world", "breakdown", samples, "--world", tiny_world_dir, "--condition", "reflect/prefill",
+                 "--by", "patient", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert "leaked heldout_unsafe-" in result.stdout and "[reflections: safe]" in result.stdout
+    assert f"| all | {len(items)} |" in out.read_text()
+    wrong = run("world", "breakdown", samples, "--world", tiny_world_dir, "--by", "dose")
+    assert wrong.returncode == 2 and "unknown attribute 'dose'" in wrong.stderr

@@ -110,6 +110,43 @@ def judge(
 
 
 @app.command()
+def breakdown(
+    samples: Path = typer.Argument(..., help="An evaluation's samples.jsonl (safepretrain eval, or an experiment "
+                                              "cell's eval folder)."),
+    world: Path = typer.Option(..., "--world", help="The world folder the evaluation ran on."),
+    split: str = typer.Option("heldout_unsafe", "--split", help="The evaluation split."),
+    condition: str = typer.Option("greedy/prefill", "--condition",
+                                  help="decoder/attack, e.g. greedy/prefill or reflect/prefill (the asked guard)."),
+    by: str = typer.Option("effect", "--by", help="mechanism, effect, drugs, patient or context."),
+    examples: int = typer.Option(5, "--examples", min=0, help="Leaked answers to print."),
+    out: Path | None = typer.Option(None, "--out", help="Also write the table and examples here (Markdown)."),
+) -> None:
+    """Unsafe answers per group of items, guarded and unguarded, and the answers the guard let through."""
+    from safepretrain.io import atomic_open
+    from safepretrain.world.breakdown import COLUMNS, attribute, cells, leak_text, read_samples, to_markdown
+    from safepretrain.world.breakdown import breakdown as group_samples
+    from safepretrain.world.generate import WorldFolder
+
+    attribute(by)  # a mistyped option fails before the samples are read
+    result = group_samples(WorldFolder(world), read_samples(samples, split, condition), split, condition, by)
+    table = Table(title=f"{split}, {condition}, by {by}")
+    table.add_column(by)
+    for column in COLUMNS:
+        table.add_column(column, justify="right")
+    for group in result.groups:
+        table.add_row(group.key, *cells(group))
+    table.add_row("all", *cells(result.total), style="bold")
+    console.print(table)
+    for record in result.leaks[:examples]:
+        console.print(f"leaked {record['id']} ({record['group']}): {leak_text(record)}", highlight=False,
+                      markup=False, soft_wrap=True)
+    if out:
+        with atomic_open(out) as f:
+            f.write(to_markdown(result, examples))
+        console.print(f"written to {out}")
+
+
+@app.command()
 def show(
     world: Path = typer.Argument(..., help="A generated world folder."),
     split: str = typer.Option("corpus", help="corpus, sft, benign_finetune, harmful_finetune, reflection, or an "
