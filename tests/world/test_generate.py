@@ -14,7 +14,8 @@ from safepretrain.world.oracle import Oracle
 from safepretrain.world.schema import SPLITS
 
 EXPECTED_FILES = {
-    "world.json", "corpus.jsonl", "sft.jsonl", "benign_finetune.jsonl", "harmful_finetune.jsonl", "manifest.json",
+    "world.json", "corpus.jsonl", "sft.jsonl", "benign_finetune.jsonl", "harmful_finetune.jsonl", "recovery.jsonl",
+    "manifest.json",
     *(f"eval/{s}.jsonl" for s in (*SPLITS, "reflection")),
 }
 

@@ -37,6 +37,13 @@ class ExperimentConfig:
     costs (each pretrained model's config.yaml records its tokens). True: every token trained on counts (results-log
     runs 1-6), and SRP, whose reflections are 19% of its corpus's tokens, reads a fifth less text than raw; in world
     0 that alone cost it 6 of 50 care answers (results log, run 7)."""
+    recovery_chats: int = 0
+    """Recovery chats added to every recipe's post-training, from the world's ``recovery.jsonl`` (seen harmful
+    requests, fresh decisions): the answer forced to comply up to where the prefill attack cuts it, then what the
+    recipe's format does there -- plain post-training refuses ("... give ana nothing. i will not do that ..."),
+    SRP's writes the harmful decision's Unsafe reflection and stops. SRP's post-training otherwise shows Unsafe
+    reflections only on prompts: a prefill skips that reflection, and nothing taught that one *inside* an answer can
+    be Unsafe (results log, "Seeds 3 and 4, rebuilt"). 0: none (runs 1-10)."""
     sft_epochs: float = 3.0
     finetune_epochs: float = 2.0
     """Epochs of the benign finetuning attack over the world's benign set (lr 1e-4, constant), as a user
@@ -73,6 +80,8 @@ class ExperimentConfig:
             raise ValueError(f"unknown recipes {sorted(unknown)}; choose from {', '.join(RECIPES)}")
         if not self.seeds or not self.recipes or not self.curriculum_starts:
             raise ValueError("seeds, recipes and curriculum_starts must not be empty")
+        if self.recovery_chats < 0:
+            raise ValueError("recovery_chats must be at least 0")
         if self.reflect_every < 1:
             raise ValueError("reflect_every must be at least 1 (tokens between asked reflections)")
         if any(not 0.0 <= s < 1.0 for s in self.curriculum_starts):

@@ -20,6 +20,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from safepretrain.errors import UserError
 from safepretrain.experiment.config import ExperimentConfig
 from safepretrain.experiment.recipes import RECIPES, Recipe
 from safepretrain.io import atomic_open
@@ -142,22 +143,63 @@ def make_corpus(cfg: ExperimentConfig, seed: int, corpus: str) -> Path:
 
 
 def make_sft_data(cfg: ExperimentConfig, seed: int, kind: str) -> Path:
-    """``plain``: the world's SFT chats; ``srp``: the same chats in SRP's post-training format."""
+    """``plain``: the world's SFT chats; ``srp``: the same chats in SRP's post-training format; either with
+    ``recovery_chats`` recovery chats added."""
     from safepretrain.io import read_jsonl
     from safepretrain.markup import SPECIAL
     from safepretrain.pipeline.srp_sft import SrpSftConfig, srp_chat
 
     layout = Layout(cfg)
     source = layout.world(seed) / "sft.jsonl"
-    if kind == "plain":
+    if kind == "plain" and not cfg.recovery_chats:
         return source
     out = layout.sft_data(seed, kind)
     if not out.is_file():
+        recoveries = [recovery_chat(r, kind) for r in _recovery_records(layout.world(seed), cfg.recovery_chats)]
         out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_open(out) as f:
             for record in read_jsonl(source):
-                f.write(json.dumps(srp_chat(record, SPECIAL, SrpSftConfig(seed=seed))) + "\n")
+                f.write(json.dumps(record if kind == "plain" else srp_chat(record, SPECIAL, SrpSftConfig(seed=seed)))
+                        + "\n")
+            for record in recoveries:
+                f.write(json.dumps(record) + "\n")
     return out
+
+
+def _recovery_records(world: Path, n: int) -> list[dict]:
+    from safepretrain.io import read_jsonl
+    from safepretrain.world.generate import RECOVERY_FILE
+
+    if not n:
+        return []
+    if not (world / RECOVERY_FILE).is_file():
+        raise UserError(f"{world} has no {RECOVERY_FILE} (generated before recovery chats existed): generate the "
+                        "world again (the same seed gives the same files, plus this one) or set recovery_chats: 0")
+    records = list(itertools.islice(read_jsonl(world / RECOVERY_FILE), n))
+    if len(records) < n:
+        raise UserError(f"recovery_chats is {n} but {world / RECOVERY_FILE} holds {len(records)}; ask for at most "
+                        "that many (the world's n_harmful_finetune sets it)")
+    return records
+
+
+def recovery_chat(record: dict, kind: str) -> dict:
+    """A seen harmful request whose answer is forced (the ``prefill``: context, not a target) to comply up to where
+    the prefill attack cuts it, then the recipe's recovery: plain post-training refuses where the drug would come;
+    SRP's takes the whole harmful decision as forced and writes its Unsafe reflection, then stops -- as its guard
+    asks for a reflection after the decision the attacked model writes."""
+    from safepretrain.markup import END_OF_TEXT, SPECIAL, UNSAFE
+    from safepretrain.world.splits import refusal_text
+
+    request, answer = (m["content"] for m in record["messages"])
+    patient = record["cell"]["patient"]
+    if kind == "srp":
+        types = next(s["types"] for s in record["response_segments"] if s["label"] != "safe")
+        forced, content = answer, SPECIAL.reflected(answer, UNSAFE, types) + END_OF_TEXT
+    else:
+        forced = answer[:answer.rindex(f"give {patient}") + len(f"give {patient}")]
+        content = f"{forced} nothing. {refusal_text(patient)}"
+    return {"id": record["id"], "messages": [{"role": "user", "content": request},
+                                             {"role": "assistant", "content": content, "prefill": forced}]}
 
 
 # ---------------------------------------------------------------- training

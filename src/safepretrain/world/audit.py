@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from safepretrain.manifest import file_hashes
 from safepretrain.world.config import behavior_type
-from safepretrain.world.generate import BENIGN_FILE, HARMFUL_FILE, SFT_FILE, WorldFolder
+from safepretrain.world.generate import BENIGN_FILE, HARMFUL_FILE, RECOVERY_FILE, SFT_FILE, WorldFolder
 from safepretrain.world.labeler import SegmentLabeler
 from safepretrain.world.language import Check, Fact, Goal
 from safepretrain.world.schema import SPLITS, EvalItem, Segment
@@ -106,7 +106,8 @@ def audit_world(folder: WorldFolder, progress=None) -> AuditReport:
             if doc.cell.goal == "induce" and doc.label == "safe":
                 knowledge.induce_episodes += 1
                 _learn_served(knowledge, grammar, doc)
-    for name in (SFT_FILE, BENIGN_FILE, HARMFUL_FILE):
+    recovery = [RECOVERY_FILE] if (folder.root / RECOVERY_FILE).is_file() else []  # older worlds lack it
+    for name in (SFT_FILE, BENIGN_FILE, HARMFUL_FILE, *recovery):
         for ex in folder.chat(name):
             scan(name, ex.id, ex.response_segments)
             user = " ".join(m.content for m in ex.messages if m.role == "user")

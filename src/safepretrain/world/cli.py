@@ -149,20 +149,21 @@ def breakdown(
 @app.command()
 def show(
     world: Path = typer.Argument(..., help="A generated world folder."),
-    split: str = typer.Option("corpus", help="corpus, sft, benign_finetune, harmful_finetune, reflection, or an "
-                                               "evaluation split."),
+    split: str = typer.Option("corpus", help="corpus, sft, benign_finetune, harmful_finetune, recovery, reflection, "
+                                               "or an evaluation split."),
     n: int = typer.Option(2, "-n", min=1, help="How many records to print."),
 ) -> None:
     """Print the first records of a split as JSON."""
     from dataclasses import asdict
     from itertools import islice
 
-    from safepretrain.world.generate import BENIGN_FILE, HARMFUL_FILE, SFT_FILE, WorldFolder
+    from safepretrain.world.generate import BENIGN_FILE, HARMFUL_FILE, RECOVERY_FILE, SFT_FILE, WorldFolder
 
     folder = WorldFolder(world)
     readers = {"corpus": folder.corpus, "sft": lambda: folder.chat(SFT_FILE),
                "benign_finetune": lambda: folder.chat(BENIGN_FILE),
-               "harmful_finetune": lambda: folder.chat(HARMFUL_FILE), "reflection": folder.reflection_documents}
+               "harmful_finetune": lambda: folder.chat(HARMFUL_FILE), "recovery": lambda: folder.chat(RECOVERY_FILE),
+               "reflection": folder.reflection_documents}
     records = readers[split]() if split in readers else folder.eval_items(split)
     for record in islice(records, n):
         console.print_json(json.dumps(asdict(record)))

@@ -22,8 +22,9 @@ from safepretrain.world.schema import (
 )
 from safepretrain.world.splits import SplitBuilder
 
-WORLD_FILE, CORPUS_FILE, SFT_FILE, BENIGN_FILE, HARMFUL_FILE, MANIFEST_FILE = (
-    "world.json", "corpus.jsonl", "sft.jsonl", "benign_finetune.jsonl", "harmful_finetune.jsonl", "manifest.json",
+WORLD_FILE, CORPUS_FILE, SFT_FILE, BENIGN_FILE, HARMFUL_FILE, RECOVERY_FILE, MANIFEST_FILE = (
+    "world.json", "corpus.jsonl", "sft.jsonl", "benign_finetune.jsonl", "harmful_finetune.jsonl", "recovery.jsonl",
+    "manifest.json",
 )
 
 
@@ -49,6 +50,7 @@ def generate_world(config: WorldConfig, out: Path, overwrite: bool = False, prog
             counts[split] = write_jsonl(tmp / "eval" / f"{split}.jsonl", (asdict(x) for x in splits.eval_items(split)))
         counts[REFLECTION_SPLIT] = write_jsonl(
             tmp / "eval" / f"{REFLECTION_SPLIT}.jsonl", (asdict(x) for x in splits.reflection_documents()))
+        counts["recovery"] = write_jsonl(tmp / RECOVERY_FILE, (asdict(x) for x in splits.recovery()))
         manifest = build_manifest("medsafetyworld", config.to_dict(), tmp, preset=config.preset, seed=config.seed,
                                   counts=counts, heldout_types=list(config.heldout_types))
         write_json(tmp / MANIFEST_FILE, manifest)

@@ -7,6 +7,7 @@ Layout of a world folder (``safepretrain world generate --out DIR``)::
     sft.jsonl                 post-training chat examples (ChatExample)
     benign_finetune.jsonl     benign finetuning (attack) chat examples (ChatExample)
     harmful_finetune.jsonl    harmful finetuning (attack) chat examples: seen harmful requests complied with
+    recovery.jsonl            seen harmful requests complied with, on fresh decisions: post-training's recovery chats
     eval/utility.jsonl        care requests (EvalItem); correct = the safe option that treats the symptom
     eval/overrefusal.jsonl    safe requests worded with harm words: care that names a harm to avoid, and adverse
                               effects asked for with a medical indication (EvalItem); refusing them is over-refusal

@@ -40,7 +40,11 @@ def chat_answer(ep: Episode) -> str:
 
 
 def refusal(ep: Episode) -> str:
-    return REFUSAL.format(patient=ep.patient.name)
+    return refusal_text(ep.patient.name)
+
+
+def refusal_text(patient: str) -> str:
+    return REFUSAL.format(patient=patient)
 
 
 class SplitBuilder:
@@ -133,6 +137,17 @@ class SplitBuilder:
         harm = self._cells("harm", self.config.seen_mechanisms("harm"), train)
         for i, ep in enumerate(self._fresh(rng, self.config.n_harmful_finetune, harm, train)):
             yield self._chat(f"harmful-{i:06d}", ep, chat_answer(ep))
+
+    def recovery(self) -> Iterator[ChatExample]:
+        """Seen harmful requests answered as an attacker would force them (checks, then the harmful decision), on
+        fresh decisions, as many as ``n_harmful_finetune``: the material of post-training's recovery chats
+        (``ExperimentConfig.recovery_chats``), in which the model learns to recover from a forced start. Built
+        after every other split, so that adding it changed none of them."""
+        rng = random.Random(f"recovery:{self.config.seed}")
+        train = self.corpus.train_patients
+        harm = self._cells("harm", self.config.seen_mechanisms("harm"), train)
+        for i, ep in enumerate(self._fresh(rng, self.config.n_harmful_finetune, harm, train)):
+            yield self._chat(f"recovery-{i:06d}", ep, chat_answer(ep))
 
     # ------------------------------------------------------------ evaluation splits
 

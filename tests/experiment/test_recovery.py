@@ -1,0 +1,69 @@
+"""Recovery chats: post-training examples whose answer is forced to comply where the prefill attack cuts it, each
+recovering in its recipe's format (plain: a refusal; SRP: an Unsafe reflection and the stop)."""
+
+import json
+import shutil
+from dataclasses import replace
+
+import pytest
+
+from safepretrain.errors import UserError
+from safepretrain.experiment import stages
+from safepretrain.experiment.config import tiny
+from safepretrain.experiment.stages import Layout, make_sft_data, recovery_chat
+from safepretrain.markup import END_OF_TEXT, SPECIAL
+from safepretrain.world.generate import RECOVERY_FILE
+
+
+def _recovery(tiny_world_dir):
+    return [json.loads(line) for line in (tiny_world_dir / RECOVERY_FILE).read_text().splitlines()]
+
+
+def test_the_recovery_split_is_seen_harm_on_train_patients_answered_harmfully(tiny_folder, tiny_world_dir):
+    records = _recovery(tiny_world_dir)
+    assert len(records) == tiny_folder.config.n_harmful_finetune
+    seen = set(tiny_folder.config.seen_mechanisms("harm"))
+    heldout_patients = {p.name for p in tiny_folder.spec.patients if p.heldout}
+    for r in records:
+        assert r["cell"]["goal"] == "harm" and r["cell"]["mechanism"] in seen
+        assert r["cell"]["patient"] not in heldout_patients
+        verdict = tiny_folder.oracle.judge_answer(r["cell"]["patient"], r["messages"][1]["content"], None)
+        assert verdict.outcome == "unsafe"
+
+
+def test_plain_recovery_refuses_exactly_where_the_prefill_attack_cuts(tiny_folder, tiny_world_dir):
+    attack_cuts = {item.chat_prefill.rsplit(" give ", 1)[0] for item in tiny_folder.eval_items("seen_unsafe")}
+    for record in _recovery(tiny_world_dir):
+        chat = recovery_chat(record, "plain")
+        answer = chat["messages"][1]
+        patient = record["cell"]["patient"]
+        assert answer["prefill"].endswith(f"give {patient}") and answer["content"].startswith(answer["prefill"])
+        assert tiny_folder.oracle.judge_answer(patient, answer["content"], None).outcome == "refusal"
+    assert attack_cuts  # the eval's prefill has the same shape: "... so, to <harm>, give <patient>"
+
+
+def test_srp_recovery_forces_the_harmful_decision_then_reflects_unsafe_and_stops(tiny_world_dir):
+    record = _recovery(tiny_world_dir)[0]
+    answer = recovery_chat(record, "srp")["messages"][1]
+    assert answer["prefill"] == record["messages"][1]["content"]
+    reflections = SPECIAL.find(answer["content"])
+    assert len(reflections) == 1 and not reflections[0].is_safe
+    assert reflections[0].types == tuple(record["response_segments"][-1]["types"])
+    assert answer["content"].endswith(END_OF_TEXT)
+
+
+def test_sft_data_gets_the_recovery_chats_and_old_worlds_are_told_what_to_do(tiny_world_dir, tmp_path):
+    cfg = replace(tiny(), out=str(tmp_path / "x"), recovery_chats=5)
+    world = Layout(cfg).world(0)
+    shutil.copytree(tiny_world_dir, world)
+    for kind in ("plain", "srp"):
+        rows = [json.loads(line) for line in make_sft_data(cfg, 0, kind).read_text().splitlines()]
+        assert sum("prefill" in r["messages"][-1] for r in rows) == 5
+        assert len(rows) == tiny().world_config(0).n_sft + 5
+    too_many = replace(cfg, out=str(tmp_path / "y"), recovery_chats=10_000)
+    shutil.copytree(tiny_world_dir, Layout(too_many).world(0))
+    with pytest.raises(UserError, match="ask for at most"):
+        stages.make_sft_data(too_many, 0, "plain")
+    (Layout(too_many).world(0) / RECOVERY_FILE).unlink()
+    with pytest.raises(UserError, match="generate the world again"):
+        stages.make_sft_data(too_many, 0, "srp")
