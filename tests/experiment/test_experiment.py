@@ -149,6 +149,15 @@ def test_experiments_on_the_same_worlds_are_compared_cell_by_cell(tmp_path):
     assert absent.returncode == 2 and "no cell of recipe 'filter'" in absent.stderr
 
 
+def test_a_field_an_older_config_lacks_counts_as_its_default():
+    from safepretrain.experiment.config import differing_fields, saved_defaults
+
+    now = json.loads(json.dumps(ExperimentConfig().to_dict()))
+    older = {k: v for k, v in now.items() if k != "recovery_chats"}  # saved before recovery chats existed
+    assert differing_fields(older, now, defaults=saved_defaults()) == []
+    assert differing_fields(older, {**now, "recovery_chats": 300}, defaults=saved_defaults()) == ["recovery_chats"]
+
+
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     cfg = replace(tiny(), out=str(tmp_path_factory.mktemp("experiment")), recipes=("raw", "srp"))

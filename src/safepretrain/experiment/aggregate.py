@@ -14,7 +14,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from safepretrain.experiment.config import UNTIL, ExperimentConfig, differing_fields
+from safepretrain.experiment.config import UNTIL, ExperimentConfig, differing_fields, saved_defaults
 from safepretrain.experiment.run import RESUMABLE_CHANGES
 from safepretrain.experiment.stages import TAG_CHECK, Cell, Layout, eval_dir
 from safepretrain.io import atomic_open, write_json
@@ -287,7 +287,7 @@ def load_cells(paths: list[Path]) -> dict[Cell, dict[str, float]]:
             raise UserError(f"{path}: not an experiment's results.json ({e}); pass <experiment>/results/results.json")
         if first is None:
             first = (path, config)
-        elif changed := differing_fields(first[1], config, GRID_FIELDS):
+        elif changed := differing_fields(first[1], config, GRID_FIELDS, saved_defaults()):
             raise UserError(f"{path}: its worlds or training differ from {first[0]}'s (changed: {', '.join(changed)}); "
                             "only experiments on the same worlds and settings can be compared cell by cell")
         for name, v in values.items():

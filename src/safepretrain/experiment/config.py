@@ -168,17 +168,29 @@ def replace_fields(base, values: dict[str, Any], source: str | Path | None):
         raise UserError(f"{source or 'options'}: {e}") from None
 
 
-def changed_fields(saved: Path, config: dict[str, Any], resumable: frozenset[str]) -> list[str]:
+def changed_fields(saved: Path, config: dict[str, Any], resumable: frozenset[str],
+                   defaults: dict[str, Any] | None = None) -> list[str]:
     """The fields in which ``config`` differs from the config saved in ``saved`` -- empty when there is none, or when
     only ``resumable`` fields differ (those never change what a finished stage computed)."""
     import json
 
     if not saved.is_file():
         return []
-    changed = differing_fields(json.loads(saved.read_text()), json.loads(json.dumps(config)))
+    changed = differing_fields(json.loads(saved.read_text()), json.loads(json.dumps(config)), defaults=defaults)
     return changed if set(changed) - resumable else []
 
 
-def differing_fields(before: dict[str, Any], now: dict[str, Any], ignore: frozenset[str] = frozenset()) -> list[str]:
-    """The fields (outside ``ignore``) whose values differ between two saved configs, sorted."""
-    return sorted(k for k in set(before) | set(now) if k not in ignore and before.get(k) != now.get(k))
+def differing_fields(before: dict[str, Any], now: dict[str, Any], ignore: frozenset[str] = frozenset(),
+                     defaults: dict[str, Any] | None = None) -> list[str]:
+    """The fields (outside ``ignore``) whose values differ between two saved configs, sorted. A field one of them
+    lacks (saved before the field existed) counts as its value in ``defaults``: what that run did."""
+    defaults = defaults or {}
+    return sorted(k for k in set(before) | set(now)
+                  if k not in ignore and before.get(k, defaults.get(k)) != now.get(k, defaults.get(k)))
+
+
+def saved_defaults() -> dict[str, Any]:
+    """ExperimentConfig's defaults as a saved config holds them (JSON)."""
+    import json
+
+    return json.loads(json.dumps(ExperimentConfig().to_dict()))

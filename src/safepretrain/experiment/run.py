@@ -74,10 +74,10 @@ def _check_config(root: Path, cfg: ExperimentConfig, overwrite: bool) -> None:
     """An experiment folder belongs to one config: resuming with a changed config would mix results."""
     import shutil
 
-    from safepretrain.experiment.config import changed_fields
+    from safepretrain.experiment.config import changed_fields, saved_defaults
 
     saved, now = root / "experiment.json", cfg.to_dict()
-    if changed := changed_fields(saved, now, RESUMABLE_CHANGES):
+    if changed := changed_fields(saved, now, RESUMABLE_CHANGES, saved_defaults()):
         if not overwrite:
             raise UserError(f"{root} holds an experiment with another config (changed: {', '.join(changed)}); "
                             "choose another --out or pass --overwrite to start over")
