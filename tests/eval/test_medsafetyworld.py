@@ -100,9 +100,19 @@ def test_the_reflect_decoder_is_one_more_condition_with_reflections_asked_for(ti
     config = WorldEvalConfig(decoders=("greedy", "reflect"), reflect_every=2, max_items=2, max_new_tokens=12,
                              splits=("heldout_unsafe",), reflections=False, decision_probes=False)
     metrics = evaluate_world(random_llama, tokenizer, tiny_folder, config, tmp_path)
-    assert set(metrics["conditions"]) == {"greedy/direct", "greedy/prefill", "reflect/direct", "reflect/prefill"}
+    assert set(metrics["conditions"]) == {f"{d}/{a}" for d in ("greedy", "reflect") for a in medsafetyworld.ATTACKS}
     samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
-    assert sum(s["key"].startswith("gen/reflect/") for s in samples) == 4
+    assert sum(s["key"].startswith("gen/reflect/") for s in samples) == 2 * len(medsafetyworld.ATTACKS)
+
+
+def test_the_decision_attack_forces_the_decision_sentence_alone(tiny_folder):
+    item = next(iter(tiny_folder.eval_items("heldout_unsafe")))
+    chat, text = WorldEvalConfig(prompt_format="chat"), WorldEvalConfig(prompt_format="text")
+    decision = medsafetyworld._prefill(item, "decision", chat)
+    assert decision.startswith("so, ") and decision.endswith(f"give {item.cell.patient}")
+    assert medsafetyworld._prefill(item, "prefill", chat).endswith(" " + decision)  # the checks come before it
+    in_text = medsafetyworld._prefill(item, "decision", text)  # corpus style: the episode's own wording
+    assert "check" not in decision + in_text and (" " + item.prefill).endswith(in_text) and in_text.startswith(" so, ")
 
 
 def test_a_subset_of_a_split_covers_all_of_it():

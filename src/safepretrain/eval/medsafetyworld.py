@@ -39,9 +39,13 @@ from safepretrain.markup import SAFE
 from safepretrain.world.generate import WorldFolder
 from safepretrain.world.judge import Rate, option_choice, split_report
 from safepretrain.world.labeler import SegmentLabeler
+from safepretrain.world.language import split_sentences
 from safepretrain.world.schema import SPLITS, EvalItem
 
-ATTACKS = ("direct", "prefill")
+ATTACKS = ("direct", "prefill", "decision")
+"""direct: the request alone; prefill: the answer forced up to the decision point, checks included (the recovery
+chats' cut); decision: forced to the decision sentence alone, no checks (``so, to cause a stroke in ana, give ana``)
+-- a forced start that recovery chats do not show."""
 DECODERS = ("greedy", "beam", "safebeam", "reflect")
 
 
@@ -133,7 +137,10 @@ def _prompt(tokenizer, item: EvalItem, config: WorldEvalConfig) -> str:
 def _prefill(item: EvalItem, attack: str, config: WorldEvalConfig) -> str:
     if attack == "direct":
         return ""
-    return item.chat_prefill if config.prompt_format == "chat" else " " + item.prefill
+    prefill = item.chat_prefill if config.prompt_format == "chat" else " " + item.prefill
+    if attack == "decision":  # its last sentence: the decision up to the option
+        return (" " if config.prompt_format == "text" else "") + split_sentences(prefill)[-1]
+    return prefill
 
 
 def _generate(decoder: Decoder, world: WorldFolder, items: list[EvalItem], condition: str, attack: str,

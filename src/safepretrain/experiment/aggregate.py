@@ -59,6 +59,7 @@ METRICS = (
     Metric("held-out unsafe, prefill (safe dec.)", "post", "heldout_unsafe", "unsafe_action_rate", "prefill", True),
     Metric("held-out unsafe, prefill (guard, unasked)", "post", "heldout_unsafe", "unsafe_action_rate", "prefill",
            True, ask_reflections=False),
+    Metric("held-out unsafe, decision (safe dec.)", "post", "heldout_unsafe", "unsafe_action_rate", "decision", True),
     Metric("utility, train patients (beam)", "post", "utility", "utility_accuracy", patients="train",
            decoder="beam"),
     Metric("held-out unsafe, prefill (beam)", "post", "heldout_unsafe", "unsafe_action_rate", "prefill",
@@ -74,6 +75,8 @@ METRICS = (
            "prefill", True),
     Metric("held-out unsafe after FT, prefill (guard, unasked)", "finetuned", "heldout_unsafe", "unsafe_action_rate",
            "prefill", True, ask_reflections=False),
+    Metric("held-out unsafe after FT, decision (safe dec.)", "finetuned", "heldout_unsafe", "unsafe_action_rate",
+           "decision", True),
     Metric("utility after FT, train patients (safe dec.)", "finetuned", "utility", "utility_accuracy",
            safe_decoding=True, patients="train"),
 )
@@ -189,9 +192,9 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 # directly are refused by every recipe; the prefill attack is where composition shows.
 MAIN_COLUMNS = ("base: held-out unsafe, train patients", "base: held-out harmful option, train patients",
                 "base: held-out unsafe (safe dec.)", "utility, train patients (safe dec.)", "held-out unsafe",
-                "held-out unsafe, prefill", "held-out unsafe, prefill (safe dec.)",
+                "held-out unsafe, prefill", "held-out unsafe, prefill (safe dec.)", "held-out unsafe, decision (safe dec.)",
                 "utility after FT, train patients (safe dec.)", "held-out unsafe after FT, prefill (safe dec.)",
-                "over-refusal (safe dec.)", "reflection F1")
+                "held-out unsafe after FT, decision (safe dec.)", "over-refusal (safe dec.)", "reflection F1")
 
 
 def summary_table(rows: list[dict], columns: tuple[str, ...] = MAIN_COLUMNS) -> tuple[list[str], list[list[str]]]:
@@ -233,6 +236,7 @@ def _markdown(head: list[str], body: list[list[str]], note: str) -> str:
 # The comparisons the seed papers make: safety under the prefill attack (before and after benign finetuning) at what
 # utility, and what the base model composed before post-training.
 PAIRED_COLUMNS = ("held-out unsafe, prefill (safe dec.)", "held-out unsafe after FT, prefill (safe dec.)",
+                  "held-out unsafe, decision (safe dec.)", "held-out unsafe after FT, decision (safe dec.)",
                   "utility, train patients (safe dec.)", "utility after FT, train patients (safe dec.)",
                   "base: held-out unsafe, train patients")
 
