@@ -44,6 +44,12 @@ class ExperimentConfig:
     SRP's writes the harmful decision's Unsafe reflection and stops. SRP's post-training otherwise shows Unsafe
     reflections only on prompts: a prefill skips that reflection, and nothing taught that one *inside* an answer can
     be Unsafe (results log, "Seeds 3 and 4, rebuilt"). 0: none (runs 1-10)."""
+    base_models: str = ""
+    """Another experiment's folder to start from: its worlds, tokenizers, pretraining data and pretrained models
+    (with their evaluations) are copied here for the seeds and recipes this grid needs, and only what it lacks is
+    built -- the same base models post-trained another way (e.g. with ``recovery_chats``), so the comparison
+    holds pretraining fixed. Its config must agree on every field that shapes pretraining (``PRETRAINING_AGNOSTIC``
+    lists the others). "": build everything here."""
     sft_epochs: float = 3.0
     finetune_epochs: float = 2.0
     """Epochs of the benign finetuning attack over the world's benign set (lr 1e-4, constant), as a user

@@ -252,7 +252,7 @@ def tokens_per_text_token(cfg: ExperimentConfig, seed: int, corpus: str) -> floa
 
     layout = Layout(cfg)
     data = layout.corpus(seed, corpus)
-    counts = data.with_name(data.stem + ".tokens.json")
+    counts = token_counts(data)
     if not counts.is_file():
         tokenizer = load_tokenizer(layout.tokenizer(seed))
         total = text = 0
@@ -263,6 +263,11 @@ def tokens_per_text_token(cfg: ExperimentConfig, seed: int, corpus: str) -> floa
         write_json(counts, {"tokens": total, "text_tokens": text})
     found = json.loads(counts.read_text())
     return found["tokens"] / max(found["text_tokens"], 1)
+
+
+def token_counts(corpus: Path) -> Path:
+    """Where a corpus's token counts are kept (beside it)."""
+    return corpus.with_name(corpus.stem + ".tokens.json")
 
 
 def post_train(cfg: ExperimentConfig, cell: Cell) -> Path:
