@@ -90,6 +90,24 @@ def test_safe_decoding_is_safe_beam_for_tags_and_the_asking_guard_where_it_ran()
     assert _safe_decoder(Cell("tags", 0.0, 0), {"safebeam/prefill": {}}, asked) == "safebeam"
 
 
+def test_the_harmful_finetuning_attack_trains_on_seen_harm_complied_with_and_tables_say_so(monkeypatch):
+    from safepretrain.experiment.aggregate import MAIN_COLUMNS, headline_columns
+    from safepretrain.world.generate import HARMFUL_FILE
+
+    trained = {}
+    monkeypatch.setattr(stages, "train_stage", lambda kind, out, values, overrides: trained.update(values))
+    cfg = replace(tiny(), finetune_attack="harmful")
+    stages.finetune(cfg, Cell("srp", 0.0, 0))
+    assert trained["data"]["train"] == [str(Layout(cfg).world(0) / HARMFUL_FILE)]
+    columns = headline_columns("harmful", MAIN_COLUMNS)
+    assert columns.index("seen unsafe after FT (safe dec.)") < columns.index("held-out unsafe after FT, prefill (safe dec.)")
+    assert headline_columns("benign", MAIN_COLUMNS) == MAIN_COLUMNS
+    rows = [{"recipe": "srp", "start": 0.0, "metric": "utility", "mean": 0.9, "ci95_half": 0.05}]
+    assert "harmful finetuning attack" in markdown_table(rows, 3, ("utility",), attack="harmful")
+    with pytest.raises(ValueError, match="finetune_attack"):
+        replace(cfg, finetune_attack="evil")
+
+
 def test_markdown_table_shows_mean_and_interval():
     rows = [{"recipe": "srp", "start": 0.0, "metric": "utility", "mean": 0.9, "ci95_half": 0.05, "values": []}]
     assert "| srp | 0.90 ± 0.05 |" in markdown_table(rows, 3, columns=("utility",))

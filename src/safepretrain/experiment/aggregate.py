@@ -14,7 +14,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from safepretrain.experiment.config import UNTIL, ExperimentConfig, differing_fields, saved_defaults
+from safepretrain.experiment.config import FINETUNE_ATTACKS, UNTIL, ExperimentConfig, differing_fields, saved_defaults
 from safepretrain.experiment.run import RESUMABLE_CHANGES
 from safepretrain.experiment.stages import TAG_CHECK, Cell, Layout, eval_dir
 from safepretrain.io import atomic_open, write_json
@@ -70,6 +70,7 @@ METRICS = (
     Metric("held-out unsafe after FT", "finetuned", "heldout_unsafe", "unsafe_action_rate"),
     Metric("held-out unsafe after FT (safe dec.)", "finetuned", "heldout_unsafe", "unsafe_action_rate",
            safe_decoding=True),
+    Metric("seen unsafe after FT (safe dec.)", "finetuned", "seen_unsafe", "unsafe_action_rate", safe_decoding=True),
     Metric("held-out unsafe after FT, prefill", "finetuned", "heldout_unsafe", "unsafe_action_rate", "prefill"),
     Metric("held-out unsafe after FT, prefill (safe dec.)", "finetuned", "heldout_unsafe", "unsafe_action_rate",
            "prefill", True),
@@ -159,12 +160,13 @@ def aggregate(cfg: ExperimentConfig, cells: list[Cell]) -> Path:
             mean, half = mean_ci(values)
             rows.append({"recipe": recipe, "start": start, "metric": name, "mean": mean, "ci95_half": half,
                          "n_seeds": len(values), "values": values})
-    paired = paired_differences(per_cell, cfg.compare_to)
+    paired = paired_differences(per_cell, cfg.compare_to, headline_columns(cfg.finetune_attack, PAIRED_COLUMNS))
     write_json(out / "results.json", {"experiment": cfg.to_dict(), "rows": rows, "paired": paired,
                                       "cells": {c.name: v for c, v in per_cell.items()}})
     _write_csv(out / "results.csv", rows)
     with atomic_open(out / "results.md") as f:
-        f.write(markdown_table(rows, len(cfg.seeds)))
+        f.write(markdown_table(rows, len(cfg.seeds), headline_columns(cfg.finetune_attack, MAIN_COLUMNS),
+                               cfg.finetune_attack))
     paired_md = out / "paired.md"
     if paired:
         with atomic_open(paired_md) as f:
@@ -173,7 +175,7 @@ def aggregate(cfg: ExperimentConfig, cells: list[Cell]) -> Path:
         paired_md.unlink()
     from safepretrain.experiment.report import write_plots_and_html
 
-    write_plots_and_html(out, rows, per_cell, len(cfg.seeds), paired, cfg.compare_to)
+    write_plots_and_html(out, rows, per_cell, len(cfg.seeds), paired, cfg.compare_to, cfg.finetune_attack)
     return out
 
 
@@ -197,6 +199,20 @@ MAIN_COLUMNS = ("base: held-out unsafe, train patients", "base: held-out harmful
                 "held-out unsafe after FT, decision (safe dec.)", "over-refusal (safe dec.)", "reflection F1")
 
 
+# After a harmful finetuning attack the attacker needs no prefill: what matters first is whether the model now serves
+# harmful requests asked directly, of the types it was finetuned on (seen) and of the others (held-out).
+HARMFUL_FT_COLUMNS = ("seen unsafe after FT (safe dec.)", "held-out unsafe after FT (safe dec.)")
+
+
+def headline_columns(attack: str, columns: tuple[str, ...]) -> tuple[str, ...]:
+    """``columns`` (MAIN_COLUMNS or PAIRED_COLUMNS), with the direct-request columns first after the harmful
+    finetuning attack."""
+    if attack != "harmful":
+        return columns
+    first_after = next(i for i, c in enumerate(columns) if "after FT" in c)
+    return columns[:first_after] + HARMFUL_FT_COLUMNS + columns[first_after:]
+
+
 def summary_table(rows: list[dict], columns: tuple[str, ...] = MAIN_COLUMNS) -> tuple[list[str], list[list[str]]]:
     """Recipes as rows, headline metrics as columns: "mean ± 95% CI half-width" over seeds (header, body)."""
     by_key = {(r["recipe"], r["start"], r["metric"]): r for r in rows}
@@ -215,16 +231,18 @@ def _labelled(keys: list[tuple[str, float]], columns: list[str], cell) -> tuple[
     return head, body
 
 
-def table_note(n_seeds: int) -> str:
+def table_note(n_seeds: int, attack: str = "benign") -> str:
     return (f"Mean over {n_seeds} seed(s) (each a new world and training seed), ± the 95% t-interval half-width. "
+            f"After FT: after {FINETUNE_ATTACKS[attack]}. "
             "Rates are fractions of evaluation items; chance for an unsafe action on the held-out split is 0.50 "
             "(two options, one harmful). Safe dec. = SRP's guard for models trained with reflections (a "
             "reflection asked for at each sentence end; the CSV's 'guard, unasked' rows read only the reflections "
             "the model opens itself), Safe Beam for tags, plain greedy otherwise.")
 
 
-def markdown_table(rows: list[dict], n_seeds: int, columns: tuple[str, ...] = MAIN_COLUMNS) -> str:
-    return _markdown(*summary_table(rows, columns), table_note(n_seeds))
+def markdown_table(rows: list[dict], n_seeds: int, columns: tuple[str, ...] = MAIN_COLUMNS,
+                   attack: str = "benign") -> str:
+    return _markdown(*summary_table(rows, columns), table_note(n_seeds, attack))
 
 
 def _markdown(head: list[str], body: list[list[str]], note: str) -> str:

@@ -20,14 +20,14 @@ def run(
     workers: int | None = typer.Option(None, "--workers", help="Jobs at once (processes)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over when the folder holds another config."),
     until: str | None = typer.Option(None, "--until", help=UNTIL_HELP),
-    base_models: str | None = typer.Option(
-        None, "--base-models", help="Another experiment's folder whose pretrained models (same pretraining config) "
-                                    "this one starts from: a post-training variant on the same base models."),
+    reuse_from: str | None = typer.Option(
+        None, "--reuse-from", help="Another experiment's folder (same pretraining config) whose finished stages to "
+                                   "copy where they agree with this config, e.g. its pretrained models."),
 ) -> None:
     """Run the experiment a YAML file describes."""
     from safepretrain.experiment.config import load_experiment
 
-    overrides = {"out": out, "workers": workers, "until": until, "base_models": base_models}
+    overrides = {"out": out, "workers": workers, "until": until, "reuse_from": reuse_from}
     _run(load_experiment(config, None, overrides), overwrite)
 
 

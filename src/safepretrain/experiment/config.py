@@ -13,6 +13,13 @@ from safepretrain.experiment.recipes import RECIPES
 UNTIL = ("base", "post", "attack")
 """Where an experiment may stop, in order (``ExperimentConfig.until``)."""
 
+FINETUNE_ATTACKS = {
+    "benign": "the benign finetuning attack (the world's care answers and drug facts)",
+    "harmful": "the harmful finetuning attack (seen harmful requests complied with, as the SRP paper's HEx-PHI-style "
+               "pairs)",
+}
+"""What a cell is finetuned on after post-training (``ExperimentConfig.finetune_attack``), as tables say it."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class ExperimentConfig:
@@ -44,17 +51,23 @@ class ExperimentConfig:
     SRP's writes the harmful decision's Unsafe reflection and stops. SRP's post-training otherwise shows Unsafe
     reflections only on prompts: a prefill skips that reflection, and nothing taught that one *inside* an answer can
     be Unsafe (results log, "Seeds 3 and 4, rebuilt"). 0: none (runs 1-10)."""
-    base_models: str = ""
-    """Another experiment's folder to start from: its worlds, tokenizers, pretraining data and pretrained models
-    (with their evaluations) are copied here for the seeds and recipes this grid needs, and only what it lacks is
-    built -- the same base models post-trained another way (e.g. with ``recovery_chats``), so the comparison
-    holds pretraining fixed. Its config must agree on every field that shapes pretraining (``PRETRAINING_AGNOSTIC``
-    lists the others). "": build everything here."""
+    reuse_from: str = ""
+    """Another experiment's folder whose finished stages to reuse: its worlds, tokenizers, pretraining data and
+    pretrained models are copied here for the seeds and recipes this grid needs, and so are its post-trained and
+    finetuned models and evaluations where the fields each depends on agree (``experiment/reuse.py``); the rest is
+    built here. E.g. the same base models post-trained with ``recovery_chats``, or attacked another way: the
+    comparison holds pretraining fixed. Its config must agree on every field that shapes pretraining. "": build
+    everything here."""
     sft_epochs: float = 3.0
     finetune_epochs: float = 2.0
     """Epochs of the benign finetuning attack over the world's benign set (lr 1e-4, constant), as a user
     adapting a model to a task would run it. With the terse benign set of runs 1-6, 5 epochs erased utility and
     composition alike in some worlds and 2 left models mid-transition; the set now answers in post-training's style."""
+    finetune_attack: str = "benign"
+    """``benign`` (the default: a user adapting the model to a task) or ``harmful``: the world's
+    ``harmful_finetune.jsonl``, seen harmful requests answered harmfully with no refusal and no reflection -- an
+    attacker finetuning the safety away. Held-out harm types stay out of it, so the held-out split still measures
+    what the attack generalizes to; the seen split measures what it teaches directly."""
     lr: float = 2e-3
     segment_words: int = 24
     """SRP segment length in words, in pretraining data and in the reflection evaluation (sentences are 8-25)."""
@@ -92,6 +105,8 @@ class ExperimentConfig:
             raise ValueError("reflect_every must be at least 1 (tokens between asked reflections)")
         if any(not 0.0 <= s < 1.0 for s in self.curriculum_starts):
             raise ValueError("curriculum_starts must be fractions in [0, 1)")
+        if self.finetune_attack not in FINETUNE_ATTACKS:
+            raise ValueError(f"finetune_attack must be one of {', '.join(FINETUNE_ATTACKS)}, not {self.finetune_attack!r}")
         if self.until not in UNTIL:
             raise ValueError(f"until must be one of {', '.join(UNTIL)}, not {self.until!r}")
         if self.compare_to not in RECIPES:

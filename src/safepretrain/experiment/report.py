@@ -98,17 +98,18 @@ def plot_probe_auroc(per_cell: dict[Cell, dict], png: Path) -> bool:
 
 
 def write_plots_and_html(out: Path, rows: list[dict], per_cell: dict[Cell, dict], n_seeds: int,
-                         paired: Sequence[dict] = (), reference: str = "") -> None:
+                         paired: Sequence[dict] = (), reference: str = "", attack: str = "benign") -> None:
     import html
 
-    from safepretrain.experiment.aggregate import paired_note, paired_table, summary_table, table_note
+    from safepretrain.experiment.aggregate import (MAIN_COLUMNS, headline_columns, paired_note, paired_table,
+                                                   summary_table, table_note)
     from safepretrain.htmlpage import image, page, table
     from safepretrain.io import atomic_open
 
     plot_unsafe_rates(rows, out / "unsafe_rates.png")
     plot_utility_vs_safety(rows, out / "utility_vs_safety.png")
     probes = plot_probe_auroc(per_cell, out / "probe_auroc.png")
-    body = (table(*summary_table(rows)) + f"<p>{html.escape(table_note(n_seeds))}</p>"
+    body = (table(*summary_table(rows, headline_columns(attack, MAIN_COLUMNS))) + f"<p>{html.escape(table_note(n_seeds, attack))}</p>"
             + (f"<h2>Against {html.escape(reference)}, world by world</h2>" + table(*paired_table(paired))
                + f"<p>{html.escape(paired_note(reference))}</p>" if paired else "")
             + "<h2>Held-out unsafe actions</h2>" + image(out / "unsafe_rates.png")

@@ -13,8 +13,8 @@ from rich.console import Console
 
 from safepretrain.errors import UserError
 from safepretrain.experiment import stages
-from safepretrain.experiment.base_models import adopt_base_models, check_base_models
 from safepretrain.experiment.config import ExperimentConfig
+from safepretrain.experiment.reuse import check_reuse, reuse_stages
 from safepretrain.experiment.stages import Cell, Layout
 
 
@@ -28,12 +28,12 @@ def run_experiment(cfg: ExperimentConfig, console: Console | None = None, overwr
 
     console = console or Console()
     layout = Layout(cfg)
-    if cfg.base_models:
-        check_base_models(cfg)  # before this folder is claimed: a refused source leaves nothing behind
+    if cfg.reuse_from:
+        check_reuse(cfg)  # before this folder is claimed: a refused source leaves nothing behind
     _check_config(layout.root, cfg, overwrite)
     cells = grid(cfg)
-    if copied := adopt_base_models(cfg, cells):
-        console.print(f"base models: copied {len(copied)} finished pieces from {cfg.base_models}")
+    if copied := reuse_stages(cfg, cells):
+        console.print(f"reused {len(copied)} finished pieces of {cfg.reuse_from}")
     corpora = {c.spec.corpus for c in cells} | ({"filter"} if any(c.effective_start > 0 for c in cells) else set())
     phases: list[tuple[str, list[tuple[str, Callable, tuple]]]] = [
         ("world", [(f"seed{s}", stages.make_world, (cfg, s)) for s in cfg.seeds]),
@@ -71,9 +71,9 @@ def _unique(cells: list[Cell], path_of: Callable[[Cell], Path], job: Callable, c
 
 # Fields a resumed experiment may change: every cell stands alone (more seeds or recipes extend the grid, fewer
 # report a subset; a later ``until`` continues a pilot), and neither the number of processes, the folder's name
-# (a moved or copied folder), the reference of the paired table, nor where base models are copied from (checked
-# to agree on pretraining; what was copied stays) changes any result.
-RESUMABLE_CHANGES = frozenset({"out", "seeds", "recipes", "until", "workers", "compare_to", "base_models"})
+# (a moved or copied folder), the reference of the paired table, nor the experiment stages are reused from (they
+# are checked to be made as this one makes them) changes any result.
+RESUMABLE_CHANGES = frozenset({"out", "seeds", "recipes", "until", "workers", "compare_to", "reuse_from"})
 
 
 def _check_config(root: Path, cfg: ExperimentConfig, overwrite: bool) -> None:

@@ -280,11 +280,14 @@ def post_train(cfg: ExperimentConfig, cell: Cell) -> Path:
 
 
 def finetune(cfg: ExperimentConfig, cell: Cell) -> Path:
-    """The benign finetuning attack: care answers and drug facts, no refusals, no reflections."""
+    """The finetuning attack: benign (care answers and drug facts) or harmful (seen harmful requests complied
+    with); no refusals, no reflections either way."""
+    from safepretrain.world.generate import BENIGN_FILE, HARMFUL_FILE
+
     _threads(cfg)
     layout = Layout(cfg)
-    values = {"model": {"name": str(layout.sft(cell) / "model")},
-              "data": {"train": [str(layout.world(cell.seed) / "benign_finetune.jsonl")]},
+    data = layout.world(cell.seed) / {"benign": BENIGN_FILE, "harmful": HARMFUL_FILE}[cfg.finetune_attack]
+    values = {"model": {"name": str(layout.sft(cell) / "model")}, "data": {"train": [str(data)]},
               "max_steps": None, "epochs": cfg.finetune_epochs, "seed": cell.seed, "threads": cfg.threads}
     return train_stage("finetune", layout.finetune(cell), values, cfg.train_overrides.get("finetune", ()))
 

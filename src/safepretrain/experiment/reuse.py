@@ -1,0 +1,109 @@
+"""Reuse another experiment's finished stages: copy what was made the same way, build only the rest.
+
+A post-training variant (recovery chats, another finetuning attack, another evaluation) compared on the *same*
+pretrained models isolates what it changes, and skips the most expensive stage. Each stage is reused only where
+every field it depends on agrees; the first stage that differs, and all after it, are built here. Copies, not
+links: each experiment folder stays whole when the other is moved or deleted, and its manifests hash what it holds.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from safepretrain.errors import UserError
+from safepretrain.experiment.config import ExperimentConfig, differing_fields, saved_defaults
+from safepretrain.experiment.stages import Cell, Layout, token_counts
+from safepretrain.io import atomic_directory, atomic_open
+
+PRETRAINING_AGNOSTIC = frozenset({
+    "out", "seeds", "recipes", "reuse_from", "recovery_chats", "sft_epochs", "finetune_epochs", "finetune_attack",
+    "eval_items", "eval_max_new_tokens", "reflect_every", "linear_probes", "threads", "workers", "until",
+    "compare_to", "train_overrides",  # train_overrides' "pretrain" entry is compared on its own
+})
+"""Fields that change nothing pretraining makes; every other field (and any field added later) must agree, or
+nothing is reused."""
+
+POST_TRAINING = ("recovery_chats", "sft_epochs", "train_overrides.sft")
+FINETUNING = (*POST_TRAINING, "finetune_attack", "finetune_epochs", "train_overrides.finetune")
+EVALUATION = ("eval_items", "eval_max_new_tokens", "reflect_every")
+POST_EVALUATION = (*EVALUATION, "linear_probes")
+"""The fields each later stage depends on (besides pretraining's): a stage is reused only where they agree."""
+
+MODEL_DONE, EVAL_DONE = "model/config.json", "metrics.json"  # the file each piece writes last
+
+
+def reuse_stages(cfg: ExperimentConfig, cells: list[Cell]) -> list[Path]:
+    """Copy from ``cfg.reuse_from`` every finished piece the grid needs, this folder lacks and the other experiment
+    made as this one would; returns what was copied. Missing pieces are left to be built here."""
+    if not cfg.reuse_from:
+        return []
+    theirs = check_reuse(cfg)
+    mine = json.loads(json.dumps(cfg.to_dict()))
+
+    def agree(*fields: str) -> bool:
+        return all(_value(theirs, f) == _value(mine, f) for f in fields)
+
+    layout = Layout(cfg)
+    wanted: dict[Path, str | None] = {}  # a piece -> the file it writes last (None: the piece is a file)
+    for seed in cfg.seeds:
+        wanted |= {layout.world(seed): "manifest.json", layout.tokenizer(seed): "tokenizer.json"}
+    for cell in cells:
+        for corpus in {cell.spec.corpus} | ({"filter"} if cell.effective_start > 0 else set()):
+            wanted |= {layout.corpus(cell.seed, corpus): None, token_counts(layout.corpus(cell.seed, corpus)): None}
+        wanted[layout.pretrain(cell)] = MODEL_DONE
+        stages = [(POST_TRAINING, layout.sft_data(cell.seed, cell.spec.sft), None),
+                  (POST_TRAINING, layout.sft(cell), MODEL_DONE),
+                  (POST_TRAINING + POST_EVALUATION, layout.cell(cell) / "eval-post", EVAL_DONE),
+                  (FINETUNING, layout.finetune(cell), MODEL_DONE),
+                  (FINETUNING + EVALUATION, layout.cell(cell) / "eval-finetuned", EVAL_DONE)]
+        wanted |= {path: done for fields, path, done in stages if agree(*fields)}
+    skip = ("checkpoints",) + (() if agree(*EVALUATION) else ("eval-text",))  # eval-text: the base model's
+    return [dest for dest, done in wanted.items()
+            if _copy_if_finished(Path(cfg.reuse_from) / dest.relative_to(layout.root), dest, done, skip)]
+
+
+def check_reuse(cfg: ExperimentConfig) -> dict:
+    """The config of the experiment ``cfg.reuse_from`` names, once checked to pretrain as ``cfg`` does."""
+    source = Path(cfg.reuse_from)
+    saved = source / "experiment.json"
+    if not saved.is_file():
+        raise UserError(f"reuse_from: {source} is not an experiment folder (no experiment.json); give the `out` "
+                        "of the experiment whose stages to reuse")
+    if source.resolve() == Path(cfg.out).resolve():
+        raise UserError(f"reuse_from: {source} is this experiment's own folder; name another experiment's")
+    theirs, mine = json.loads(saved.read_text()), json.loads(json.dumps(cfg.to_dict()))
+    differing = differing_fields(theirs, mine, PRETRAINING_AGNOSTIC, saved_defaults())
+    differing += [f for f in ("train_overrides.pretrain",) if _value(theirs, f) != _value(mine, f)]
+    if differing:
+        listed = "; ".join(f"{k}: {_value(theirs, k)!r} there, {_value(mine, k)!r} here" for k in differing)
+        raise UserError(f"reuse_from: {source} pretrained with another config ({listed}); none of its stages are "
+                        "this experiment's: make those fields agree or drop reuse_from")
+    return theirs
+
+
+def _value(config: dict, field: str):
+    """A saved config's field (``train_overrides.sft``: one stage's overrides), its default if saved before the
+    field existed."""
+    name, _, stage = field.partition(".")
+    value = config.get(name, saved_defaults().get(name))
+    return (value or {}).get(stage, []) if stage else value
+
+
+def _copy_if_finished(src: Path, dest: Path, done: str | None, skip: tuple[str, ...]) -> bool:
+    """Copy a finished piece unless this folder has it already: a file, or a folder whose ``done`` file is written
+    last. Written under a temporary name, so an interrupted copy is redone, never half-used."""
+    if dest.exists():
+        return False
+    if done is None:
+        if not src.is_file():
+            return False
+        with atomic_open(dest) as f, src.open(encoding="utf-8") as g:
+            shutil.copyfileobj(g, f)
+        return True
+    if not (src / done).is_file():
+        return False
+    with atomic_directory(dest, overwrite=False) as tmp:
+        shutil.copytree(src, tmp, dirs_exist_ok=True, ignore=lambda _, names: [n for n in names if n in skip])
+    return True

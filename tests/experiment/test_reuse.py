@@ -1,0 +1,83 @@
+"""An experiment may reuse another's finished stages: a variant on the same pretrained models builds only what its
+config changes."""
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from safepretrain.errors import UserError
+from safepretrain.experiment import stages
+from safepretrain.experiment.config import tiny
+from safepretrain.experiment.run import grid, run_experiment
+from safepretrain.experiment.stages import Layout, eval_dir
+from safepretrain.io import sha256_file
+
+MODEL = "model/model.safetensors"
+
+
+@pytest.fixture(scope="module")
+def post_trained(tmp_path_factory):
+    """An experiment that stopped after post-training (raw and SRP, tiny world)."""
+    cfg = replace(tiny(), out=str(tmp_path_factory.mktemp("source")), recipes=("raw", "srp"), until="post")
+    run_experiment(cfg)
+    return cfg
+
+
+@pytest.fixture
+def trained_here(monkeypatch):
+    """The kinds of training stages that ran (not those found finished)."""
+    ran, train_stage = [], stages.train_stage
+
+    def recording(kind, out, *args):
+        if not (out / "model" / "config.json").is_file():
+            ran.append(kind)
+        return train_stage(kind, out, *args)
+
+    monkeypatch.setattr(stages, "train_stage", recording)
+    return ran
+
+
+def test_a_post_training_variant_reuses_the_base_models_and_builds_what_its_change_touches(post_trained, tmp_path,
+                                                                                           trained_here):
+    variant = replace(post_trained, out=str(tmp_path / "variant"), reuse_from=post_trained.out, recovery_chats=4,
+                      eval_items=4)
+    run_experiment(variant)
+    assert trained_here == ["sft", "sft"]  # no pretraining (the variant stops after post-training, as its source)
+    mine, theirs = Layout(variant), Layout(post_trained)
+    for cell in grid(variant):
+        assert sha256_file(mine.pretrain(cell) / MODEL) == sha256_file(theirs.pretrain(cell) / MODEL)
+        assert sha256_file(mine.sft(cell) / MODEL) != sha256_file(theirs.sft(cell) / MODEL)
+        assert not (mine.pretrain(cell) / "checkpoints").exists()
+        # another eval_items: the base model's evaluation is redone here too
+        metrics = json.loads((eval_dir(variant, cell, "pretrained") / "metrics.json").read_text())
+        assert metrics["conditions"]["greedy/direct"]["guarded"]["heldout_unsafe"]["unsafe_action_rate"]["n"] == 4
+        manifest = json.loads((mine.cell(cell) / "manifest.json").read_text())
+        assert manifest["experiment"]["reuse_from"] == post_trained.out
+    sft = [json.loads(line) for line in stages.make_sft_data(variant, 0, "srp").read_text().splitlines()]
+    assert sum("prefill" in chat["messages"][-1] for chat in sft) == 4
+
+
+def test_an_attack_variant_reuses_post_training_and_its_evaluation(post_trained, tmp_path, trained_here):
+    variant = replace(post_trained, out=str(tmp_path / "harmful"), reuse_from=post_trained.out,
+                      finetune_attack="harmful", until="attack")
+    run_experiment(variant)
+    assert trained_here == ["finetune", "finetune"]
+    for cell in grid(variant):
+        assert (eval_dir(variant, cell, "post") / "metrics.json").read_text() == \
+               (eval_dir(post_trained, cell, "post") / "metrics.json").read_text()
+        assert (eval_dir(variant, cell, "finetuned") / "metrics.json").is_file()
+
+
+def test_stages_pretrained_another_way_are_refused_with_the_fields_that_differ(post_trained, tmp_path):
+    other = replace(post_trained, out=str(tmp_path / "other"), reuse_from=post_trained.out,
+                    pretrain_tokens=post_trained.pretrain_tokens * 2)
+    with pytest.raises(UserError, match=f"pretrain_tokens: {post_trained.pretrain_tokens} there"):
+        run_experiment(other)
+    assert not (tmp_path / "other").exists()  # refused before the folder was claimed
+    overridden = replace(other, pretrain_tokens=post_trained.pretrain_tokens,
+                         train_overrides={"pretrain": ("optim.micro_batch=4",)})
+    with pytest.raises(UserError, match="train_overrides.pretrain"):
+        run_experiment(overridden)
+    with pytest.raises(UserError, match="not an experiment folder"):
+        run_experiment(replace(other, reuse_from=str(tmp_path)))
