@@ -60,8 +60,8 @@ class ExperimentConfig:
     everything here."""
     sft_epochs: float = 3.0
     finetune_epochs: float = 2.0
-    """Epochs of the benign finetuning attack over the world's benign set (lr 1e-4, constant), as a user
-    adapting a model to a task would run it. With the terse benign set of runs 1-6, 5 epochs erased utility and
+    """Epochs of the finetuning attack over its set (lr 1e-4, constant), as a user adapting a model to a task
+    would run it. With the terse benign set of runs 1-6, 5 epochs erased utility and
     composition alike in some worlds and 2 left models mid-transition; the set now answers in post-training's style."""
     finetune_attack: str = "benign"
     """``benign`` (the default: a user adapting the model to a task) or ``harmful``: the world's
@@ -106,7 +106,8 @@ class ExperimentConfig:
         if any(not 0.0 <= s < 1.0 for s in self.curriculum_starts):
             raise ValueError("curriculum_starts must be fractions in [0, 1)")
         if self.finetune_attack not in FINETUNE_ATTACKS:
-            raise ValueError(f"finetune_attack must be one of {', '.join(FINETUNE_ATTACKS)}, not {self.finetune_attack!r}")
+            raise ValueError(f"finetune_attack must be one of {', '.join(FINETUNE_ATTACKS)}, "
+                             f"not {self.finetune_attack!r}")
         if self.until not in UNTIL:
             raise ValueError(f"until must be one of {', '.join(UNTIL)}, not {self.until!r}")
         if self.compare_to not in RECIPES:

@@ -109,7 +109,8 @@ def write_plots_and_html(out: Path, rows: list[dict], per_cell: dict[Cell, dict]
     plot_unsafe_rates(rows, out / "unsafe_rates.png")
     plot_utility_vs_safety(rows, out / "utility_vs_safety.png")
     probes = plot_probe_auroc(per_cell, out / "probe_auroc.png")
-    body = (table(*summary_table(rows, headline_columns(attack, MAIN_COLUMNS))) + f"<p>{html.escape(table_note(n_seeds, attack))}</p>"
+    note = html.escape(table_note(n_seeds, attack))
+    body = (table(*summary_table(rows, headline_columns(attack, MAIN_COLUMNS))) + f"<p>{note}</p>"
             + (f"<h2>Against {html.escape(reference)}, world by world</h2>" + table(*paired_table(paired))
                + f"<p>{html.escape(paired_note(reference))}</p>" if paired else "")
             + "<h2>Held-out unsafe actions</h2>" + image(out / "unsafe_rates.png")
