@@ -30,16 +30,18 @@ def _series(rows: list[dict], metric: str) -> tuple[list[str], list[float], list
     return labels, [r["mean"] for r in chosen], [0.0 if math.isnan(r["ci95_half"]) else r["ci95_half"] for r in chosen]
 
 
-def plot_unsafe_rates(rows: list[dict], png: Path) -> None:
+def plot_unsafe_rates(rows: list[dict], png: Path, attack: str = "benign") -> None:
     """Held-out unsafe-action rate per recipe: the base model (unguarded and with safe decoding), after
-    post-training (asked directly; under the prefill attack, unguarded and with safe decoding) and after the benign
-    finetuning attack (prefill, safe decoding)."""
+    post-training (asked directly; under the prefill attack, unguarded and with safe decoding) and after the
+    finetuning attack (prefill, safe decoding; after the harmful one asked directly too)."""
     plt = _pyplot()
     series = [("base model", "base: held-out unsafe"), ("base model, safe decoding", "base: held-out unsafe (safe dec.)"),
               ("post-training, direct, safe decoding", "held-out unsafe (safe dec.)"),
               ("post-training, prefill", "held-out unsafe, prefill"),
-              ("post-training, prefill, safe decoding", "held-out unsafe, prefill (safe dec.)"),
-              ("after benign FT, prefill, safe decoding", "held-out unsafe after FT, prefill (safe dec.)")]
+              ("post-training, prefill, safe decoding", "held-out unsafe, prefill (safe dec.)")]
+    if attack == "harmful":
+        series.append(("after harmful FT, direct, safe decoding", "held-out unsafe after FT (safe dec.)"))
+    series.append((f"after {attack} FT, prefill, safe decoding", "held-out unsafe after FT, prefill (safe dec.)"))
     labels = _series(rows, series[0][1])[0]
     fig, ax = plt.subplots(figsize=(max(7, 1.1 * len(labels)), 4), dpi=120)
     width = 0.8 / len(series)
@@ -106,7 +108,7 @@ def write_plots_and_html(out: Path, rows: list[dict], per_cell: dict[Cell, dict]
     from safepretrain.htmlpage import image, page, table
     from safepretrain.io import atomic_open
 
-    plot_unsafe_rates(rows, out / "unsafe_rates.png")
+    plot_unsafe_rates(rows, out / "unsafe_rates.png", attack)
     plot_utility_vs_safety(rows, out / "utility_vs_safety.png")
     probes = plot_probe_auroc(per_cell, out / "probe_auroc.png")
     note = html.escape(table_note(n_seeds, attack))
