@@ -22,6 +22,17 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def hardware() -> dict[str, str]:
+    """What a trained model's bits depend on besides its inputs: the same data, code and seed train different
+    weights where torch picks other kernels (results log, session 19: AVX2 and AVX-512 machines disagree)."""
+    import torch
+
+    found = {"machine": platform.machine(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    if torch.cuda.is_available():
+        found["cuda_device"] = torch.cuda.get_device_name(0)
+    return found
+
+
 def file_hashes(root: Path, exclude: tuple[str, ...] = ("manifest.json",)) -> dict[str, str]:
     """sha256 of every file under ``root`` (relative POSIX paths, sorted)."""
     root = Path(root)

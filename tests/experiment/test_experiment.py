@@ -205,6 +205,7 @@ def test_a_two_recipe_experiment_runs_end_to_end(finished):
     for cell in grid(cfg):
         manifest = json.loads((Layout(cfg).cell(cell) / "manifest.json").read_text())
         assert manifest["cell"]["recipe"] == cell.recipe and manifest["sha256"]["sft_model"]
+        assert manifest["trained_on"]["pretrained_model"]["torch_cpu_capability"]
         for stage in ("pretrained", "post", "finetuned"):
             metrics = json.loads((eval_dir(cfg, cell, stage) / "metrics.json").read_text())
             assert metrics["conditions"]["greedy/direct"]["guarded"]["heldout_unsafe"]["unsafe_action_rate"]["n"] == 8

@@ -38,6 +38,7 @@ def test_fifty_steps_beat_the_unigram_entropy(tiny_run, tokenizer, tiny_world_di
     assert (result.out / "loss.png").stat().st_size > 0
     manifest = json.loads((result.out / "manifest.json").read_text())
     assert manifest["seed"] == 0 and "model.safetensors" in manifest["files"]
+    assert manifest["hardware"]["torch_cpu_capability"]  # weights depend on the kernels torch picked
 
 
 NEW_TAG = {"optim.new_tokens": "['<|harmful|>']"}

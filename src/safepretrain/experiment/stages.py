@@ -368,7 +368,15 @@ def write_cell_manifest(cfg: ExperimentConfig, cell: Cell) -> Path:
         "recipe": vars(cell.spec), "experiment": cfg.to_dict(), "versions": package_versions(),
         "paths": {k: str(v) for k, v in inputs.items()},
         "sha256": {k: sha256_file(v) for k, v in inputs.items() if v.is_file()},
+        # where each model was trained (a reused one elsewhere, perhaps): its training manifest says
+        "trained_on": {k: _trained_on(v.parent.parent) for k, v in inputs.items() if k.endswith("_model")},
     }
     path = layout.cell(cell) / "manifest.json"
     write_json(path, manifest)
     return path
+
+
+def _trained_on(trained: Path) -> dict | None:
+    """The hardware a training run's manifest records (None: not trained yet, or before manifests recorded it)."""
+    manifest = trained / "manifest.json"
+    return json.loads(manifest.read_text()).get("hardware") if manifest.is_file() else None

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from safepretrain.io import sha256_file, write_json
-from safepretrain.manifest import build_manifest
+from safepretrain.manifest import build_manifest, hardware
 from safepretrain.train.config import TrainConfig, to_dict
 
 
@@ -42,7 +42,7 @@ def write_run_manifest(out: Path, cfg: TrainConfig, state, streams) -> None:
 
     data = {str(path): sha256_file(path) for path in expand_paths([*cfg.data.train, *cfg.data.intervened])}
     manifest = build_manifest(
-        "train", to_dict(cfg), out / "model", seed=cfg.seed, data=data,
+        "train", to_dict(cfg), out / "model", seed=cfg.seed, data=data, hardware=hardware(),
         progress={"steps": state.step, "tokens": state.tokens, "intervened_tokens": state.intervened_tokens,
                   "stream_tokens": [int(len(s.tokens)) for s in streams]},
     )
