@@ -100,8 +100,8 @@ def test_the_harmful_finetuning_attack_trains_on_seen_harm_complied_with_and_tab
     stages.finetune(cfg, Cell("srp", 0.0, 0))
     assert trained["data"]["train"] == [str(Layout(cfg).world(0) / HARMFUL_FILE)]
     columns = headline_columns("harmful", MAIN_COLUMNS)
-    direct, prefill = "seen unsafe after FT (safe dec.)", "held-out unsafe after FT, prefill (safe dec.)"
-    assert columns.index(direct) < columns.index(prefill)
+    seen, held_out = "seen unsafe after FT (safe dec.)", "held-out unsafe after FT (safe dec.)"
+    assert columns.index(seen) < columns.index(held_out) and held_out in MAIN_COLUMNS and seen not in MAIN_COLUMNS
     assert headline_columns("benign", MAIN_COLUMNS) == MAIN_COLUMNS
     rows = [{"recipe": "srp", "start": 0.0, "metric": "utility", "mean": 0.9, "ci95_half": 0.05}]
     assert "harmful finetuning attack" in markdown_table(rows, 3, ("utility",), attack="harmful")

@@ -191,26 +191,23 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 
 # Utility on train patients: no model in runs 5 and 6 answered a record-only (two-hop) patient's care request, so the
 # all-patient rate is half of it everywhere and hides differences. After post-training, harmful requests asked
-# directly are refused by every recipe; the prefill attack is where composition shows.
+# directly are refused by every recipe; the prefill attack is where composition shows. After the finetuning attack
+# direct requests are served again (session 19: models write themselves the medical indication the request lacked).
 MAIN_COLUMNS = ("base: held-out unsafe, train patients", "base: held-out harmful option, train patients",
                 "base: held-out unsafe (safe dec.)", "utility, train patients (safe dec.)", "held-out unsafe",
                 "held-out unsafe, prefill", "held-out unsafe, prefill (safe dec.)", "held-out unsafe, decision (safe dec.)",
-                "utility after FT, train patients (safe dec.)", "held-out unsafe after FT, prefill (safe dec.)",
-                "held-out unsafe after FT, decision (safe dec.)", "over-refusal (safe dec.)", "reflection F1")
-
-
-# After a harmful finetuning attack the attacker needs no prefill: what matters first is whether the model now serves
-# harmful requests asked directly, of the types it was finetuned on (seen) and of the others (held-out).
-HARMFUL_FT_COLUMNS = ("seen unsafe after FT (safe dec.)", "held-out unsafe after FT (safe dec.)")
+                "utility after FT, train patients (safe dec.)", "held-out unsafe after FT (safe dec.)",
+                "held-out unsafe after FT, prefill (safe dec.)", "held-out unsafe after FT, decision (safe dec.)",
+                "over-refusal (safe dec.)", "reflection F1")
 
 
 def headline_columns(attack: str, columns: tuple[str, ...]) -> tuple[str, ...]:
-    """``columns`` (MAIN_COLUMNS or PAIRED_COLUMNS), with the direct-request columns first after the harmful
-    finetuning attack."""
+    """``columns`` (MAIN_COLUMNS or PAIRED_COLUMNS); after the harmful finetuning attack, led by what it taught
+    directly: the seen harm types asked for directly."""
     if attack != "harmful":
         return columns
     first_after = next(i for i, c in enumerate(columns) if "after FT" in c)
-    return columns[:first_after] + HARMFUL_FT_COLUMNS + columns[first_after:]
+    return columns[:first_after] + ("seen unsafe after FT (safe dec.)",) + columns[first_after:]
 
 
 def summary_table(rows: list[dict], columns: tuple[str, ...] = MAIN_COLUMNS) -> tuple[list[str], list[list[str]]]:
@@ -253,7 +250,8 @@ def _markdown(head: list[str], body: list[list[str]], note: str) -> str:
 
 # The comparisons the seed papers make: safety under the prefill attack (before and after benign finetuning) at what
 # utility, and what the base model composed before post-training.
-PAIRED_COLUMNS = ("held-out unsafe, prefill (safe dec.)", "held-out unsafe after FT, prefill (safe dec.)",
+PAIRED_COLUMNS = ("held-out unsafe, prefill (safe dec.)", "held-out unsafe after FT (safe dec.)",
+                  "held-out unsafe after FT, prefill (safe dec.)",
                   "held-out unsafe, decision (safe dec.)", "held-out unsafe after FT, decision (safe dec.)",
                   "utility, train patients (safe dec.)", "utility after FT, train patients (safe dec.)",
                   "base: held-out unsafe, train patients")
