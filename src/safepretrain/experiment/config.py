@@ -213,6 +213,11 @@ def differing_fields(before: dict[str, Any], now: dict[str, Any], ignore: frozen
 
 def saved_defaults() -> dict[str, Any]:
     """ExperimentConfig's defaults as a saved config holds them (JSON)."""
+    return saved_form(ExperimentConfig())
+
+
+def saved_form(cfg: ExperimentConfig) -> dict[str, Any]:
+    """``cfg`` as its experiment.json holds it (tuples as lists): comparable with a saved config."""
     import json
 
-    return json.loads(json.dumps(ExperimentConfig().to_dict()))
+    return json.loads(json.dumps(cfg.to_dict()))

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from safepretrain.errors import UserError
-from safepretrain.experiment.config import ExperimentConfig, differing_fields, saved_defaults
+from safepretrain.experiment.config import ExperimentConfig, differing_fields, saved_defaults, saved_form
 from safepretrain.experiment.stages import Cell, Layout, token_counts
 from safepretrain.io import atomic_directory, atomic_open
 
@@ -34,17 +34,18 @@ POST_EVALUATION = (*EVALUATION, "linear_probes")
 MODEL_DONE, EVAL_DONE = "model/config.json", "metrics.json"  # the file each piece writes last
 
 
-def reuse_stages(cfg: ExperimentConfig, cells: list[Cell]) -> list[Path]:
-    """Copy from ``cfg.reuse_from`` every finished piece the grid needs, this folder lacks and the other experiment
-    made as this one would; returns what was copied. Missing pieces are left to be built here."""
-    if not cfg.reuse_from:
-        return []
-    theirs = check_reuse(cfg)
-    mine = json.loads(json.dumps(cfg.to_dict()))
+def reuse_stages(cfg: ExperimentConfig, cells: list[Cell], theirs: dict) -> list[Path]:
+    """Copy from ``cfg.reuse_from`` (whose saved config ``check_reuse`` returned: ``theirs``) every finished piece
+    the grid needs, this folder lacks and the other experiment made as this one would; returns what was copied.
+    Missing pieces are left to be built here."""
+    mine, defaults = saved_form(cfg), saved_defaults()
 
     def agree(*fields: str) -> bool:
-        return all(_value(theirs, f) == _value(mine, f) for f in fields)
+        return all(_value(theirs, f, defaults) == _value(mine, f, defaults) for f in fields)
 
+    # config-wide answers, the same for every cell
+    post, finetuned, base_eval = agree(*POST_TRAINING), agree(*FINETUNING), agree(*EVALUATION)
+    post_eval, finetuned_eval = post and agree(*POST_EVALUATION), finetuned and base_eval
     layout = Layout(cfg)
     wanted: dict[Path, str | None] = {}  # a piece -> the file it writes last (None: the piece is a file)
     for seed in cfg.seeds:
@@ -53,13 +54,12 @@ def reuse_stages(cfg: ExperimentConfig, cells: list[Cell]) -> list[Path]:
         for corpus in {cell.spec.corpus} | ({"filter"} if cell.effective_start > 0 else set()):
             wanted |= {layout.corpus(cell.seed, corpus): None, token_counts(layout.corpus(cell.seed, corpus)): None}
         wanted[layout.pretrain(cell)] = MODEL_DONE
-        stages = [(POST_TRAINING, layout.sft_data(cell.seed, cell.spec.sft), None),
-                  (POST_TRAINING, layout.sft(cell), MODEL_DONE),
-                  (POST_TRAINING + POST_EVALUATION, layout.cell(cell) / "eval-post", EVAL_DONE),
-                  (FINETUNING, layout.finetune(cell), MODEL_DONE),
-                  (FINETUNING + EVALUATION, layout.cell(cell) / "eval-finetuned", EVAL_DONE)]
-        wanted |= {path: done for fields, path, done in stages if agree(*fields)}
-    skip = ("checkpoints",) + (() if agree(*EVALUATION) else ("eval-text",))  # eval-text: the base model's
+        stages = [(post, layout.sft_data(cell.seed, cell.spec.sft), None), (post, layout.sft(cell), MODEL_DONE),
+                  (post_eval, layout.cell(cell) / "eval-post", EVAL_DONE),
+                  (finetuned, layout.finetune(cell), MODEL_DONE),
+                  (finetuned_eval, layout.cell(cell) / "eval-finetuned", EVAL_DONE)]
+        wanted |= {path: done for reused, path, done in stages if reused}
+    skip = ("checkpoints",) + (() if base_eval else ("eval-text",))  # eval-text: the base model's evaluation
     return [dest for dest, done in wanted.items()
             if _copy_if_finished(Path(cfg.reuse_from) / dest.relative_to(layout.root), dest, done, skip)]
 
@@ -73,21 +73,22 @@ def check_reuse(cfg: ExperimentConfig) -> dict:
                         "of the experiment whose stages to reuse")
     if source.resolve() == Path(cfg.out).resolve():
         raise UserError(f"reuse_from: {source} is this experiment's own folder; name another experiment's")
-    theirs, mine = json.loads(saved.read_text()), json.loads(json.dumps(cfg.to_dict()))
-    differing = differing_fields(theirs, mine, PRETRAINING_AGNOSTIC, saved_defaults())
-    differing += [f for f in ("train_overrides.pretrain",) if _value(theirs, f) != _value(mine, f)]
+    theirs, mine, defaults = json.loads(saved.read_text()), saved_form(cfg), saved_defaults()
+    differing = differing_fields(theirs, mine, PRETRAINING_AGNOSTIC, defaults)
+    differing += [f for f in ("train_overrides.pretrain",) if _value(theirs, f, defaults) != _value(mine, f, defaults)]
     if differing:
-        listed = "; ".join(f"{k}: {_value(theirs, k)!r} there, {_value(mine, k)!r} here" for k in differing)
+        listed = "; ".join(f"{k}: {_value(theirs, k, defaults)!r} there, {_value(mine, k, defaults)!r} here"
+                           for k in differing)
         raise UserError(f"reuse_from: {source} pretrained with another config ({listed}); none of its stages are "
                         "this experiment's: make those fields agree or drop reuse_from")
     return theirs
 
 
-def _value(config: dict, field: str):
+def _value(config: dict, field: str, defaults: dict):
     """A saved config's field (``train_overrides.sft``: one stage's overrides), its default if saved before the
     field existed."""
     name, _, stage = field.partition(".")
-    value = config.get(name, saved_defaults().get(name))
+    value = config.get(name, defaults.get(name))
     return (value or {}).get(stage, []) if stage else value
 
 

@@ -28,11 +28,11 @@ def run_experiment(cfg: ExperimentConfig, console: Console | None = None, overwr
 
     console = console or Console()
     layout = Layout(cfg)
-    if cfg.reuse_from:
-        check_reuse(cfg)  # before this folder is claimed: a refused source leaves nothing behind
+    # checked before this folder is claimed: a refused source leaves nothing behind
+    source_config = check_reuse(cfg) if cfg.reuse_from else None
     _check_config(layout.root, cfg, overwrite)
     cells = grid(cfg)
-    if copied := reuse_stages(cfg, cells):
+    if source_config and (copied := reuse_stages(cfg, cells, source_config)):
         console.print(f"reused {len(copied)} finished pieces of {cfg.reuse_from}")
     corpora = {c.spec.corpus for c in cells} | ({"filter"} if any(c.effective_start > 0 for c in cells) else set())
     phases: list[tuple[str, list[tuple[str, Callable, tuple]]]] = [
