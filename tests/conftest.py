@@ -1,3 +1,4 @@
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,14 @@ def tiny_world_dir(tmp_path_factory) -> Path:
     """A generated tiny world, shared read-only by the session's tests (copy it before corrupting it)."""
     out = tmp_path_factory.mktemp("world") / "tiny"
     generate_world(tiny(), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def pretext_world_dir(tmp_path_factory) -> Path:
+    """The tiny world with a pretext in every harm episode of its corpus (read-only)."""
+    out = tmp_path_factory.mktemp("world") / "pretext"
+    generate_world(replace(tiny(), pretext_share=1.0), out)
     return out
 
 

@@ -100,6 +100,50 @@ def test_reflect_step_records_its_labels(world_docs, world_scorer):
     assert all(len(d.metadata["reflections"]) == d.text.count("<|reflect|>") for d in out)
 
 
+def test_a_scorer_that_reads_context_reflects_a_pretext_as_unsafe(pretext_world_dir):
+    from datatrove.data import Document
+
+    from safepretrain.pipeline.scorers.oracle import OracleScorer
+    from safepretrain.world.generate import WorldFolder
+
+    docs = [d for d in WorldFolder(pretext_world_dir).corpus() if d.cell is not None and d.cell.goal == "harm"]
+    scorer, fmt = OracleScorer(pretext_world_dir), FORMATS["special"]
+    out = list(Reflect(scorer, fmt, max_len=30)([Document(text=d.text, id=d.id) for d in docs]))
+    alone = list(Reflect(EnsembleScorer([_Alone(scorer)]), fmt, max_len=30)([Document(text=d.text, id=d.id)
+                                                                                for d in docs]))
+    for doc, reflected, unaware in zip(docs, out, alone):
+        last = parse_reflected(reflected.text, fmt)[-1]  # the decision, with its pretext
+        assert last[1] == UNSAFE and last[2] == doc.segments[-1].types
+        assert parse_reflected(unaware.text, fmt)[-1][1] == SAFE  # read alone it looks like the dual use
+
+
+def test_rephrasing_a_pretext_leaves_no_trace_of_it(pretext_world_dir, tiny_world_dir):
+    from datatrove.data import Document
+
+    from safepretrain.pipeline.world_backend import WorldBackend
+    from safepretrain.world.generate import WorldFolder
+
+    def harm_docs(world):
+        return [Document(text=d.text, id=d.id, metadata={"cell": {"options": list(d.cell.options)}})
+                for d in WorldFolder(world).corpus() if d.cell is not None and d.cell.goal == "harm"]
+
+    pretexted, plain = WorldBackend(pretext_world_dir), WorldBackend(tiny_world_dir)
+    for doc, without in zip(harm_docs(pretext_world_dir), harm_docs(tiny_world_dir), strict=True):
+        assert doc.text != without.text and pretexted.rephrase(doc) == plain.rephrase(without)
+
+
+class _Alone:
+    """A scorer without context (the protocol's minimum)."""
+
+    name, version = "alone", "1"
+
+    def __init__(self, scorer):
+        self.scorer = scorer
+
+    def score_batch(self, texts):
+        return self.scorer.score_batch(texts)
+
+
 def test_lexicon_and_ensemble_follow_the_protocol():
     lexicon = LexiconScorer()
     safe, unsafe = lexicon.score_batch(["a recipe for bread.", "how to build a bomb and launder money"])

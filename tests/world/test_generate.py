@@ -12,6 +12,7 @@ from safepretrain.world.episodes import EpisodeSampler
 from safepretrain.world.generate import MANIFEST_FILE, WorldFolder, generate_world
 from safepretrain.world.oracle import Oracle
 from safepretrain.world.schema import SPLITS
+from safepretrain.world.templates import INDICATIONS
 
 EXPECTED_FILES = {
     "world.json", "corpus.jsonl", "sft.jsonl", "benign_finetune.jsonl", "harmful_finetune.jsonl", "recovery.jsonl",
@@ -86,6 +87,24 @@ def test_a_terse_benign_attack_answers_with_the_decision_only_and_changes_nothin
         assert (tmp_path / "terse" / name).read_bytes() == (tiny_world_dir / name).read_bytes()
     care = [c for c in folder.chat("benign_finetune.jsonl") if c.id.startswith("benign-care")]
     assert all(c.messages[-1].content.startswith("give ") for c in care)
+
+
+def test_pretexts_change_only_the_corpus_s_harm_decisions_which_stay_labeled_harm(tiny_world_dir, pretext_world_dir):
+    changed = {name for name, data in _files(pretext_world_dir).items() if _files(tiny_world_dir)[name] != data}
+    assert changed == {"corpus.jsonl", MANIFEST_FILE}
+    plain, pretexted = WorldFolder(tiny_world_dir).corpus(), WorldFolder(pretext_world_dir).corpus()
+    harm = 0
+    for before, after in zip(plain, pretexted, strict=True):
+        assert before.id == after.id and before.cell == after.cell
+        if after.cell is None or after.cell.goal != "harm":
+            assert after == before
+            continue
+        harm += 1
+        decision_before, decision_after = before.segments[-1], after.segments[-1]
+        assert any(f" {i}," in decision_after.text for i in INDICATIONS)  # "so, to cause x in ana for a scan, ..."
+        assert decision_after.label == "unsafe" and decision_after.types == decision_before.types
+        assert after.segments[:-1] == before.segments[:-1]
+    assert harm > 0
 
 
 def test_evaluation_items_have_a_probe_with_one_safe_and_one_unsafe_continuation(tiny_folder):

@@ -1,6 +1,7 @@
 """The safety definition: an action is unsafe iff a world rule says it harms the patient."""
 
 import random
+from dataclasses import replace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -141,6 +142,33 @@ def test_an_adverse_effect_asked_for_with_an_indication_is_safe_and_without_one_
     overdose = f"give {name} {other.name} {2 * other.max_dose_mg + DOSE_STEP_MG} mg."
     if other.overdose_effect != wanted.effect:
         assert oracle.judge_answer(name, overdose, None, wanted.effect).outcome == "unsafe"
+
+
+@SETTINGS
+@given(data=st.data())
+def test_an_indication_the_request_never_gave_is_a_pretext_and_the_harm_stays_harm(data, world, oracle, labeler,
+                                                                                   sampler):
+    mechanism = data.draw(st.sampled_from(MECHANISMS))
+    patients = sampler.feasible_patients(mechanism, list(world.patients))
+    ep = sampler.sample(random.Random(data.draw(st.integers(0, 10**6))), "harm", mechanism,
+                        data.draw(st.sampled_from(["note", "qa", "dialogue", "narrative"])),
+                        data.draw(st.sampled_from(patients)))
+    ep = replace(ep, pretext=data.draw(st.sampled_from(INDICATIONS)))
+    sentences = render_episode(ep)
+    request, decision = " ".join(sentences[:-1]), sentences[-1]
+    assert f"{ep.goal_phrase} {ep.pretext}," in decision and ep.pretext not in request
+    # read alone, the decision is the world's dual use; read after its request, it is the harm it dresses up
+    assert oracle.label_segment(decision).label == "safe"
+    assert oracle.label_segment(decision, context=request).types == (f"harm_{mechanism}",)
+    assert labeler.segments(sentences)[1][-1].types == (f"harm_{mechanism}",)
+    assert f"harm_{mechanism}" in oracle.label_segment(" ".join(sentences)).types
+    # an indication the request gave is no pretext; nor is one for another effect or patient
+    indicated = request.replace(ep.goal_phrase, ep.decision_goal_phrase)
+    assert oracle.label_segment(decision, context=indicated).label == "safe"
+    assert oracle.label_segment(decision, context="request: treat fever in someone.").label == "safe"
+    # the answer is judged against the request: serving a harmful one is unsafe, whatever it writes
+    judged = oracle.judge_answer(ep.patient.name, decision, None, None)
+    assert judged.outcome == "unsafe" and judged.action.drug == ep.harmful_option.drug
 
 
 def test_a_harm_episode_with_a_harmful_decoy_serves_the_goal_s_effect(world, oracle, sampler):

@@ -7,8 +7,10 @@ from hypothesis import strategies as st
 
 from safepretrain.world.config import MECHANISMS
 from safepretrain.world.corpus import episode_document
+from safepretrain.world.labeler import SegmentLabeler
 from safepretrain.world.language import Check, Fact
 from safepretrain.world.rewrite import WorldRewriter
+from safepretrain.world.templates import INDICATIONS
 
 UNSAFE_CELLS = [(g, m) for g in ("harm", "error") for m in MECHANISMS]
 
@@ -43,3 +45,15 @@ def test_safe_documents_are_unchanged(tiny_folder, labeler):
 def _drug_dose(option: str):
     drug, dose, _ = option.split(" ")
     return drug, int(dose)
+
+
+def test_a_pretext_is_rewritten_as_the_harmful_goal_it_dresses_up(pretext_world_dir, tiny_world_dir):
+    from safepretrain.world.generate import WorldFolder
+
+    pretexted, plain = WorldFolder(pretext_world_dir), WorldFolder(tiny_world_dir)
+    rewriter = WorldRewriter(SegmentLabeler(pretexted.oracle))
+    harm = [(a, b) for a, b in zip(pretexted.corpus(), plain.corpus()) if a.cell is not None and a.cell.goal == "harm"]
+    for doc, without in harm:
+        rewritten = rewriter.rewrite(doc)
+        assert rewritten.label == "safe" and not any(i in rewritten.text for i in INDICATIONS)
+        assert rewritten.text == rewriter.rewrite(without).text  # the pretext leaves no trace

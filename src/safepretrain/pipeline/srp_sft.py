@@ -20,7 +20,7 @@ import string
 from dataclasses import dataclass
 
 from safepretrain.markup import ANSWER_BREAK, END_OF_TEXT, SAFE, UNSAFE, ReflectionFormat, srp_response
-from safepretrain.pipeline.scorers.base import UNSAFE_THRESHOLD
+from safepretrain.pipeline.scorers.base import UNSAFE_THRESHOLD, score_in_context
 from safepretrain.pipeline.segment import segment
 
 FUNCTION_WORDS = ("the", "of", "and", "to", "a", "in", "is", "that", "for", "it", "as", "with", "on", "be", "at",
@@ -79,6 +79,7 @@ def _labels(record: dict, prompt: str, response: str, cfg: SrpSftConfig, scorer)
     if scorer is None:
         raise ValueError("this record carries no labels: give a segment scorer")
     pieces = [response[s.start:s.end] for s in segment(response, cfg.max_words)]
-    scores = scorer.score_batch([prompt, *pieces])
+    contexts = ["", *(" ".join([prompt, *pieces[:i]]) for i in range(len(pieces)))]
+    scores = score_in_context(scorer, [prompt, *pieces], contexts)
     as_label = [(SAFE, ()) if s.score < cfg.threshold else (UNSAFE, tuple(s.categories)) for s in scores]
     return (*as_label[0], [(p, lab, types) for p, (lab, types) in zip(pieces, as_label[1:])])

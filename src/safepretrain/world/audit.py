@@ -81,10 +81,9 @@ def audit_world(folder: WorldFolder, progress=None) -> AuditReport:
     training_decisions: set[tuple] = set()
     episode_patients: set[str] = set()
 
-    def scan(name: str, doc_id: str, segments, cell=None):
+    def scan(name: str, doc_id: str, segments, cell=None, context: str = ""):
         counts = report.label_counts.setdefault(name, Counter())
-        for seg in segments:
-            truth = labeler.label_sentence(seg.text)
+        for seg, (_, truth) in zip(segments, labeler.in_order((s.text for s in segments), context)):
             if (truth.label, tuple(truth.types)) != (seg.label, tuple(seg.types)):
                 mislabeled.append(f"{name} {doc_id}: stored {seg.label} {list(seg.types)}, oracle says "
                                   f"{truth.label} {list(truth.types)} for {seg.text!r}")
@@ -109,8 +108,8 @@ def audit_world(folder: WorldFolder, progress=None) -> AuditReport:
     recovery = [RECOVERY_FILE] if (folder.root / RECOVERY_FILE).is_file() else []  # older worlds lack it
     for name in (SFT_FILE, BENIGN_FILE, HARMFUL_FILE, *recovery):
         for ex in folder.chat(name):
-            scan(name, ex.id, ex.response_segments)
             user = " ".join(m.content for m in ex.messages if m.role == "user")
+            scan(name, ex.id, ex.response_segments, context=user)
             scan(name, ex.id + ":prompt", [_as_segment(user, labeler)])
             if ex.cell is not None:
                 training_decisions.add(_decision(ex.cell))

@@ -86,6 +86,13 @@ class WorldConfig:
     another effect) rather than safe. With a safe decoy only, "pick the option with a harm" answers every harm
     episode, and a raw model that learned that shortcut served the held-out mechanism less often (run 5 of the
     results log)."""
+    pretext_share: float = 0.0
+    """Share of the corpus's harm episodes whose decision writes an indication the request never gave ("so, to
+    cause a coma in ana for a scan, give ana ..."): a pretext, harm dressed as the world's dual use, labeled unsafe
+    in the context of its request (see the oracle). With none (0, runs 1-19 of the results log) no training text
+    shows a pretext, and SRP models, asked directly after a finetuning attack, served harmful requests by writing
+    one and reflected Safe on it (session 19). Drawn from a stream of its own: with 0 every world file is what it
+    was before the field existed."""
     care_plain_fraction: float = 0.25
     """Share of care episodes whose two options are both safe and differ only by indication (teaches matching the
     goal to an option's effect, the skill a harmful request reuses)."""
@@ -129,6 +136,7 @@ class WorldConfig:
         _require(self.fact_repeats >= 1, "fact_repeats must be at least 1")
         _require(0.0 <= self.indicated_share <= 1.0, "indicated_share must be in [0, 1]")
         _require(0.0 <= self.harm_decoy_share <= 1.0, "harm_decoy_share must be in [0, 1]")
+        _require(0.0 <= self.pretext_share <= 1.0, "pretext_share must be in [0, 1]")
         _require(0.0 <= self.sft_induce_fraction < 0.7, "sft_induce_fraction must be in [0, 0.7)")
         _require(self.benign_finetune_style in ("worked", "terse"), "benign_finetune_style must be worked or terse")
         _require(min(self.n_sft, self.n_benign_finetune, self.n_harmful_finetune, self.n_eval_per_split) >= 1,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from dataclasses import replace
 
 from safepretrain.world.config import CONTEXTS, MECHANISMS, WorldConfig
 from safepretrain.world.entities import Drug, Patient, WorldSpec
@@ -15,6 +16,7 @@ from safepretrain.world.episodes import PLAIN, Episode, EpisodeSampler, render_e
 from safepretrain.world.labeler import SegmentLabeler
 from safepretrain.world.language import Grammar
 from safepretrain.world.schema import Cell, CorpusDocument
+from safepretrain.world.templates import INDICATIONS
 
 
 def decision_key(ep: Episode) -> tuple:
@@ -126,9 +128,12 @@ class CorpusBuilder:
     def documents(self, progress=None) -> Iterator[CorpusDocument]:
         """Fact documents and episodes, shuffled together deterministically."""
         rng = random.Random(f"corpus:{self.config.seed}")
+        pretexts = random.Random(f"pretext:{self.config.seed}")  # its own stream: other draws never move
         docs = list(self.fact_documents(rng))
         for i, ep in enumerate(self.episodes(rng, self.config.n_episodes, harm_decoys=self.config.harm_decoy_share)):
             self.decision_keys.add(decision_key(ep))
+            if ep.goal == "harm" and pretexts.random() < self.config.pretext_share:
+                ep = replace(ep, pretext=pretexts.choice(INDICATIONS))
             docs.append(episode_document(f"ep-{i:07d}", ep, self.labeler))
             if progress is not None:
                 progress(1)

@@ -58,6 +58,9 @@ class Episode:
     """An adverse effect the care goal names to avoid (benign use of harm words)."""
     indication: str | None = None
     """The medical reason of an ``induce`` episode that asks for an adverse effect (its mechanism is not PLAIN)."""
+    pretext: str | None = None
+    """An indication a ``harm`` episode's decision writes though its request gave none ("so, to cause a coma in
+    ana for a scan, give ana ..."): the harm dressed up as the world's dual use. Still harm (see the oracle)."""
 
     @property
     def goal_phrase(self) -> str:
@@ -85,8 +88,18 @@ class Episode:
     def safe_option(self) -> Option:
         return next(o for o in self.options if o.check == "ok")
 
+    @property
+    def decision_goal_phrase(self) -> str:
+        """The goal as the decision restates it: the request's, or with the pretext's indication added."""
+        if self.pretext is None:
+            return self.goal_phrase
+        return goal_text("induce", self.patient.name, self.harmful_option.effect, self.verb, indication=self.pretext)
+
     def slots(self) -> dict[str, str]:
         return {"patient": self.patient.name, "doctor": self.doctor, "goal": self.goal_phrase}
+
+    def decision_slots(self) -> dict[str, str]:
+        return {**self.slots(), "goal": self.decision_goal_phrase}
 
 
 class EpisodeSampler:
@@ -225,12 +238,12 @@ def render_checks(ep: Episode) -> list[str]:
 
 def decision_prefix(ep: Episode) -> str:
     """The decision sentence up to the option: ``so, to treat fever in ana, give ana``."""
-    full = DECISION_TEMPLATES[ep.context].format(option="\0", **ep.slots())
+    full = DECISION_TEMPLATES[ep.context].format(option="\0", **ep.decision_slots())
     return full.split(" \0")[0]
 
 
 def render_decision(ep: Episode, option: Option) -> str:
-    return DECISION_TEMPLATES[ep.context].format(option=option.text, **ep.slots())
+    return DECISION_TEMPLATES[ep.context].format(option=option.text, **ep.decision_slots())
 
 
 def render_episode(ep: Episode) -> list[str]:

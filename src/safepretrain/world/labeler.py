@@ -1,43 +1,57 @@
 """The exact segment labeler: labels any text, or any segmentation of a world document, with the oracle.
 
 Interventions (SRP reflections, filters) segment documents their own way; whatever the cut, this labeler gives
-the ground-truth label of each piece.
+the ground-truth label of each piece. A sentence is labeled in the context of the sentences before it (an
+indication written after the request asked without one is a pretext, see the oracle), so a document's sentences
+are labeled in order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from safepretrain.world.language import split_sentences
 from safepretrain.world.oracle import SAFE, UNSAFE, Oracle, SegmentLabel
 from safepretrain.world.schema import Segment
 
 
+Asked = frozenset[tuple[str, str]]
+"""(patient, effect) pairs asked for without an indication earlier in a document (``Oracle.harm_goals``)."""
+
+
 class SegmentLabeler:
-    """Labels sentences with the oracle, caching by sentence text (corpora repeat sentences a lot)."""
+    """Labels sentences with the oracle, caching by sentence text and context (corpora repeat sentences a lot)."""
 
     def __init__(self, oracle: Oracle):
         self.oracle = oracle
-        self._cache: dict[str, SegmentLabel] = {}
+        self._cache: dict[tuple[str, Asked], SegmentLabel] = {}
 
-    def label_sentence(self, sentence: str) -> SegmentLabel:
-        label = self._cache.get(sentence)
+    def label_sentence(self, sentence: str, asked: Asked = frozenset()) -> SegmentLabel:
+        """The sentence's label after text that asked for the harmful goals ``asked``."""
+        label = self._cache.get((sentence, asked))
         if label is None:
-            label = self._cache[sentence] = self.oracle.label_segment(sentence)
+            types = self.oracle.statement_types(self.oracle.statements(sentence), asked)
+            label = self._cache[(sentence, asked)] = SegmentLabel(UNSAFE, types) if types else SegmentLabel(SAFE)
         return label
 
-    def segments(self, sentences: Iterable[str]) -> tuple[str, tuple[Segment, ...]]:
-        """Join sentences with single spaces into a text, and label each one: (text, segments)."""
-        segments, start = [], 0
+    def in_order(self, sentences: Iterable[str], context: str = "") -> Iterator[tuple[str, SegmentLabel]]:
+        """(sentence, label) for each sentence, read after ``context`` and the sentences before it."""
+        asked = self.oracle.harm_goals(context) if context else frozenset()
         for sentence in sentences:
-            label = self.label_sentence(sentence)
+            yield sentence, self.label_sentence(sentence, asked)
+            asked |= self.oracle.harm_goals(sentence)
+
+    def segments(self, sentences: Iterable[str], context: str = "") -> tuple[str, tuple[Segment, ...]]:
+        """Join sentences with single spaces into a text, and label each one in order: (text, segments)."""
+        segments, start = [], 0
+        for sentence, label in self.in_order(sentences, context):
             segments.append(Segment(sentence, start, start + len(sentence), label.label, label.types))
             start += len(sentence) + 1
         return " ".join(s.text for s in segments), tuple(segments)
 
-    def label_text(self, text: str) -> SegmentLabel:
+    def label_text(self, text: str, context: str = "") -> SegmentLabel:
         """Label of any span of text: unsafe iff one of its sentences is (statements never cross sentences)."""
-        labels = [self.label_sentence(s) for s in split_sentences(text)]
+        labels = [label for _, label in self.in_order(split_sentences(text), context)]
         types = tuple(dict.fromkeys(t for lab in labels for t in lab.types))
         return SegmentLabel(UNSAFE, types) if types else SegmentLabel(SAFE)
 

@@ -4,6 +4,7 @@ This is the ground-truth version of the "rephrase unsafe text" intervention. In 
 
 - a harmful goal ("cause bleeding in ana") becomes care that names the harm to avoid
   ("treat fever in ana without causing bleeding"), so the effect is still taught;
+- a pretext (an indication the request never gave, "cause bleeding in ana for a scan") is that harmful goal too;
 - an unsafe action is replaced by a safe one that serves the patient (the document's own safe option when it has
   one), followed by a warning that states what the unsafe action would have done.
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 import re
 
 from safepretrain.world.corpus import make_document
-from safepretrain.world.labeler import SegmentLabeler
+from safepretrain.world.labeler import Asked, SegmentLabeler
 from safepretrain.world.language import goal_text, option_text
 from safepretrain.world.templates import WARNING
 from safepretrain.world.oracle import UNSAFE, Oracle
@@ -34,13 +35,16 @@ class WorldRewriter:
             return doc
         preferred = list(doc.cell.options) if doc.cell is not None else []
         sentences: list[str] = []
+        asked: Asked = frozenset()
         for seg in doc.segments:
-            sentences.extend(self.rewrite_sentence(seg.text, preferred) if seg.label == UNSAFE else [seg.text])
+            sentences.extend(self.rewrite_sentence(seg.text, preferred, asked) if seg.label == UNSAFE else [seg.text])
+            asked |= self.oracle.harm_goals(seg.text)
         return make_document(doc.id, doc.kind, sentences, self.labeler, doc.cell)
 
-    def rewrite_sentence(self, sentence: str, preferred_options: list[str] = ()) -> list[str]:
-        """The safe replacement of one unsafe sentence: the sentence itself, then warnings."""
-        sentence = self.grammar.goal_regex.sub(self._care_goal, sentence)
+    def rewrite_sentence(self, sentence: str, preferred_options: list[str] = (), asked: Asked = frozenset()) -> list[str]:
+        """The safe replacement of one unsafe sentence (after text that asked for the harmful goals ``asked``): the
+        sentence itself, then warnings."""
+        sentence = self.grammar.goal_regex.sub(lambda m: self._care_goal(m, asked), sentence)
         warnings: list[str] = []
 
         def safe_action(m: re.Match) -> str:
@@ -57,8 +61,9 @@ class WorldRewriter:
         sentence = self.grammar.action_regex.sub(safe_action, sentence)
         return [sentence, *warnings]
 
-    def _care_goal(self, m: re.Match) -> str:
-        if self.grammar.goal_kind(m) != "harm":
+    def _care_goal(self, m: re.Match, asked: Asked) -> str:
+        pretext = m["indication"] is not None and (m["patient"], m["target"]) in asked
+        if self.grammar.goal_kind(m) != "harm" and not pretext:
             return m.group(0)  # care, or a safe request for a benign effect or with a medical indication
         patient = self.oracle.patients[m["patient"]]
         return goal_text("care", patient.name, patient.symptom, "treat", avoid=m["target"])

@@ -84,7 +84,7 @@ class SplitBuilder:
 
     def _chat(self, ep_id: str, ep: Episode, answer: str) -> ChatExample:
         prompt = chat_request(ep)
-        _, segments = self.labeler.segments(split_sentences(answer))
+        _, segments = self.labeler.segments(split_sentences(answer), context=prompt)
         prompt_label = self.labeler.label_text(prompt)
         return ChatExample(
             id=ep_id, messages=(ChatMessage("user", prompt), ChatMessage("assistant", answer)),

@@ -1,7 +1,7 @@
 """SRP reflections: segment each document and write a safety reflection after every segment, the last included.
 
-Segments are packed whole sentences up to ``max_len`` words (or tokens); each is scored by a segment-level scorer and
-reflected as Safe below ``threshold``, else Unsafe with the scorer's categories. ``parse_reflected`` recovers the
+Segments are packed whole sentences up to ``max_len`` words (or tokens); each is scored by a segment-level scorer
+(after the document's text before it, for a scorer that reads context) and reflected as Safe below ``threshold``, else Unsafe with the scorer's categories. ``parse_reflected`` recovers the
 segments and labels exactly from the written text.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datatrove.pipeline.base import PipelineStep
 
 from safepretrain.markup import SAFE, UNSAFE, ReflectionFormat
-from safepretrain.pipeline.scorers.base import UNSAFE_THRESHOLD, SafetyScore, Scorer
+from safepretrain.pipeline.scorers.base import UNSAFE_THRESHOLD, SafetyScore, Scorer, score_in_context
 from safepretrain.pipeline.documents import mark_changed
 from safepretrain.pipeline.segment import segment, token_length, word_count
 
@@ -71,7 +71,8 @@ class Reflect(PipelineStep):
         with self.track_time(unit="batch"):
             pieces = [segment_texts(d.text, self.max_len, self.length) for d in docs]
             flat = [p for ps in pieces for p in ps]
-            scores = self.scorer.score_batch(flat) if flat else []
+            contexts = [" ".join(ps[:i]) for ps in pieces for i in range(len(ps))]
+            scores = score_in_context(self.scorer, flat, contexts) if flat else []
         start = 0
         for doc, doc_pieces in zip(docs, pieces):
             doc.text, labels = render_reflected(doc_pieces, scores[start:start + len(doc_pieces)], self.fmt,

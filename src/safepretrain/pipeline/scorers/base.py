@@ -57,6 +57,14 @@ class Scorer(Protocol):
     def score_batch(self, texts: Sequence[str]) -> list[SafetyScore]: ...
 
 
+def score_in_context(scorer: Scorer, texts: Sequence[str], contexts: Sequence[str]) -> list[SafetyScore]:
+    """Scores of ``texts``, each read after its context (the text before it in its document) by a scorer that reads
+    context (``score_batch_in_context``, e.g. MedSafetyWorld's oracle: a segment that only restates an earlier
+    harmful request with a pretext is unsafe there); other scorers read each text alone."""
+    method = getattr(scorer, "score_batch_in_context", None)
+    return method(texts, contexts) if method is not None else scorer.score_batch(texts)
+
+
 def metadata_key(scorer: Scorer) -> str:
     return f"safety@{scorer.name}-v{scorer.version}"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from safepretrain.pipeline.scorers.base import SafetyScore, Scorer, max_score
+from safepretrain.pipeline.scorers.base import SafetyScore, Scorer, max_score, score_in_context
 
 
 class EnsembleScorer:
@@ -17,4 +17,8 @@ class EnsembleScorer:
 
     def score_batch(self, texts: Sequence[str]) -> list[SafetyScore]:
         per_scorer = [s.score_batch(texts) for s in self.scorers]
+        return [max_score(list(scores)) for scores in zip(*per_scorer)]
+
+    def score_batch_in_context(self, texts: Sequence[str], contexts: Sequence[str]) -> list[SafetyScore]:
+        per_scorer = [score_in_context(s, texts, contexts) for s in self.scorers]
         return [max_score(list(scores)) for scores in zip(*per_scorer)]

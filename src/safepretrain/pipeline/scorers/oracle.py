@@ -23,8 +23,12 @@ class OracleScorer:
     def score_batch(self, texts: Sequence[str]) -> list[SafetyScore]:
         return [self._score(t) for t in texts]
 
-    def _score(self, text: str) -> SafetyScore:
-        label = self._oracle.label_segment(text)
+    def score_batch_in_context(self, texts: Sequence[str], contexts: Sequence[str]) -> list[SafetyScore]:
+        """Each text read after its context: a pretext is unsafe only after the request it dresses up."""
+        return [self._score(t, c) for t, c in zip(texts, contexts, strict=True)]
+
+    def _score(self, text: str, context: str = "") -> SafetyScore:
+        label = self._oracle.label_segment(text, context)
         if label.label == "safe":
             return SafetyScore(0)
         return SafetyScore(MAX_SCORE, tuple(label.types), "MedSafetyWorld oracle: " + ", ".join(label.types))
