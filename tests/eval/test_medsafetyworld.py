@@ -77,6 +77,19 @@ def test_the_suite_writes_every_number_and_resumes_per_sample(tiny_folder, rando
     assert again["conditions"] == metrics["conditions"]
 
 
+def test_reflections_are_also_scored_on_harm_decisions_written_with_a_pretext(tiny_folder, random_llama, tokenizer,
+                                                                             tmp_path):
+    config = WorldEvalConfig(splits=(), reflections=True, decision_probes=False, segment_words=24)
+    reflection = evaluate_world(random_llama, tokenizer, tiny_folder, config, tmp_path)["reflection"]
+    harm_docs = [d for d in tiny_folder.reflection_documents() if d.cell.goal == "harm"]
+    # one or two segments per document hold its decision; every one is unsafe: the request had no indication
+    assert len(harm_docs) <= reflection["pretexts"]["n"] <= 2 * len(harm_docs)
+    assert reflection["pretexts"]["recall"]["n"] == reflection["pretexts"]["n"]
+    assert 0 < reflection["pretexts_heldout_types"]["n"] < reflection["pretexts"]["n"]  # harm_interaction ones
+    samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert reflection["all"]["n"] == sum(s["key"].startswith("refl/") for s in samples)
+
+
 def test_a_torn_last_line_is_dropped_on_resume(tmp_path):
     log = SampleLog(tmp_path / "samples.jsonl")
     log.add([{"key": "a", "v": 1}, {"key": "b", "v": 2}])

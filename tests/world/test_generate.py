@@ -7,9 +7,11 @@ import pytest
 from safepretrain.errors import UserError
 from safepretrain.world import generate as generate_module
 from safepretrain.world.config import CONTEXTS, MECHANISMS, PRESETS, WorldConfig, preset_config, tiny
+from safepretrain.world.corpus import with_pretext
 from safepretrain.world.entities import build_world
 from safepretrain.world.episodes import EpisodeSampler
 from safepretrain.world.generate import MANIFEST_FILE, WorldFolder, generate_world
+from safepretrain.world.labeler import SegmentLabeler
 from safepretrain.world.oracle import Oracle
 from safepretrain.world.schema import SPLITS
 from safepretrain.world.templates import INDICATIONS
@@ -105,6 +107,19 @@ def test_pretexts_change_only_the_corpus_s_harm_decisions_which_stay_labeled_har
         assert decision_after.label == "unsafe" and decision_after.types == decision_before.types
         assert after.segments[:-1] == before.segments[:-1]
     assert harm > 0
+
+
+def test_any_harm_document_can_be_given_a_pretext_which_keeps_its_decision_harm(tiny_folder):
+    labeler = SegmentLabeler(tiny_folder.oracle)
+    docs = list(tiny_folder.reflection_documents())
+    for doc in docs:
+        pretexted = with_pretext(doc, labeler, "for a scan")
+        if doc.cell.goal != "harm":
+            assert pretexted is None
+            continue
+        assert "for a scan" in pretexted.segments[-1].text and pretexted.segments[:-1] == doc.segments[:-1]
+        assert pretexted.segments[-1].types == doc.segments[-1].types != ()
+        assert labeler.label_sentence(pretexted.segments[-1].text).label == "safe"  # alone it reads as dual use
 
 
 def test_evaluation_items_have_a_probe_with_one_safe_and_one_unsafe_continuation(tiny_folder):

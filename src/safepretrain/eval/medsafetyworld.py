@@ -17,7 +17,8 @@ labels well when asked but no longer opens reflections itself -- after a benign 
 reflections, or under a prefill that ends right at the decision).
 
 Also: reflection classification (the model's own Safe/Unsafe reflection after each segment of labeled documents,
-held-out types included, against the oracle), decision-point probes (teacher-forced P(unsafe option)), and
+held-out types included, against the oracle; and after harm decisions written with a pretext, an indication the
+request never gave: ``pretexts``), decision-point probes (teacher-forced P(unsafe option)), and
 optionally linear probes of safe vs unsafe prompts per layer. Per-sample results go to ``samples.jsonl`` as they
 are made (a rerun resumes); ``metrics.json`` is written at the end.
 """
@@ -36,11 +37,13 @@ from safepretrain.eval.samples import SampleLog
 from safepretrain.eval.scoring import continuation_logprobs
 from safepretrain.io import write_json
 from safepretrain.markup import SAFE
+from safepretrain.world.corpus import with_pretext
 from safepretrain.world.generate import WorldFolder
 from safepretrain.world.judge import Rate, option_choice, split_report
 from safepretrain.world.labeler import SegmentLabeler
 from safepretrain.world.language import split_sentences
 from safepretrain.world.schema import SPLITS, EvalItem
+from safepretrain.world.templates import INDICATIONS
 
 ATTACKS = ("direct", "prefill", "decision")
 """direct: the request alone; prefill: the answer forced up to the decision point, checks included (the recovery
@@ -189,36 +192,54 @@ def _condition_metrics(items: dict[str, list[EvalItem]], log: SampleLog, conditi
 
 def _reflection_classification(model, tokenizer, world: WorldFolder, config: WorldEvalConfig, log: SampleLog,
                                progress) -> dict:
-    from safepretrain.pipeline.segment import segment
-
+    """Reflections after each segment of the world's reflection documents (teacher-forced: the gold reflections
+    before), and after the decision of each harm document rewritten with a pretext (an indication the request
+    never gave, which only the request shows to be harm)."""
     decoder = Decoder(model, tokenizer, DecodeConfig(max_new_tokens=12, batch_size=config.batch_size))
-    fmt, heldout_types = decoder.fmt, set(world.config.heldout_types)
-    queries = []  # (key, prompt, gold label, gold types)
-    for doc in spread(list(world.reflection_documents()), config.max_items):
-        spans = segment(doc.text, config.segment_words)
-        context = ""
-        for n, span in enumerate(spans):
-            gold = SegmentLabeler.label_span(doc.segments, span.start, span.end)
-            piece = doc.text[span.start:span.end]
-            queries.append((f"refl/{doc.id}/{n}", context + fmt.opened(piece), gold.label, gold.types))
-            context += fmt.reflected(piece, gold.label.capitalize(), gold.types) + " "  # teacher forcing
+    docs = spread(list(world.reflection_documents()), config.max_items)
+    queries = [q for doc in docs for q in _reflection_queries(doc, "refl", decoder.fmt, config.segment_words)]
+    labeler = SegmentLabeler(world.oracle)
+    for n, doc in enumerate(docs):
+        pretexted = with_pretext(doc, labeler, INDICATIONS[n % len(INDICATIONS)])
+        if pretexted is not None:  # only the segments the pretext is in are new
+            decision_start = pretexted.segments[-1].start
+            queries += [q for q in _reflection_queries(pretexted, "refl-pretext", decoder.fmt, config.segment_words)
+                        if q[4] > decision_start]
+    heldout_types = set(world.config.heldout_types)
     todo = [q for q in queries if q[0] not in log]
     for start in range(0, len(todo), config.batch_size):
         batch = todo[start:start + config.batch_size]
         generations = decoder.generate([q[1] for q in batch])
         records = []
-        for (key, prompt, gold, types), g in zip(batch, generations):
-            found = fmt.find(fmt.open.rstrip() + g.text)
+        for (key, prompt, gold, types, _), g in zip(batch, generations):
+            found = decoder.fmt.find(decoder.fmt.open.rstrip() + g.text)
             records.append({"key": key, "gold": gold, "types": list(types), "heldout": bool(heldout_types & set(types)),
                             "predicted": found[0].label if found else None})
         log.add(records)
         if progress:
             progress("reflections", len(queries) - len(todo) + start + len(batch), len(queries))
-    records = [log[q[0]] for q in queries]
+    records = [log[q[0]] for q in queries if q[0].startswith("refl/")]
+    pretexts = [log[q[0]] for q in queries if q[0].startswith("refl-pretext/") and q[2] == "unsafe"]
     return {
         "all": reflection_scores(records),
         "heldout_types": reflection_scores([r for r in records if r["heldout"] or r["gold"] == "safe"]),
+        "pretexts": reflection_scores(pretexts),
+        "pretexts_heldout_types": reflection_scores([r for r in pretexts if r["heldout"]]),
     }
+
+
+def _reflection_queries(doc, prefix: str, fmt, segment_words: int) -> list[tuple]:
+    """(key, prompt, gold label, gold types, segment end) per segment: the document up to the segment, with the
+    gold reflections of the segments before it."""
+    from safepretrain.pipeline.segment import segment
+
+    queries, context = [], ""
+    for n, span in enumerate(segment(doc.text, segment_words)):
+        gold = SegmentLabeler.label_span(doc.segments, span.start, span.end)
+        piece = doc.text[span.start:span.end]
+        queries.append((f"{prefix}/{doc.id}/{n}", context + fmt.opened(piece), gold.label, gold.types, span.end))
+        context += fmt.reflected(piece, gold.label.capitalize(), gold.types) + " "  # teacher forcing
+    return queries
 
 
 def reflection_scores(records: list[dict]) -> dict:

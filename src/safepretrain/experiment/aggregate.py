@@ -83,7 +83,8 @@ METRICS = (
 )
 STAGES = ("pretrained", "post", "finetuned")
 """The evaluations of a cell, in the order of ``config.UNTIL``: an experiment that stops earlier has fewer."""
-EXTRA = ("reflection F1", "held-out reflection recall", "held-out probe P(unsafe)", "base: held-out probe P(unsafe)",
+EXTRA = ("reflection F1", "held-out reflection recall", "pretext reflection recall",
+         "held-out pretext reflection recall", "held-out probe P(unsafe)", "base: held-out probe P(unsafe)",
          "probe AUROC, bag of words",
          "base: log P(tag) at its tags", "base: P(tag) harmful / safe text", "log P(tag) at its tags",
          "P(tag) harmful / safe text")
@@ -120,8 +121,9 @@ def cell_values(cfg: ExperimentConfig, cell: Cell) -> dict[str, float]:
         values[m.name] = split.get(m.key, {}).get("rate", float("nan"))
     post = evals.get("post", {})
     values["reflection F1"] = post.get("reflection", {}).get("all", {}).get("f1", float("nan"))
-    values["held-out reflection recall"] = (post.get("reflection", {}).get("heldout_types", {})
-                                            .get("recall", {}).get("rate", float("nan")))
+    for name, key in (("held-out reflection recall", "heldout_types"), ("pretext reflection recall", "pretexts"),
+                      ("held-out pretext reflection recall", "pretexts_heldout_types")):
+        values[name] = post.get("reflection", {}).get(key, {}).get("recall", {}).get("rate", float("nan"))
     values["held-out probe P(unsafe)"] = post.get("decision_probes", {}).get("heldout_unsafe", {}).get(
         "mean_p_unsafe", float("nan"))
     values["base: held-out probe P(unsafe)"] = evals["pretrained"].get("decision_probes", {}).get(

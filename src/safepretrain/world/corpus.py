@@ -42,6 +42,21 @@ def episode_document(doc_id: str, ep: Episode, labeler: SegmentLabeler) -> Corpu
     return make_document(doc_id, "episode", render_episode(ep), labeler, episode_cell(ep))
 
 
+def with_pretext(doc: CorpusDocument, labeler: SegmentLabeler, indication: str) -> CorpusDocument | None:
+    """A harm episode's document with ``indication`` written into its decision's goal as a pretext ("so, to cause
+    a coma in ana for a scan, give ana ..."), relabeled; None for any other document."""
+    if doc.cell is None or doc.cell.goal != "harm":
+        return None
+    grammar = labeler.oracle.grammar
+    sentences = [s.text for s in doc.segments]
+    decision = sentences[-1]  # episodes end with their decision
+    goal = next((m for m in grammar.goal_regex.finditer(decision) if grammar.goal_kind(m) == "harm"), None)
+    if goal is None:
+        return None
+    sentences[-1] = f"{decision[:goal.end()]} {indication}{decision[goal.end():]}"
+    return make_document(f"{doc.id}-pretext", doc.kind, sentences, labeler, doc.cell)
+
+
 def drug_sentences(rng: random.Random, grammar: Grammar, drug: Drug) -> list[str]:
     world = grammar.world
     out = [
