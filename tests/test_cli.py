@@ -46,6 +46,9 @@ def test_generate_audit_judge_end_to_end(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["world", "generate", "--preset", "huge", "--out", "{tmp}/x"], "unknown preset 'huge'"),
     (["world", "generate", "--preset", "tiny", "--out", "{tmp}"], "not empty"),
+    (["world", "generate", "--preset", "tiny", "--set", "pretexts=1", "--out", "{tmp}/x"], "unknown fields ['pretexts']"),
+    (["world", "generate", "--preset", "tiny", "--set", "pretext_share=2", "--out", "{tmp}/x"],
+     "pretext_share must be in [0, 1]"),
     (["world", "audit", "{tmp}/missing"], "no such world folder"),
     (["world", "audit", "{tmp}"], "not a complete world"),
     (["serve", "{tmp}/missing"], "no model here"),
@@ -55,6 +58,13 @@ def test_user_mistakes_exit_2_with_a_clear_message(tmp_path, args, message):
     (tmp_path / "something").write_text("x")
     result = run(*[a.format(tmp=tmp_path) for a in args])
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_generate_sets_fields_of_the_preset(tmp_path):
+    out = tmp_path / "w"
+    result = run("world", "generate", "--preset", "tiny", "--set", "pretext_share=0.5", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / "manifest.json").read_text())["config"]["pretext_share"] == 0.5
 
 
 def test_judge_errors_name_the_split_or_the_line(tiny_world_dir, tmp_path):

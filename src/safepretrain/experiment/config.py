@@ -183,7 +183,7 @@ def replace_fields(base, values: dict[str, Any], source: str | Path | None):
     known = set(base.to_dict())
     if unknown := set(values) - known:
         raise UserError(f"{source or 'options'}: unknown fields {sorted(unknown)}; known: {', '.join(sorted(known))}")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    values = {k: _tuples(v) for k, v in values.items()}
     try:
         return replace(base, **values)
     except (TypeError, ValueError) as e:

@@ -136,7 +136,7 @@ def build_config(kind: str, file_values: dict[str, Any] | None = None, overrides
     values = _merge(KIND_DEFAULTS.get(kind, {}), {"kind": kind})
     values = _merge(values, file_values or {})
     for item in overrides or []:
-        values = _merge(values, _parse_override(item))
+        values = _merge(values, parse_override(item))
     if values.get("kind") != kind:
         raise UserError(f"{source}: kind is {values.get('kind')!r} but this command trains {kind!r}")
     try:
@@ -176,7 +176,7 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _parse_override(item: str) -> dict[str, Any]:
+def parse_override(item: str) -> dict[str, Any]:
     import yaml
 
     key, sep, raw = item.partition("=")

@@ -21,11 +21,15 @@ def generate(
     preset: str = typer.Option("laptop", help="World size: tiny (tests, seconds), laptop (the demo), paper (GPU)."),
     seed: int = typer.Option(0, help="Same preset and seed give byte-identical files."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out folder."),
+    overrides: list[str] = typer.Option([], "--set", "-s", help="Change a field of the preset: --set "
+                                        "pretext_share=0.3 (repeatable; fields: safepretrain.world.config)."),
 ) -> None:
     """Generate a world: spec, labeled corpus, SFT, benign finetuning and evaluation sets, manifest."""
     from rich.progress import Progress
 
+    from safepretrain.experiment.config import replace_fields
     from safepretrain.io import check_output_dir
+    from safepretrain.train.config import parse_override
     from safepretrain.world.config import preset_config
     from safepretrain.world.generate import generate_world
 
@@ -33,6 +37,8 @@ def generate(
         config = preset_config(preset, seed)
     except KeyError as e:
         raise UserError(e.args[0]) from None
+    values = {k: v for item in overrides for k, v in parse_override(item).items()}
+    config = replace_fields(config, values, "--set")
     check_output_dir(out, overwrite)
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task(f"episodes ({preset})", total=config.n_episodes)
