@@ -1,8 +1,9 @@
 """SRP reflections: segment each document and write a safety reflection after every segment, the last included.
 
 Segments are packed whole sentences up to ``max_len`` words (or tokens); each is scored by a segment-level scorer
-(after the document's text before it, for a scorer that reads context) and reflected as Safe below ``threshold``, else Unsafe with the scorer's categories. ``parse_reflected`` recovers the
-segments and labels exactly from the written text.
+(after the document's text before it, for a scorer that reads context) and reflected as Safe below ``threshold``,
+else Unsafe with the scorer's categories. ``parse_reflected`` recovers the segments and labels exactly from the
+written text.
 """
 
 from __future__ import annotations
