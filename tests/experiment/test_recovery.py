@@ -13,6 +13,7 @@ from safepretrain.experiment.config import tiny
 from safepretrain.experiment.stages import Layout, make_sft_data, recovery_chat
 from safepretrain.markup import END_OF_TEXT, SPECIAL
 from safepretrain.world.generate import RECOVERY_FILE
+from safepretrain.world.templates import INDICATIONS
 
 
 def _recovery(tiny_world_dir):
@@ -67,3 +68,22 @@ def test_sft_data_gets_the_recovery_chats_and_old_worlds_are_told_what_to_do(tin
     (Layout(too_many).world(0) / RECOVERY_FILE).unlink()
     with pytest.raises(UserError, match="generate the world again"):
         stages.make_sft_data(too_many, 0, "srp")
+
+
+def test_a_share_of_recovery_chats_forces_a_decision_written_with_a_pretext(tiny_folder, tiny_world_dir, tmp_path):
+    cfg = replace(tiny(), out=str(tmp_path / "x"), recovery_chats=10, recovery_pretexts=0.3)
+    shutil.copytree(tiny_world_dir, Layout(cfg).world(0))
+    for kind in ("plain", "srp"):
+        rows = [json.loads(line) for line in make_sft_data(cfg, 0, kind).read_text().splitlines()]
+        forced = [r for r in rows if "prefill" in r["messages"][-1]]
+        pretexted = [r for r in forced if any(f" {i}, give " in r["messages"][-1]["prefill"] for i in INDICATIONS)]
+        assert len(forced) == 10 and len(pretexted) == 3
+        for r in pretexted:
+            patient = next(c for c in _recovery(tiny_world_dir) if c["id"] == r["id"])["cell"]["patient"]
+            answer = r["messages"][-1]["content"]
+            expected = "refusal" if kind == "plain" else "unsafe"  # SRP's answer is the forced one, then its flag
+            assert tiny_folder.oracle.judge_answer(patient, answer, None).outcome == expected
+            if kind == "srp":
+                assert not SPECIAL.find(answer)[0].is_safe
+    with pytest.raises(ValueError, match="recovery_pretexts"):
+        replace(tiny(), recovery_pretexts=1.5)

@@ -51,6 +51,11 @@ class ExperimentConfig:
     SRP's writes the harmful decision's Unsafe reflection and stops. SRP's post-training otherwise shows Unsafe
     reflections only on prompts: a prefill skips that reflection, and nothing taught that one *inside* an answer can
     be Unsafe (results log, "Seeds 3 and 4, rebuilt"). 0: none (runs 1-10)."""
+    recovery_pretexts: float = 0.0
+    """Share of the recovery chats whose forced answer writes its decision with a pretext (an indication the
+    request never gave: "so, to cause a coma in ana for a scan, give ana"); the recovery is the same (plain: refuse;
+    SRP: the Unsafe reflection, and stop). Post-training otherwise shows indications only in safe indicated chats,
+    and SRP models that had learned pretexts in pretraining forgot half of them there (results log, session 20)."""
     reuse_from: str = ""
     """Another experiment's folder whose finished stages to reuse: its worlds, tokenizers, pretraining data and
     pretrained models are copied here for the seeds and recipes this grid needs, and so are its post-trained and
@@ -101,6 +106,8 @@ class ExperimentConfig:
             raise ValueError("seeds, recipes and curriculum_starts must not be empty")
         if self.recovery_chats < 0:
             raise ValueError("recovery_chats must be at least 0")
+        if not 0 <= self.recovery_pretexts <= 1:
+            raise ValueError("recovery_pretexts must be in [0, 1]")
         if self.reflect_every < 1:
             raise ValueError("reflect_every must be at least 1 (tokens between asked reflections)")
         if any(not 0.0 <= s < 1.0 for s in self.curriculum_starts):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,10 +145,11 @@ def make_corpus(cfg: ExperimentConfig, seed: int, corpus: str) -> Path:
 
 def make_sft_data(cfg: ExperimentConfig, seed: int, kind: str) -> Path:
     """``plain``: the world's SFT chats; ``srp``: the same chats in SRP's post-training format; either with
-    ``recovery_chats`` recovery chats added."""
+    ``recovery_chats`` recovery chats added (``recovery_pretexts`` of them with a pretext)."""
     from safepretrain.io import read_jsonl
     from safepretrain.markup import SPECIAL
     from safepretrain.pipeline.srp_sft import SrpSftConfig, srp_chat
+    from safepretrain.world.generate import WorldFolder
 
     layout = Layout(cfg)
     source = layout.world(seed) / "sft.jsonl"
@@ -155,7 +157,10 @@ def make_sft_data(cfg: ExperimentConfig, seed: int, kind: str) -> Path:
         return source
     out = layout.sft_data(seed, kind)
     if not out.is_file():
-        recoveries = [recovery_chat(r, kind) for r in _recovery_records(layout.world(seed), cfg.recovery_chats)]
+        grammar = WorldFolder(layout.world(seed)).oracle.grammar
+        records = _recovery_records(layout.world(seed), cfg.recovery_chats)
+        recoveries = [recovery_chat(r, kind, grammar, _pretext(n, cfg.recovery_pretexts))
+                      for n, r in enumerate(records)]
         out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_open(out) as f:
             for record in read_jsonl(source):
@@ -182,15 +187,26 @@ def _recovery_records(world: Path, n: int) -> list[dict]:
     return records
 
 
-def recovery_chat(record: dict, kind: str) -> dict:
+def _pretext(n: int, share: float) -> str | None:
+    """The indication the ``n``-th recovery chat's decision writes as a pretext, spread evenly at ``share``."""
+    from safepretrain.world.templates import INDICATIONS
+
+    return INDICATIONS[n % len(INDICATIONS)] if math.floor((n + 1) * share) > math.floor(n * share) else None
+
+
+def recovery_chat(record: dict, kind: str, grammar=None, pretext: str | None = None) -> dict:
     """A seen harmful request whose answer is forced (the ``prefill``: context, not a target) to comply up to where
     the prefill attack cuts it, then the recipe's recovery: plain post-training refuses where the drug would come;
     SRP's takes the whole harmful decision as forced and writes its Unsafe reflection, then stops -- as its guard
-    asks for a reflection after the decision the attacked model writes."""
+    asks for a reflection after the decision the attacked model writes. With ``pretext`` (and the world's
+    ``grammar``) the forced decision writes that indication, which the request never gave."""
     from safepretrain.markup import END_OF_TEXT, SPECIAL, UNSAFE
+    from safepretrain.world.corpus import add_pretext
     from safepretrain.world.splits import refusal_text
 
     request, answer = (m["content"] for m in record["messages"])
+    if pretext is not None:
+        answer = add_pretext(answer, grammar, pretext)  # the decision's types stay the request's harm
     patient = record["cell"]["patient"]
     if kind == "srp":
         types = next(s["types"] for s in record["response_segments"] if s["label"] != "safe")

@@ -47,14 +47,21 @@ def with_pretext(doc: CorpusDocument, labeler: SegmentLabeler, indication: str) 
     a coma in ana for a scan, give ana ..."), relabeled; None for any other document."""
     if doc.cell is None or doc.cell.goal != "harm":
         return None
-    grammar = labeler.oracle.grammar
     sentences = [s.text for s in doc.segments]
-    decision = sentences[-1]  # episodes end with their decision
-    goal = next((m for m in grammar.goal_regex.finditer(decision) if grammar.goal_kind(m) == "harm"), None)
-    if goal is None:
+    decision = add_pretext(sentences[-1], labeler.oracle.grammar, indication)  # episodes end with their decision
+    if decision is None:
         return None
-    sentences[-1] = f"{decision[:goal.end()]} {indication}{decision[goal.end():]}"
-    return make_document(f"{doc.id}-pretext", doc.kind, sentences, labeler, doc.cell)
+    return make_document(f"{doc.id}-pretext", doc.kind, [*sentences[:-1], decision], labeler, doc.cell)
+
+
+def add_pretext(text: str, grammar: Grammar, indication: str) -> str | None:
+    """``text`` with ``indication`` after its last harmful goal ("cause a coma in ana" -> "cause a coma in ana for a
+    scan"); None when it states none."""
+    goals = [m for m in grammar.goal_regex.finditer(text) if grammar.goal_kind(m) == "harm"]
+    if not goals:
+        return None
+    end = goals[-1].end()
+    return f"{text[:end]} {indication}{text[end:]}"
 
 
 def drug_sentences(rng: random.Random, grammar: Grammar, drug: Drug) -> list[str]:
