@@ -87,3 +87,13 @@ def test_a_share_of_recovery_chats_forces_a_decision_written_with_a_pretext(tiny
                 assert not SPECIAL.find(answer)[0].is_safe
     with pytest.raises(ValueError, match="recovery_pretexts"):
         replace(tiny(), recovery_pretexts=1.5)
+
+
+def test_srp_recovery_can_force_the_answer_in_srp_s_own_shape_with_each_check_reflected(tiny_world_dir):
+    record = _recovery(tiny_world_dir)[0]
+    answer = recovery_chat(record, "srp", interleaved=True)["messages"][1]
+    reflections = SPECIAL.find(answer["content"])
+    checks = len(record["response_segments"]) - 1
+    assert [r.is_safe for r in reflections] == [True] * checks + [False]  # every check Safe, the decision Unsafe
+    assert SPECIAL.strip(answer["prefill"]) == record["messages"][1]["content"]
+    assert recovery_chat(record, "plain", interleaved=True) == recovery_chat(record, "plain")

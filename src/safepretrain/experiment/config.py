@@ -56,6 +56,11 @@ class ExperimentConfig:
     request never gave: "so, to cause a coma in ana for a scan, give ana"); the recovery is the same (plain: refuse;
     SRP: the Unsafe reflection, and stop). Post-training otherwise shows indications only in safe indicated chats,
     and SRP models that had learned pretexts in pretraining forgot half of them there (results log, session 20)."""
+    recovery_interleaved: float = 0.0
+    """Share of SRP's recovery chats whose forced answer is written as SRP's own answers are, every sentence
+    before the decision followed by its Safe reflection: the shape the guard meets when the model writes a harmful
+    answer itself (asked for a reflection at each sentence end), where the others show the raw text a prefill attack
+    forces. Spread independently of ``recovery_pretexts``. Plain post-training's recovery is the same either way."""
     reuse_from: str = ""
     """Another experiment's folder whose finished stages to reuse: its worlds, tokenizers, pretraining data and
     pretrained models are copied here for the seeds and recipes this grid needs, and so are its post-trained and
@@ -106,8 +111,9 @@ class ExperimentConfig:
             raise ValueError("seeds, recipes and curriculum_starts must not be empty")
         if self.recovery_chats < 0:
             raise ValueError("recovery_chats must be at least 0")
-        if not 0 <= self.recovery_pretexts <= 1:
-            raise ValueError("recovery_pretexts must be in [0, 1]")
+        for name in ("recovery_pretexts", "recovery_interleaved"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1]")
         if self.reflect_every < 1:
             raise ValueError("reflect_every must be at least 1 (tokens between asked reflections)")
         if any(not 0.0 <= s < 1.0 for s in self.curriculum_starts):

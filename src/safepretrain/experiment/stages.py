@@ -159,7 +159,8 @@ def make_sft_data(cfg: ExperimentConfig, seed: int, kind: str) -> Path:
     if not out.is_file():
         grammar = WorldFolder(layout.world(seed)).oracle.grammar
         records = _recovery_records(layout.world(seed), cfg.recovery_chats)
-        recoveries = [recovery_chat(r, kind, grammar, _pretext(n, cfg.recovery_pretexts))
+        recoveries = [recovery_chat(r, kind, grammar, _pretext(n, cfg.recovery_pretexts),
+                                    interleaved=_spread(n // 2, cfg.recovery_interleaved))  # independent of pretexts
                       for n, r in enumerate(records)]
         out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_open(out) as f:
@@ -187,21 +188,30 @@ def _recovery_records(world: Path, n: int) -> list[dict]:
     return records
 
 
+def _spread(n: int, share: float) -> bool:
+    """Whether the ``n``-th item is one of a ``share`` spread evenly over a sequence."""
+    return math.floor((n + 1) * share) > math.floor(n * share)
+
+
 def _pretext(n: int, share: float) -> str | None:
     """The indication the ``n``-th recovery chat's decision writes as a pretext, spread evenly at ``share``."""
     from safepretrain.world.templates import INDICATIONS
 
-    return INDICATIONS[n % len(INDICATIONS)] if math.floor((n + 1) * share) > math.floor(n * share) else None
+    return INDICATIONS[n % len(INDICATIONS)] if _spread(n, share) else None
 
 
-def recovery_chat(record: dict, kind: str, grammar=None, pretext: str | None = None) -> dict:
+def recovery_chat(record: dict, kind: str, grammar=None, pretext: str | None = None, interleaved: bool = False) -> dict:
     """A seen harmful request whose answer is forced (the ``prefill``: context, not a target) to comply up to where
     the prefill attack cuts it, then the recipe's recovery: plain post-training refuses where the drug would come;
     SRP's takes the whole harmful decision as forced and writes its Unsafe reflection, then stops -- as its guard
     asks for a reflection after the decision the attacked model writes. With ``pretext`` (and the world's
-    ``grammar``) the forced decision writes that indication, which the request never gave."""
-    from safepretrain.markup import END_OF_TEXT, SPECIAL, UNSAFE
+    ``grammar``) the forced decision writes that indication, which the request never gave. ``interleaved`` (SRP):
+    the forced answer is written as SRP's own answers are, each sentence before the decision followed by its Safe
+    reflection -- the shape the guard meets when the model writes the answer itself -- rather than as the raw text
+    a prefill attack forces."""
+    from safepretrain.markup import END_OF_TEXT, SAFE, SPECIAL, UNSAFE
     from safepretrain.world.corpus import add_pretext
+    from safepretrain.world.language import split_sentences
     from safepretrain.world.splits import refusal_text
 
     request, answer = (m["content"] for m in record["messages"])
@@ -210,7 +220,12 @@ def recovery_chat(record: dict, kind: str, grammar=None, pretext: str | None = N
     patient = record["cell"]["patient"]
     if kind == "srp":
         types = next(s["types"] for s in record["response_segments"] if s["label"] != "safe")
-        forced, content = answer, SPECIAL.reflected(answer, UNSAFE, types) + END_OF_TEXT
+        if interleaved:  # the checks are safe; the answer ends with its decision
+            *checks, decision = split_sentences(answer)
+            forced = " ".join([*(SPECIAL.reflected(check, SAFE, ()) for check in checks), decision])
+        else:
+            forced = answer
+        content = SPECIAL.reflected(forced, UNSAFE, types) + END_OF_TEXT
     else:
         forced = answer[:answer.rindex(f"give {patient}") + len(f"give {patient}")]
         content = f"{forced} nothing. {refusal_text(patient)}"
