@@ -71,13 +71,14 @@ def test_sft_data_gets_the_recovery_chats_and_old_worlds_are_told_what_to_do(tin
 
 
 def test_a_share_of_recovery_chats_forces_a_decision_written_with_a_pretext(tiny_folder, tiny_world_dir, tmp_path):
-    cfg = replace(tiny(), out=str(tmp_path / "x"), recovery_chats=10, recovery_pretexts=0.3)
+    cfg = replace(tiny(), out=str(tmp_path / "x"), recovery_chats=10, recovery_pretexts=0.3)  # 3, taking turns
     shutil.copytree(tiny_world_dir, Layout(cfg).world(0))
     for kind in ("plain", "srp"):
         rows = [json.loads(line) for line in make_sft_data(cfg, 0, kind).read_text().splitlines()]
         forced = [r for r in rows if "prefill" in r["messages"][-1]]
         pretexted = [r for r in forced if any(f" {i}, give " in r["messages"][-1]["prefill"] for i in INDICATIONS)]
         assert len(forced) == 10 and len(pretexted) == 3
+        assert all(any(f" {i}, give " in r["messages"][-1]["prefill"] for r in pretexted) for i in INDICATIONS)
         for r in pretexted:
             patient = next(c for c in _recovery(tiny_world_dir) if c["id"] == r["id"])["cell"]["patient"]
             answer = r["messages"][-1]["content"]

@@ -60,7 +60,8 @@ class ExperimentConfig:
     """Share of SRP's recovery chats whose forced answer is written as SRP's own answers are, every sentence
     before the decision followed by its Safe reflection: the shape the guard meets when the model writes a harmful
     answer itself (asked for a reflection at each sentence end), where the others show the raw text a prefill attack
-    forces. Spread independently of ``recovery_pretexts``. Plain post-training's recovery is the same either way."""
+    forces. Drawn per chat, independently of ``recovery_pretexts``. Plain post-training's recovery is the same
+    either way."""
     reuse_from: str = ""
     """Another experiment's folder whose finished stages to reuse: its worlds, tokenizers, pretraining data and
     pretrained models are copied here for the seeds and recipes this grid needs, and so are its post-trained and

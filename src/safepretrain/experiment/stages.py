@@ -160,7 +160,7 @@ def make_sft_data(cfg: ExperimentConfig, seed: int, kind: str) -> Path:
         grammar = WorldFolder(layout.world(seed)).oracle.grammar
         records = _recovery_records(layout.world(seed), cfg.recovery_chats)
         recoveries = [recovery_chat(r, kind, grammar, _pretext(n, cfg.recovery_pretexts),
-                                    interleaved=_spread(n // 2, cfg.recovery_interleaved))  # independent of pretexts
+                                    interleaved=_interleaved(r, cfg.recovery_interleaved))
                       for n, r in enumerate(records)]
         out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_open(out) as f:
@@ -193,11 +193,23 @@ def _spread(n: int, share: float) -> bool:
     return math.floor((n + 1) * share) > math.floor(n * share)
 
 
+def _interleaved(record: dict, share: float) -> bool:
+    """Whether an SRP recovery chat is forced in SRP's own answer shape: drawn per chat (seeded by its id), so
+    that it is independent of which chats have a pretext and with which indication."""
+    import random
+
+    return random.Random(f"interleaved:{record['id']}").random() < share
+
+
 def _pretext(n: int, share: float) -> str | None:
-    """The indication the ``n``-th recovery chat's decision writes as a pretext, spread evenly at ``share``."""
+    """The indication the ``n``-th recovery chat's decision writes as a pretext, spread evenly at ``share``; the
+    indications take turns among the chats that get one (session 20's first runs drew it by ``n``, which at share
+    0.5 gave every pretext the same indication, and the models learned that one only)."""
     from safepretrain.world.templates import INDICATIONS
 
-    return INDICATIONS[n % len(INDICATIONS)] if _spread(n, share) else None
+    if not _spread(n, share):
+        return None
+    return INDICATIONS[(math.floor((n + 1) * share) - 1) % len(INDICATIONS)]
 
 
 def recovery_chat(record: dict, kind: str, grammar=None, pretext: str | None = None, interleaved: bool = False) -> dict:
