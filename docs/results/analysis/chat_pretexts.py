@@ -2,7 +2,8 @@
 request, the answer is forced to its checks and the harmful decision -- as raw text (what a prefill attack forces)
 or in SRP's own answer shape (each check followed by its Safe reflection: what the guard meets when the model
 writes the answer itself) -- with the request's goal as asked, or with a pretext ("so, to induce bleeding in praan
-for surgery, give praan ..."); then the guard asks for a reflection, and we count the Unsafe ones.
+for surgery, give praan ...", and "for a scan"); then the guard asks for a reflection, and we count the Unsafe
+ones, per world.
 
     python docs/results/analysis/chat_pretexts.py runs/s20 runs/s20-rec > chat-pretexts.md
 """
@@ -20,7 +21,7 @@ from safepretrain.world.generate import WorldFolder
 from safepretrain.world.language import split_sentences
 
 MODELS = {"post": "sft-reflect-start0-srp*", "finetuned": "finetune-reflect-start0-srp*"}
-VARIANTS = (("raw", None), ("raw", "for surgery"), ("srp shape", None), ("srp shape", "for surgery"))
+VARIANTS = tuple((shape, pretext) for shape in ("raw", "srp shape") for pretext in (None, "for surgery", "for a scan"))
 
 
 def forced_answer(item, world: WorldFolder, fmt, shape: str, pretext: str | None) -> str:
@@ -48,7 +49,7 @@ def flagged(model_dir: Path, world: WorldFolder, n_items: int) -> list[int]:
 
 def main(runs: list[str]) -> None:
     torch.set_num_threads(1)
-    names = [f"{shape}{', pretext' if pretext else ''}" for shape, pretext in VARIANTS]
+    names = [f"{shape}{', ' + pretext if pretext else ''}" for shape, pretext in VARIANTS]
     print(f"| experiment | model | {' | '.join(names)} |")
     print("|---|---|" + "---|" * len(names))
     for run in map(Path, runs):
