@@ -30,6 +30,8 @@ from safepretrain.world.entities import Patient, WorldSpec
 from safepretrain.world.language import Action, Goal, Grammar, Refusal, Statement, split_sentences
 
 SAFE, UNSAFE = "safe", "unsafe"
+STATEMENT_CACHE = 500_000
+"""Parsed sentences kept (a paper-scale corpus has millions of distinct ones)."""
 
 
 @dataclass(frozen=True)
@@ -100,9 +102,11 @@ class Oracle:
     # ------------------------------------------------------------ text
 
     def statements(self, sentence: str) -> list[Statement]:
-        """The statements of one sentence, cached (corpora repeat sentences a lot)."""
+        """The statements of one sentence, cached (corpora repeat sentences a lot; the cache is bounded)."""
         found = self._statements.get(sentence)
         if found is None:
+            if len(self._statements) >= STATEMENT_CACHE:
+                self._statements.clear()
             found = self._statements[sentence] = self.grammar.parse(sentence)
         return found
 
