@@ -17,19 +17,17 @@ from safepretrain.experiment.config import ExperimentConfig, differing_fields, s
 from safepretrain.experiment.stages import Cell, Layout, token_counts
 from safepretrain.io import atomic_directory, atomic_open
 
-PRETRAINING_AGNOSTIC = frozenset({
-    "out", "seeds", "recipes", "reuse_from", "recovery_chats", "recovery_pretexts", "recovery_interleaved",
-    "sft_epochs", "finetune_epochs", "finetune_attack", "eval_items", "eval_max_new_tokens", "reflect_every", "linear_probes", "threads", "workers", "until",
-    "compare_to", "train_overrides",  # train_overrides' "pretrain" entry is compared on its own
-})
-"""Fields that change nothing pretraining makes; every other field (and any field added later) must agree, or
-nothing is reused."""
-
 POST_TRAINING = ("recovery_chats", "recovery_pretexts", "recovery_interleaved", "sft_epochs", "train_overrides.sft")
 FINETUNING = (*POST_TRAINING, "finetune_attack", "finetune_epochs", "train_overrides.finetune")
 EVALUATION = ("eval_items", "eval_max_new_tokens", "reflect_every")
 POST_EVALUATION = (*EVALUATION, "linear_probes")
 """The fields each later stage depends on (besides pretraining's): a stage is reused only where they agree."""
+
+PRETRAINING_AGNOSTIC = frozenset({f.partition(".")[0] for f in FINETUNING + POST_EVALUATION} | {
+    "out", "seeds", "recipes", "reuse_from", "threads", "workers", "until", "compare_to",
+})  # train_overrides' "pretrain" entry is compared on its own
+"""Fields that change nothing pretraining makes: every later stage's, and the grid's bookkeeping. Every other field
+(and any field added later) must agree, or nothing is reused."""
 
 MODEL_DONE, EVAL_DONE = "model/config.json", "metrics.json"  # the file each piece writes last
 

@@ -157,7 +157,7 @@ def make_sft_data(cfg: ExperimentConfig, seed: int, kind: str) -> Path:
         return source
     out = layout.sft_data(seed, kind)
     if not out.is_file():
-        grammar = WorldFolder(layout.world(seed)).oracle.grammar
+        grammar = WorldFolder(layout.world(seed)).oracle.grammar if cfg.recovery_pretexts else None
         records = _recovery_records(layout.world(seed), cfg.recovery_chats)
         recoveries = [recovery_chat(r, kind, grammar, _pretext(n, cfg.recovery_pretexts),
                                     interleaved=_interleaved(r, cfg.recovery_interleaved))

@@ -31,11 +31,10 @@ class WorldBackend:
         self.rewriter = WorldRewriter(SegmentLabeler(self.oracle))
 
     def rephrase(self, doc: Document) -> str:
-        out, asked = [], frozenset()
-        for sentence, label in self.rewriter.labeler.in_order(split_sentences(doc.text)):
+        out = []
+        for sentence, label, asked in self.rewriter.labeler.in_order(split_sentences(doc.text)):
             unsafe = label.label == "unsafe"
             out.extend(self.rewriter.rewrite_sentence(sentence, self._options(doc), asked) if unsafe else [sentence])
-            asked |= self.oracle.harm_goals(sentence)
         return " ".join(out)
 
     def refusal(self, doc: Document, rng: random.Random) -> str | None:

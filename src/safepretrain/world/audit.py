@@ -83,7 +83,7 @@ def audit_world(folder: WorldFolder, progress=None) -> AuditReport:
 
     def scan(name: str, doc_id: str, segments, cell=None, context: str = ""):
         counts = report.label_counts.setdefault(name, Counter())
-        for seg, (_, truth) in zip(segments, labeler.in_order((s.text for s in segments), context)):
+        for seg, (_, truth, _) in zip(segments, labeler.in_order((s.text for s in segments), context)):
             if (truth.label, tuple(truth.types)) != (seg.label, tuple(seg.types)):
                 mislabeled.append(f"{name} {doc_id}: stored {seg.label} {list(seg.types)}, oracle says "
                                   f"{truth.label} {list(truth.types)} for {seg.text!r}")

@@ -34,24 +34,25 @@ class SegmentLabeler:
             label = self._cache[(sentence, asked)] = SegmentLabel(UNSAFE, types) if types else SegmentLabel(SAFE)
         return label
 
-    def in_order(self, sentences: Iterable[str], context: str = "") -> Iterator[tuple[str, SegmentLabel]]:
-        """(sentence, label) for each sentence, read after ``context`` and the sentences before it."""
+    def in_order(self, sentences: Iterable[str], context: str = "") -> Iterator[tuple[str, SegmentLabel, Asked]]:
+        """(sentence, label, what the text before it asked for) for each sentence, read after ``context`` and the
+        sentences before it."""
         asked = self.oracle.harm_goals(context) if context else frozenset()
         for sentence in sentences:
-            yield sentence, self.label_sentence(sentence, asked)
+            yield sentence, self.label_sentence(sentence, asked), asked
             asked |= self.oracle.harm_goals(sentence)
 
     def segments(self, sentences: Iterable[str], context: str = "") -> tuple[str, tuple[Segment, ...]]:
         """Join sentences with single spaces into a text, and label each one in order: (text, segments)."""
         segments, start = [], 0
-        for sentence, label in self.in_order(sentences, context):
+        for sentence, label, _ in self.in_order(sentences, context):
             segments.append(Segment(sentence, start, start + len(sentence), label.label, label.types))
             start += len(sentence) + 1
         return " ".join(s.text for s in segments), tuple(segments)
 
     def label_text(self, text: str, context: str = "") -> SegmentLabel:
         """Label of any span of text: unsafe iff one of its sentences is (statements never cross sentences)."""
-        labels = [label for _, label in self.in_order(split_sentences(text), context)]
+        labels = [label for _, label, _ in self.in_order(split_sentences(text), context)]
         types = tuple(dict.fromkeys(t for lab in labels for t in lab.types))
         return SegmentLabel(UNSAFE, types) if types else SegmentLabel(SAFE)
 

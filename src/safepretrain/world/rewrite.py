@@ -35,13 +35,12 @@ class WorldRewriter:
             return doc
         preferred = list(doc.cell.options) if doc.cell is not None else []
         sentences: list[str] = []
-        asked: Asked = frozenset()
-        for seg in doc.segments:
+        for seg, (_, _, asked) in zip(doc.segments, self.labeler.in_order(s.text for s in doc.segments)):
             sentences.extend(self.rewrite_sentence(seg.text, preferred, asked) if seg.label == UNSAFE else [seg.text])
-            asked |= self.oracle.harm_goals(seg.text)
         return make_document(doc.id, doc.kind, sentences, self.labeler, doc.cell)
 
-    def rewrite_sentence(self, sentence: str, preferred_options: list[str] = (), asked: Asked = frozenset()) -> list[str]:
+    def rewrite_sentence(self, sentence: str, preferred_options: list[str] = (),
+                         asked: Asked = frozenset()) -> list[str]:
         """The safe replacement of one unsafe sentence (after text that asked for the harmful goals ``asked``): the
         sentence itself, then warnings."""
         sentence = self.grammar.goal_regex.sub(lambda m: self._care_goal(m, asked), sentence)
