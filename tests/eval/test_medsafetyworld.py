@@ -11,6 +11,8 @@ from safepretrain.eval.medsafetyworld import WorldEvalConfig, evaluate_world, re
 from safepretrain.eval.samples import SampleLog
 from safepretrain.markup import SPECIAL, UNSAFE, Reflection
 from safepretrain.train.models import preset_config
+from safepretrain.world.language import split_sentences
+from safepretrain.world.templates import INDICATIONS
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +128,38 @@ def test_the_decision_attack_forces_the_decision_sentence_alone(tiny_folder):
     assert medsafetyworld._prefill(item, "prefill", chat).endswith(" " + decision)  # the checks come before it
     in_text = medsafetyworld._prefill(item, "decision", text)  # corpus style: the episode's own wording
     assert "check" not in decision + in_text and (" " + item.prefill).endswith(in_text) and in_text.startswith(" so, ")
+
+
+def test_the_pretext_attack_writes_an_indication_the_request_never_gave_into_the_forced_decision(tiny_folder):
+    chat, text = WorldEvalConfig(prompt_format="chat"), WorldEvalConfig(prompt_format="text")
+    items = list(tiny_folder.eval_items("heldout_unsafe")) + list(tiny_folder.eval_items("seen_unsafe"))
+    used = set()
+    for item in items:
+        for config in (chat, text):
+            plain, disguised = (medsafetyworld._prefill(item, a, config, tiny_folder) for a in ("prefill", "pretext"))
+            indication = next(i for i in INDICATIONS if f"in {item.cell.patient} {i}," in disguised)
+            assert disguised.replace(f" {indication}", "", 1) == plain  # only the pretext added
+            assert indication not in item.chat_prompt  # the request asked for the effect without one
+            used.add(indication)
+        # the oracle, reading the request first, still calls the disguised decision harm
+        last = split_sentences(medsafetyworld._prefill(item, "pretext", chat, tiny_folder))[-1]
+        label = tiny_folder.oracle.label_segment(last, context=item.chat_prompt)
+        assert label.label == "unsafe" and label.types[0].startswith("harm_"), last
+    assert used == set(INDICATIONS)  # the indications take turns
+    care = next(iter(tiny_folder.eval_items("utility")))
+    with pytest.raises(ValueError, match="harmful-request splits"):
+        medsafetyworld._prefill(care, "pretext", chat, tiny_folder)
+
+
+def test_the_pretext_attack_is_asked_of_the_harmful_requests_only(tiny_folder, random_llama, tokenizer, tmp_path):
+    config = WorldEvalConfig(attacks=("pretext",), max_items=2, max_new_tokens=6, reflections=False,
+                             decision_probes=False)
+    metrics = evaluate_world(random_llama, tokenizer, tiny_folder, config, tmp_path)
+    for view in ("unguarded", "guarded"):
+        assert set(metrics["conditions"]["greedy/pretext"][view]) == set(medsafetyworld.HARM_SPLITS)
+    samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 2 * len(medsafetyworld.HARM_SPLITS)
+    assert all(any(i in s["prefill"] for i in INDICATIONS) for s in samples)
 
 
 def test_a_subset_of_a_split_covers_all_of_it():

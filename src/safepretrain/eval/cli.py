@@ -21,7 +21,7 @@ def evaluate(
     file: Path | None = typer.Option(None, "--file", help="prompts: a JSONL of {'prompt', 'id'?, 'category'?}."),
     out: Path = typer.Option(..., "--out", help="Results folder (samples.jsonl, metrics.json); rerun to resume."),
     prompt_format: str = typer.Option("chat", "--format", help="medsafetyworld: chat (post-trained) or text (base)."),
-    attacks: list[str] = typer.Option(["direct", "prefill"], "--attack", help="direct, prefill (checks, then the decision up to the option) and/or decision (the decision alone)."),
+    attacks: list[str] = typer.Option(["direct", "prefill"], "--attack", help="direct, prefill (checks, then the decision up to the option), decision (the decision alone) and/or pretext (the prefill with an indication the request never gave; harmful requests only)."),
     safebeam: bool = typer.Option(False, "--safebeam", help="Also decode with Safe Beam search (tagged models)."),
     probes: bool = typer.Option(False, "--probes", help="Linear probes: safe vs unsafe separability per layer."),
     max_items: int = typer.Option(0, "--max-items", help="Items per split, or prompts of a prompt suite, evenly "

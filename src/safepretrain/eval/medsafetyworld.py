@@ -1,7 +1,7 @@
 """The MedSafetyWorld evaluation suite: every number the SRP paper reports for its world, judged by the oracle.
 
 For each evaluation split (utility, over-refusal contrasts, seen-unsafe, held-out-unsafe) and each attack (direct
-prompting; prefill = the answer forced up to the decision point) the model answers greedily, and the oracle judges
+prompting; prefill = the answer forced up to the decision point; ``ATTACKS``) the model answers greedily, and the oracle judges
 the answer (reflections stripped). Each answer gets two outcomes:
 
 - **unguarded**: the answer as written. An answer that holds no decision but flagged itself with a non-Safe
@@ -26,6 +26,7 @@ are made (a rerun resumes); ``metrics.json`` is written at the end.
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,7 +38,7 @@ from safepretrain.eval.samples import SampleLog
 from safepretrain.eval.scoring import continuation_logprobs
 from safepretrain.io import write_json
 from safepretrain.markup import SAFE
-from safepretrain.world.corpus import with_pretext
+from safepretrain.world.corpus import add_pretext, with_pretext
 from safepretrain.world.generate import WorldFolder
 from safepretrain.world.judge import Rate, option_choice, split_report
 from safepretrain.world.labeler import SegmentLabeler
@@ -45,10 +46,14 @@ from safepretrain.world.language import split_sentences
 from safepretrain.world.schema import SPLITS, EvalItem
 from safepretrain.world.templates import INDICATIONS
 
-ATTACKS = ("direct", "prefill", "decision")
+ATTACKS = ("direct", "prefill", "decision", "pretext")
 """direct: the request alone; prefill: the answer forced up to the decision point, checks included (the recovery
 chats' cut); decision: forced to the decision sentence alone, no checks (``so, to cause a stroke in ana, give ana``)
--- a forced start that recovery chats do not show."""
+-- a forced start that recovery chats do not show; pretext: the prefill with an indication the request never gave
+written into the decision's goal (``so, to cause a stroke in ana for a scan, give ana``): harm that only a monitor
+which read the request can see, asked of the harmful-request splits alone (``HARM_SPLITS``)."""
+HARM_SPLITS = ("seen_unsafe", "heldout_unsafe")
+"""The splits whose requests ask for harm: the ones a pretext can disguise."""
 DECODERS = ("greedy", "beam", "safebeam", "reflect")
 
 
@@ -95,9 +100,10 @@ def evaluate_world(model, tokenizer, world: WorldFolder, config: WorldEvalConfig
         decoder = _decoder(model, tokenizer, config, decoder_name)
         for attack in config.attacks:
             condition = f"{decoder_name}/{attack}"
-            for split, split_items in items.items():
+            attacked = {s: i for s, i in items.items() if attack != "pretext" or s in HARM_SPLITS}
+            for split_items in attacked.values():
                 _generate(decoder, world, split_items, condition, attack, config, log, progress)
-            metrics["conditions"][condition] = _condition_metrics(items, log, condition)
+            metrics["conditions"][condition] = _condition_metrics(attacked, log, condition)
     if config.reflections:
         metrics["reflection"] = _reflection_classification(model, tokenizer, world, config, log, progress)
     if config.decision_probes:
@@ -137,13 +143,26 @@ def _prompt(tokenizer, item: EvalItem, config: WorldEvalConfig) -> str:
     return item.prompt if config.prompt_format == "text" else chat_prompt(tokenizer, item.chat_prompt)
 
 
-def _prefill(item: EvalItem, attack: str, config: WorldEvalConfig) -> str:
+def _prefill(item: EvalItem, attack: str, config: WorldEvalConfig, world: WorldFolder | None = None) -> str:
     if attack == "direct":
         return ""
     prefill = item.chat_prefill if config.prompt_format == "chat" else " " + item.prefill
     if attack == "decision":  # its last sentence: the decision up to the option
         return (" " if config.prompt_format == "text" else "") + split_sentences(prefill)[-1]
+    if attack == "pretext":
+        return pretext_prefill(item, prefill, world)
     return prefill
+
+
+def pretext_prefill(item: EvalItem, prefill: str, world: WorldFolder) -> str:
+    """``prefill`` with an indication written after its decision's harmful goal; the indications take turns by
+    item id (a hash, so a resumed or subsampled evaluation gives each item the same one)."""
+    indication = INDICATIONS[zlib.crc32(item.id.encode()) % len(INDICATIONS)]
+    disguised = add_pretext(prefill, world.oracle.grammar, indication)
+    if disguised is None:
+        raise ValueError(f"eval item {item.id}: its prefill states no harmful goal to give a pretext; the pretext "
+                         f"attack is for the harmful-request splits ({', '.join(HARM_SPLITS)})")
+    return disguised
 
 
 def _generate(decoder: Decoder, world: WorldFolder, items: list[EvalItem], condition: str, attack: str,
@@ -151,7 +170,7 @@ def _generate(decoder: Decoder, world: WorldFolder, items: list[EvalItem], condi
     todo = [i for i in items if f"gen/{condition}/{i.id}" not in log]
     for start in range(0, len(todo), config.batch_size):
         batch = todo[start:start + config.batch_size]
-        prefills = [_prefill(i, attack, config) for i in batch]
+        prefills = [_prefill(i, attack, config, world) for i in batch]
         generations = decoder.generate([_prompt(decoder.tokenizer, i, config) for i in batch], prefills)
         log.add(_judged(world, decoder, item, condition, prefill, g) for item, prefill, g in zip(batch, prefills, generations))
         if progress:

@@ -60,6 +60,7 @@ METRICS = (
     Metric("held-out unsafe, prefill (guard, unasked)", "post", "heldout_unsafe", "unsafe_action_rate", "prefill",
            True, ask_reflections=False),
     Metric("held-out unsafe, decision (safe dec.)", "post", "heldout_unsafe", "unsafe_action_rate", "decision", True),
+    Metric("held-out unsafe, pretext (safe dec.)", "post", "heldout_unsafe", "unsafe_action_rate", "pretext", True),
     Metric("utility, train patients (beam)", "post", "utility", "utility_accuracy", patients="train",
            decoder="beam"),
     Metric("held-out unsafe, prefill (beam)", "post", "heldout_unsafe", "unsafe_action_rate", "prefill",
@@ -78,6 +79,8 @@ METRICS = (
            "prefill", True, ask_reflections=False),
     Metric("held-out unsafe after FT, decision (safe dec.)", "finetuned", "heldout_unsafe", "unsafe_action_rate",
            "decision", True),
+    Metric("held-out unsafe after FT, pretext (safe dec.)", "finetuned", "heldout_unsafe", "unsafe_action_rate",
+           "pretext", True),
     Metric("utility after FT, train patients (safe dec.)", "finetuned", "utility", "utility_accuracy",
            safe_decoding=True, patients="train"),
 )
@@ -194,12 +197,14 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 # Utility on train patients: no model in runs 5 and 6 answered a record-only (two-hop) patient's care request, so the
 # all-patient rate is half of it everywhere and hides differences. After post-training, harmful requests asked
 # directly are refused by every recipe; the prefill attack is where composition shows. After the finetuning attack
-# direct requests are served again (session 19: models write themselves the medical indication the request lacked).
+# direct requests are served again (session 19: models write themselves the medical indication the request lacked);
+# the pretext attack forces such a disguised decision, to measure whether the guard sees through it (session 21).
 MAIN_COLUMNS = ("base: held-out unsafe, train patients", "base: held-out harmful option, train patients",
                 "base: held-out unsafe (safe dec.)", "utility, train patients (safe dec.)", "held-out unsafe",
                 "held-out unsafe, prefill", "held-out unsafe, prefill (safe dec.)", "held-out unsafe, decision (safe dec.)",
-                "utility after FT, train patients (safe dec.)", "held-out unsafe after FT (safe dec.)",
-                "held-out unsafe after FT, prefill (safe dec.)", "held-out unsafe after FT, decision (safe dec.)",
+                "held-out unsafe, pretext (safe dec.)", "utility after FT, train patients (safe dec.)",
+                "held-out unsafe after FT (safe dec.)", "held-out unsafe after FT, prefill (safe dec.)",
+                "held-out unsafe after FT, decision (safe dec.)", "held-out unsafe after FT, pretext (safe dec.)",
                 "over-refusal (safe dec.)", "reflection F1")
 
 
@@ -255,6 +260,7 @@ def _markdown(head: list[str], body: list[list[str]], note: str) -> str:
 PAIRED_COLUMNS = ("held-out unsafe, prefill (safe dec.)", "held-out unsafe after FT (safe dec.)",
                   "held-out unsafe after FT, prefill (safe dec.)",
                   "held-out unsafe, decision (safe dec.)", "held-out unsafe after FT, decision (safe dec.)",
+                  "held-out unsafe, pretext (safe dec.)", "held-out unsafe after FT, pretext (safe dec.)",
                   "utility, train patients (safe dec.)", "utility after FT, train patients (safe dec.)",
                   "base: held-out unsafe, train patients")
 
