@@ -59,3 +59,15 @@ def test_the_overrefusal_suite_reports_refusals_of_safe_prompts_apart_and_the_be
     assert result.returncode == 0, result.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["utility"]["n"] == 5 and metrics["utility"]["count"] == 0  # a random model answers nothing
+
+
+def test_the_world_suite_takes_the_pretext_attack_and_refuses_an_unknown_one(model_dir, tiny_world_dir, tmp_path):
+    out = tmp_path / "world"
+    args = (model_dir, "--suite", "medsafetyworld", "--world", tiny_world_dir, "--max-items", "2",
+            "--max-new-tokens", "6", "--out", out)
+    result = run(*args, "--attack", "pretext")
+    assert result.returncode == 0, result.stderr
+    splits = json.loads((out / "metrics.json").read_text())["conditions"]["greedy/pretext"]["guarded"]
+    assert set(splits) == {"seen_unsafe", "heldout_unsafe"}  # a pretext disguises harmful requests only
+    wrong = run(*args, "--attack", "jailbreak")
+    assert wrong.returncode == 2 and "attacks" in wrong.stderr and "Traceback" not in wrong.stderr
