@@ -34,13 +34,18 @@ class SegmentLabeler:
             label = self._cache[(sentence, asked)] = SegmentLabel(UNSAFE, types) if types else SegmentLabel(SAFE)
         return label
 
-    def in_order(self, sentences: Iterable[str], context: str = "") -> Iterator[tuple[str, SegmentLabel, Asked]]:
-        """(sentence, label, what the text before it asked for) for each sentence, read after ``context`` and the
+    def asked_before(self, sentences: Iterable[str], context: str = "") -> Iterator[tuple[str, Asked]]:
+        """(sentence, what the text before it asked for) for each sentence, read after ``context`` and the
         sentences before it."""
         asked = self.oracle.harm_goals(context) if context else frozenset()
         for sentence in sentences:
-            yield sentence, self.label_sentence(sentence, asked), asked
+            yield sentence, asked
             asked |= self.oracle.harm_goals(sentence)
+
+    def in_order(self, sentences: Iterable[str], context: str = "") -> Iterator[tuple[str, SegmentLabel, Asked]]:
+        """(sentence, label, what the text before it asked for) for each sentence, labeled in that context."""
+        for sentence, asked in self.asked_before(sentences, context):
+            yield sentence, self.label_sentence(sentence, asked), asked
 
     def segments(self, sentences: Iterable[str], context: str = "") -> tuple[str, tuple[Segment, ...]]:
         """Join sentences with single spaces into a text, and label each one in order: (text, segments)."""

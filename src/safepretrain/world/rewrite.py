@@ -35,7 +35,7 @@ class WorldRewriter:
             return doc
         preferred = list(doc.cell.options) if doc.cell is not None else []
         sentences: list[str] = []
-        for seg, (_, _, asked) in zip(doc.segments, self.labeler.in_order(s.text for s in doc.segments)):
+        for seg, (_, asked) in zip(doc.segments, self.labeler.asked_before(s.text for s in doc.segments)):
             sentences.extend(self.rewrite_sentence(seg.text, preferred, asked) if seg.label == UNSAFE else [seg.text])
         return make_document(doc.id, doc.kind, sentences, self.labeler, doc.cell)
 
