@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from safepretrain.world.language import split_sentences
-from safepretrain.world.oracle import SAFE, UNSAFE, Oracle, SegmentLabel
+from safepretrain.world.oracle import SAFE, STATEMENT_CACHE, UNSAFE, Oracle, SegmentLabel
 from safepretrain.world.schema import Segment
 
 
@@ -30,6 +30,8 @@ class SegmentLabeler:
         """The sentence's label after text that asked for the harmful goals ``asked``."""
         label = self._cache.get((sentence, asked))
         if label is None:
+            if len(self._cache) >= STATEMENT_CACHE:  # bounded as the oracle's parse cache is
+                self._cache.clear()
             types = self.oracle.statement_types(self.oracle.statements(sentence), asked)
             label = self._cache[(sentence, asked)] = SegmentLabel(UNSAFE, types) if types else SegmentLabel(SAFE)
         return label
