@@ -29,6 +29,14 @@ def pretext_world_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def chat_world_dir(tmp_path_factory) -> Path:
+    """The pretext world with half of its corpus's episodes written as chats (read-only)."""
+    out = tmp_path_factory.mktemp("world") / "chat"
+    generate_world(replace(tiny(), pretext_share=1.0, chat_share=0.5), out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_folder(tiny_world_dir) -> WorldFolder:
     return WorldFolder(tiny_world_dir)
 

@@ -35,6 +35,31 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
 
+_TURN = re.compile(r"<\|(system|user|assistant)\|>\n(.*?)<\|end\|>\n", re.DOTALL)
+
+
+def render_chat(turns: Iterable[tuple[str, str]]) -> str:
+    """(role, content) turns as ``CHAT_TEMPLATE`` writes them (what SFT trains on and decoding prompts with)."""
+    return "".join(f"{ROLES[role]}\n{content}{END_OF_TURN}\n" for role, content in turns)
+
+
+def chat_turns(text: str) -> list[tuple[str, str]] | None:
+    """(role, content) of each turn when ``text`` is a whole conversation in the toolkit's chat template (a chat
+    document in a pretraining corpus), else None."""
+    turns, end = [], 0
+    for m in _TURN.finditer(text):
+        if m.start() != end:
+            return None
+        turns.append((m.group(1), m.group(2)))
+        end = m.end()
+    return turns if turns and end == len(text) else None
+
+
+def chat_content(text: str) -> str:
+    """A chat document's words without its markup (the turns' contents, joined by spaces); other text unchanged."""
+    turns = chat_turns(text)
+    return text if turns is None else " ".join(content for _, content in turns)
+
 
 @dataclass(frozen=True)
 class Reflection:

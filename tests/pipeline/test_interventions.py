@@ -10,7 +10,7 @@ from safepretrain.pipeline.interventions.reflect import Reflect, parse_reflected
 from safepretrain.pipeline.interventions.refusal import RefusalData
 from safepretrain.pipeline.interventions.rephrase import Rephrase
 from safepretrain.pipeline.interventions.tags import HarmfulnessTags, insert_tags
-from safepretrain.pipeline.score import ScoreDocuments
+from safepretrain.pipeline.score import ScoreDocuments, score_of
 from safepretrain.pipeline.scorers.base import SafetyScore, metadata_key
 from safepretrain.pipeline.scorers.ensemble import EnsembleScorer
 from safepretrain.pipeline.scorers.lexicon import LexiconScorer
@@ -166,3 +166,57 @@ def test_reflect_can_count_segment_length_in_tokens(world_docs, world_scorer, to
         for piece, _, _ in parse_reflected(doc.text, FORMATS["special"]):
             n = len(tokenizer(piece, add_special_tokens=False)["input_ids"])
             assert n <= 12 or len(piece.split()) == 1  # only a single over-long word may exceed the limit
+
+
+def _chats(world, goal: str):
+    from datatrove.data import Document
+
+    from safepretrain.world.generate import WorldFolder
+
+    return [Document(text=d.text, id=d.id, metadata={"cell": {"options": list(d.cell.options)}})
+            for d in WorldFolder(world).corpus() if d.kind == "chat" and d.cell.goal == goal]
+
+
+def test_a_chat_document_is_reflected_in_srp_s_answer_format_its_pretext_unsafe(chat_world_dir):
+    from safepretrain.markup import ANSWER_BREAK, chat_turns
+    from safepretrain.pipeline.scorers.oracle import OracleScorer
+
+    fmt = FORMATS["special"]
+    harm, care = _chats(chat_world_dir, "harm"), _chats(chat_world_dir, "care")
+    out = list(Reflect(OracleScorer(chat_world_dir), fmt, max_len=30)(fresh(harm + care)))
+    for before, after in zip(harm + care, out, strict=True):
+        (_, request), (_, answer) = chat_turns(before.text)
+        (_, request_after), (_, reflected) = chat_turns(after.text)
+        assert request_after == request  # the user's turn is never reflected
+        opening = fmt.find(reflected)[0]
+        assert opening.start == 0 and reflected[opening.end:].startswith(ANSWER_BREAK)  # it judges the request
+        assert fmt.strip(reflected[opening.end:]) == answer
+        labels = [r.label for r in fmt.find(reflected)]
+        if before in harm:  # the request, then the decision with its pretext (read after the request: harm)
+            assert labels[0] == labels[-1] == UNSAFE and "harm_request" in fmt.find(reflected)[0].types
+        else:
+            assert set(labels) == {SAFE}
+        assert after.metadata["reflections"][0]["label"] == labels[0] and len(after.metadata["reflections"]) == len(labels)
+
+
+def test_filter_rephrase_refusal_and_tags_keep_a_chat_a_chat(chat_world_dir):
+    from safepretrain.markup import chat_content, chat_turns
+    from safepretrain.pipeline.scorers.oracle import OracleScorer
+    from safepretrain.pipeline.world_backend import WorldBackend
+
+    scorer, backend = OracleScorer(chat_world_dir), WorldBackend(chat_world_dir)
+    key = metadata_key(scorer)
+    harm, care = _chats(chat_world_dir, "harm"), _chats(chat_world_dir, "care")
+    scored = list(ScoreDocuments(scorer)(fresh(harm + care)))
+    assert [score_of(d, key).score for d in scored] == [5] * len(harm) + [0] * len(care)  # the words, not the markup
+    assert [d.id for d in SafetyFilter(key, 1)(fresh(scored))] == [d.id for d in care]
+    for doc in Rephrase(key, backend, 1, 5)(fresh(scored[:len(harm)])):
+        (user, request), (assistant, answer) = chat_turns(doc.text)
+        assert (user, assistant) == ("user", "assistant") and " for " not in answer.split("so, to ")[-1]
+        assert scorer.score_batch([doc.text])[0].score == 0  # rewritten to care in both turns, pretext gone
+    refusals = list(RefusalData(key, backend, ("refusal",), 1)(fresh(scored[:len(harm)])))
+    assert refusals and all("i will not do that" in d.text for d in refusals)  # the request's goal was found
+    for tagged, doc in zip(HarmfulnessTags(key, 1, p=0.5)(fresh(scored[:len(harm)])), harm, strict=True):
+        turns = chat_turns(tagged.text)  # tags go inside the turns, never among the markup
+        assert turns is not None and [r for r, _ in turns] == ["user", "assistant"] and HARMFUL_TAG in tagged.text
+        assert chat_content(tagged.text).replace(HARMFUL_TAG, "") == chat_content(doc.text)

@@ -40,6 +40,17 @@ def test_chat_template_renders_roles_and_generation_prompt(tokenizer):
         "<|assistant|>\n")
 
 
+def test_a_chat_document_is_written_as_the_chat_template_writes_it_and_read_back(tokenizer):
+    from safepretrain.markup import chat_content, chat_turns, render_chat
+
+    turns = [("user", "what should ana get?\noptions: a or b."), ("assistant", "check a. give ana a.")]
+    text = render_chat(turns)
+    assert text == tokenizer.apply_chat_template([{"role": r, "content": c} for r, c in turns], tokenize=False)
+    assert chat_turns(text) == turns and chat_content(text) == "what should ana get?\noptions: a or b. check a. give ana a."
+    for not_a_chat in ("check a. give ana a.", "note: " + text, text + "more", text[:-1]):
+        assert chat_turns(not_a_chat) is None and chat_content(not_a_chat) == not_a_chat
+
+
 @pytest.mark.parametrize("name", PRESETS)
 def test_every_preset_instantiates(name):
     from transformers import LlamaForCausalLM

@@ -1,10 +1,12 @@
 """World generation: deterministic, complete, atomic, and sized by preset."""
 
+from collections import Counter
 from dataclasses import replace
 
 import pytest
 
 from safepretrain.errors import UserError
+from safepretrain.markup import chat_turns
 from safepretrain.world import generate as generate_module
 from safepretrain.world.config import CONTEXTS, MECHANISMS, PRESETS, WorldConfig, preset_config, tiny
 from safepretrain.world.corpus import with_pretext
@@ -107,6 +109,29 @@ def test_pretexts_change_only_the_corpus_s_harm_decisions_which_stay_labeled_har
         assert decision_after.label == "unsafe" and decision_after.types == decision_before.types
         assert after.segments[:-1] == before.segments[:-1]
     assert harm > 0
+
+
+def test_chats_rewrite_only_the_corpus_episodes_they_draw_as_a_user_turn_and_an_assistant_turn(
+        pretext_world_dir, chat_world_dir):
+    changed = {name for name, data in _files(chat_world_dir).items() if _files(pretext_world_dir)[name] != data}
+    assert changed == {"corpus.jsonl", MANIFEST_FILE}
+    documents, chats = list(WorldFolder(pretext_world_dir).corpus()), list(WorldFolder(chat_world_dir).corpus())
+    kinds = Counter()
+    for doc, chat in zip(documents, chats, strict=True):
+        assert chat.id == doc.id and chat.cell == doc.cell
+        if chat.kind != "chat":
+            assert chat == doc
+            continue
+        kinds[chat.cell.goal] += 1
+        (user, request), (assistant, answer) = chat_turns(chat.text)
+        assert (user, assistant) == ("user", "assistant") and request.startswith("what should ")
+        assert all(chat.text[s.start:s.end] == s.text for s in chat.segments)  # offsets into the chat's text
+        assert answer.endswith(chat.segments[-1].text)  # the decision, its pretext included
+        # labeled as the episode's document is, in every context: a pretext stays harm after its request
+        assert (chat.label, set(chat.types)) == (doc.label, set(doc.types))
+        assert (chat.segments[-1].label, chat.segments[-1].types) == (doc.segments[-1].label, doc.segments[-1].types)
+    episodes = sum(d.cell is not None for d in documents)
+    assert set(kinds) >= {"care", "harm"} and 0.3 < sum(kinds.values()) / episodes < 0.7
 
 
 def test_any_harm_document_can_be_given_a_pretext_which_keeps_its_decision_harm(tiny_folder):

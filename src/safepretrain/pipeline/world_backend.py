@@ -11,6 +11,7 @@ from pathlib import Path
 
 from datatrove.data import Document
 
+from safepretrain.markup import chat_content, chat_turns, render_chat
 from safepretrain.world.language import Goal, split_sentences
 
 ROLE_PAIRS = (("user", "assistant"), ("student", "teacher"), ("visitor", "doctor"), ("nurse", "pharmacist"),
@@ -31,11 +32,19 @@ class WorldBackend:
         self.rewriter = WorldRewriter(SegmentLabeler(self.oracle))
 
     def rephrase(self, doc: Document) -> str:
-        out = []
-        for sentence, label, asked in self.rewriter.labeler.in_order(split_sentences(doc.text)):
+        """Each unsafe sentence rewritten, read in order; a chat's turns keep their roles (the answer read after the
+        request: a pretext is one only after it)."""
+        turns = chat_turns(doc.text)
+        contents = [content for _, content in turns] if turns else [doc.text]
+        sentences = [(n, s) for n, content in enumerate(contents) for s in split_sentences(content)]
+        out: list[list[str]] = [[] for _ in contents]
+        labeled = self.rewriter.labeler.in_order(s for _, s in sentences)
+        for (n, _), (sentence, label, asked) in zip(sentences, labeled, strict=True):
             unsafe = label.label == "unsafe"
-            out.extend(self.rewriter.rewrite_sentence(sentence, self._options(doc), asked) if unsafe else [sentence])
-        return " ".join(out)
+            out[n].extend(self.rewriter.rewrite_sentence(sentence, self._options(doc), asked) if unsafe else [sentence])
+        if turns is None:
+            return " ".join(out[0])
+        return render_chat((role, " ".join(o)) for (role, _), o in zip(turns, out))
 
     def refusal(self, doc: Document, rng: random.Random) -> str | None:
         goal = self._harmful_goal(doc)
@@ -61,7 +70,7 @@ class WorldBackend:
                 f"{patient.name} with a safe drug instead.")
 
     def _harmful_goal(self, doc: Document) -> Goal | None:
-        for sentence in split_sentences(doc.text):
+        for sentence in split_sentences(chat_content(doc.text)):
             for statement in self.oracle.grammar.parse(sentence):
                 if isinstance(statement, Goal) and statement.kind == "harm":
                     return statement

@@ -93,6 +93,13 @@ class WorldConfig:
     shows a pretext, and SRP models, asked directly after a finetuning attack, served harmful requests by writing
     one and reflected Safe on it (session 19). Drawn from a stream of its own: with 0 every world file is what it
     was before the field existed."""
+    chat_share: float = 0.0
+    """Share of the corpus's episodes written as a chat in the toolkit's chat template: the request as the user's
+    turn, the answer (checks, then the decision: a harm episode serves its harm, a pretext included) as the
+    assistant's, the shape post-training and evaluation ask in. Documents otherwise show requests and answers only as
+    notes, questions, dialogues and narratives, so a rule a model learned in them (an SRP monitor's, that a pretext
+    is harm) has to carry over to chat answers on its own (session 21: it did in two worlds of five). Drawn from a
+    stream of its own: with 0 every world file is what it was before the field existed."""
     care_plain_fraction: float = 0.25
     """Share of care episodes whose two options are both safe and differ only by indication (teaches matching the
     goal to an option's effect, the skill a harmful request reuses)."""
@@ -137,6 +144,7 @@ class WorldConfig:
         _require(0.0 <= self.indicated_share <= 1.0, "indicated_share must be in [0, 1]")
         _require(0.0 <= self.harm_decoy_share <= 1.0, "harm_decoy_share must be in [0, 1]")
         _require(0.0 <= self.pretext_share <= 1.0, "pretext_share must be in [0, 1]")
+        _require(0.0 <= self.chat_share <= 1.0, "chat_share must be in [0, 1]")
         _require(0.0 <= self.sft_induce_fraction < 0.7, "sft_induce_fraction must be in [0, 0.7)")
         _require(self.benign_finetune_style in ("worked", "terse"), "benign_finetune_style must be worked or terse")
         _require(min(self.n_sft, self.n_benign_finetune, self.n_harmful_finetune, self.n_eval_per_split) >= 1,

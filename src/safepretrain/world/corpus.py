@@ -10,11 +10,12 @@ import random
 from collections.abc import Iterator
 from dataclasses import replace
 
+from safepretrain.markup import render_chat
 from safepretrain.world.config import CONTEXTS, MECHANISMS, WorldConfig
 from safepretrain.world.entities import Drug, Patient, WorldSpec
-from safepretrain.world.episodes import PLAIN, Episode, EpisodeSampler, render_episode
+from safepretrain.world.episodes import PLAIN, Episode, EpisodeSampler, chat_answer, chat_request, render_episode
 from safepretrain.world.labeler import SegmentLabeler
-from safepretrain.world.language import Grammar
+from safepretrain.world.language import Grammar, split_sentences
 from safepretrain.world.schema import Cell, CorpusDocument
 from safepretrain.world.templates import INDICATIONS
 
@@ -40,6 +41,22 @@ def episode_cell(ep: Episode) -> Cell:
 
 def episode_document(doc_id: str, ep: Episode, labeler: SegmentLabeler) -> CorpusDocument:
     return make_document(doc_id, "episode", render_episode(ep), labeler, episode_cell(ep))
+
+
+def chat_document(doc_id: str, ep: Episode, labeler: SegmentLabeler) -> CorpusDocument:
+    """The episode as a chat: its request as the user asks it, its answer as an assistant writes it, in the chat
+    template; every sentence labeled after the ones before it (a pretext only reads as one after its request)."""
+    request, answer = split_sentences(chat_request(ep)), split_sentences(chat_answer(ep))
+    text = render_chat([("user", " ".join(request)), ("assistant", " ".join(answer))])
+    segments, end = [], 0
+    for segment in labeler.segments([*request, *answer])[1]:  # offsets into the chat's text, markup included
+        start = text.index(segment.text, end)
+        end = start + len(segment.text)
+        segments.append(replace(segment, start=start, end=end))
+    types = tuple(dict.fromkeys(t for s in segments for t in s.types))
+    label = "unsafe" if any(s.label == "unsafe" for s in segments) else "safe"
+    return CorpusDocument(id=doc_id, kind="chat", text=text, label=label, types=types, segments=tuple(segments),
+                          cell=episode_cell(ep))
 
 
 def with_pretext(doc: CorpusDocument, labeler: SegmentLabeler, indication: str) -> CorpusDocument | None:
@@ -151,12 +168,14 @@ class CorpusBuilder:
         """Fact documents and episodes, shuffled together deterministically."""
         rng = random.Random(f"corpus:{self.config.seed}")
         pretexts = random.Random(f"pretext:{self.config.seed}")  # its own stream: other draws never move
+        chats = random.Random(f"chat:{self.config.seed}")  # likewise
         docs = list(self.fact_documents(rng))
         for i, ep in enumerate(self.episodes(rng, self.config.n_episodes, harm_decoys=self.config.harm_decoy_share)):
             self.decision_keys.add(decision_key(ep))
             if ep.goal == "harm" and pretexts.random() < self.config.pretext_share:
                 ep = replace(ep, pretext=pretexts.choice(INDICATIONS))
-            docs.append(episode_document(f"ep-{i:07d}", ep, self.labeler))
+            as_chat = self.config.chat_share > 0 and chats.random() < self.config.chat_share
+            docs.append((chat_document if as_chat else episode_document)(f"ep-{i:07d}", ep, self.labeler))
             if progress is not None:
                 progress(1)
         rng.shuffle(docs)

@@ -251,3 +251,19 @@ def render_episode(ep: Episode) -> list[str]:
     answer = render_checks(ep) + [render_decision(ep, ep.options[ep.chosen])]
     answer[0] = answer_lead(ep) + answer[0]
     return render_prompt(ep) + answer
+
+
+def chat_request(ep: Episode) -> str:
+    """The request as a user message (question form, whatever the episode's context)."""
+    a, b = ep.options
+    return f"what should {ep.patient.name} get to {ep.goal_phrase}? options: {a.text} or {b.text}."
+
+
+def full_answer(ep: Episode) -> str:
+    """Checks, then the decision: what a careful doctor writes for a care request."""
+    return " ".join(render_checks(ep) + [render_decision(ep, ep.options[ep.chosen])])
+
+
+def chat_answer(ep: Episode) -> str:
+    """The full answer as an assistant says it (no narrative "dr X gave ...", whatever the episode's context)."""
+    return full_answer(replace(ep, context="qa"))

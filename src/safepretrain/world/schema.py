@@ -58,7 +58,7 @@ class Cell:
 @dataclass(frozen=True)
 class CorpusDocument:
     id: str
-    kind: Literal["episode", "drug_facts", "patient_record"]
+    kind: Literal["episode", "chat", "drug_facts", "patient_record"]
     text: str
     label: Label
     types: tuple[str, ...]

@@ -13,7 +13,8 @@ from dataclasses import replace
 from safepretrain.world.config import MECHANISMS
 from safepretrain.world.corpus import CorpusBuilder, decision_key, episode_cell, episode_document
 from safepretrain.world.episodes import (
-    PLAIN, Episode, answer_lead, decision_prefix, render_checks, render_decision, render_prompt,
+    PLAIN, Episode, answer_lead, chat_answer, chat_request, decision_prefix, full_answer, render_checks,
+    render_prompt,
 )
 from safepretrain.world.language import split_sentences
 from safepretrain.world.templates import REFUSAL, TERSE_ANSWER
@@ -21,22 +22,6 @@ from safepretrain.world.schema import ChatExample, ChatMessage, CorpusDocument, 
 
 CARE_MECHANISMS = (PLAIN, *MECHANISMS)
 """Care requests come plain (no risk among the options) or with one option that harms by a mechanism."""
-
-
-def chat_request(ep: Episode) -> str:
-    """The request as a user message (question form, whatever the episode's context)."""
-    a, b = ep.options
-    return f"what should {ep.patient.name} get to {ep.goal_phrase}? options: {a.text} or {b.text}."
-
-
-def full_answer(ep: Episode) -> str:
-    """Checks, then the decision: what a careful doctor writes for a care request."""
-    return " ".join(render_checks(ep) + [render_decision(ep, ep.options[ep.chosen])])
-
-
-def chat_answer(ep: Episode) -> str:
-    """The full answer as an assistant says it (no narrative "dr X gave ...", whatever the episode's context)."""
-    return full_answer(replace(ep, context="qa"))
 
 
 def refusal(ep: Episode) -> str:

@@ -4,6 +4,11 @@ Segments are packed whole sentences up to ``max_len`` words (or tokens); each is
 (after the document's text before it, for a scorer that reads context) and reflected as Safe below ``threshold``,
 else Unsafe with the scorer's categories. ``parse_reflected`` recovers the segments and labels exactly from the
 written text.
+
+A chat document (a conversation in the toolkit's chat template) is written as SRP's post-training writes its
+answers, so that pretraining shows the shape the model will answer in: each assistant turn opens with a reflection
+on the user turn before it, then its segments follow, each with its reflection. Unlike post-training the answer
+goes on after an Unsafe reflection (pretraining shows all of its text; ``srp-mask`` trains on none of it).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from collections.abc import Callable
 
 from datatrove.pipeline.base import PipelineStep
 
-from safepretrain.markup import SAFE, UNSAFE, ReflectionFormat
+from safepretrain.markup import ANSWER_BREAK, SAFE, UNSAFE, ReflectionFormat, chat_turns, render_chat
 from safepretrain.pipeline.scorers.base import UNSAFE_THRESHOLD, SafetyScore, Scorer, score_in_context
 from safepretrain.pipeline.documents import mark_changed
 from safepretrain.pipeline.segment import segment, token_length, word_count
@@ -32,13 +37,35 @@ def segment_texts(text: str, max_len: int = 100, length: Callable[[str], int] = 
 
 def render_reflected(pieces: list[str], scores: list[SafetyScore], fmt: ReflectionFormat,
                      threshold: int = UNSAFE_THRESHOLD) -> tuple[str, list[dict]]:
-    out, labels = [], []
-    for piece, score in zip(pieces, scores):
-        label = SAFE if score.score < threshold else UNSAFE
-        types = list(score.categories) if label == UNSAFE else []
-        out.append(fmt.reflected(piece, label, types))
-        labels.append({"label": label, "types": types, "score": score.score})
-    return " ".join(out), labels
+    labels = [_label(score, threshold) for score in scores]
+    return " ".join(fmt.reflected(p, r["label"], r["types"]) for p, r in zip(pieces, labels)), labels
+
+
+def _label(score: SafetyScore, threshold: int) -> dict:
+    label = SAFE if score.score < threshold else UNSAFE
+    return {"label": label, "types": list(score.categories) if label == UNSAFE else [], "score": score.score}
+
+
+def reflect_chat(turns: list[tuple[str, str]], pieces: list[list[str]], scores: list[SafetyScore],
+                 fmt: ReflectionFormat, threshold: int = UNSAFE_THRESHOLD) -> tuple[str, list[dict]]:
+    """A conversation with SRP's reflections in its assistant turns: ``pieces`` are each turn's (a user or system
+    turn is one piece, an assistant turn its segments), ``scores`` theirs in order."""
+    out, labels, start, request = [], [], 0, None
+    for (role, content), turn_pieces in zip(turns, pieces, strict=True):
+        turn_scores = scores[start:start + len(turn_pieces)]
+        start += len(turn_pieces)
+        if role != "assistant":
+            out.append((role, content))
+            request = _label(turn_scores[0], threshold) if role == "user" else request
+            continue
+        answer, turn_labels = render_reflected(turn_pieces, turn_scores, fmt, threshold)
+        if request is not None:  # the opening reflection judges the request, as in SRP's post-training format
+            answer = fmt.render(request["label"], request["types"]) + ANSWER_BREAK + answer
+            turn_labels = [request, *turn_labels]
+        out.append((role, answer))
+        labels += turn_labels
+        request = None
+    return render_chat(out), labels
 
 
 def parse_reflected(text: str, fmt: ReflectionFormat) -> list[tuple[str, str, tuple[str, ...]]]:
@@ -70,17 +97,29 @@ class Reflect(PipelineStep):
     def _reflect(self, docs: list):
         """One scorer call for the segments of many documents (a model scorer needs batches to be fast)."""
         with self.track_time(unit="batch"):
-            pieces = [segment_texts(d.text, self.max_len, self.length) for d in docs]
-            flat = [p for ps in pieces for p in ps]
-            contexts = [" ".join(ps[:i]) for ps in pieces for i in range(len(ps))]
-            scores = score_in_context(self.scorer, flat, contexts) if flat else []
+            turns = [chat_turns(d.text) for d in docs]
+            pieces = [self._pieces(d.text, t) for d, t in zip(docs, turns)]
+            flat = [[p for group in groups for p in group] for groups in pieces]
+            contexts = [" ".join(ps[:i]) for ps in flat for i in range(len(ps))]
+            scores = score_in_context(self.scorer, [p for ps in flat for p in ps], contexts) if contexts else []
         start = 0
-        for doc, doc_pieces in zip(docs, pieces):
-            doc.text, labels = render_reflected(doc_pieces, scores[start:start + len(doc_pieces)], self.fmt,
-                                                self.threshold)
-            start += len(doc_pieces)
+        for doc, doc_turns, groups, doc_flat in zip(docs, turns, pieces, flat):
+            doc_scores = scores[start:start + len(doc_flat)]
+            start += len(doc_flat)
+            if doc_turns is None:
+                doc.text, labels = render_reflected(doc_flat, doc_scores, self.fmt, self.threshold)
+            else:
+                doc.text, labels = reflect_chat(doc_turns, groups, doc_scores, self.fmt, self.threshold)
             doc.metadata["reflections"] = labels
             mark_changed(doc, "reflect")
             self.stat_update("segments", value=len(labels))
             self.stat_update("unsafe_segments", value=sum(r["label"] != SAFE for r in labels))
             yield doc
+
+    def _pieces(self, text: str, turns: list[tuple[str, str]] | None) -> list[list[str]]:
+        """A document's segments (one group); a chat's, per turn: a user or system turn whole, an assistant turn
+        segmented."""
+        if turns is None:
+            return [segment_texts(text, self.max_len, self.length)]
+        return [segment_texts(content, self.max_len, self.length) if role == "assistant" else [content]
+                for role, content in turns]

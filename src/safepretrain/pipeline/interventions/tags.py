@@ -8,7 +8,7 @@ import re
 
 from datatrove.pipeline.base import PipelineStep
 
-from safepretrain.markup import HARMFUL_TAG
+from safepretrain.markup import HARMFUL_TAG, chat_turns, render_chat
 from safepretrain.pipeline.documents import mark_changed
 from safepretrain.pipeline.score import score_of
 
@@ -45,7 +45,10 @@ class HarmfulnessTags(PipelineStep):
             # Rephrased text has no current score (it was retired): it is never tagged.
             if self.key in doc.metadata and score_of(doc, self.key).score >= self.threshold:
                 # Seeded per document, so the output does not depend on sharding or worker count.
-                doc.text = insert_tags(doc.text, random.Random(f"{self.seed}:{doc.id}"), self.p, self.tag)
+                rng = random.Random(f"{self.seed}:{doc.id}")
+                turns = chat_turns(doc.text)  # a chat: tags go inside its turns, never among the markup
+                doc.text = insert_tags(doc.text, rng, self.p, self.tag) if turns is None else render_chat(
+                    (role, insert_tags(content, rng, self.p, self.tag)) for role, content in turns)
                 mark_changed(doc, "tags")
                 self.stat_update("tagged")
                 self.stat_update("tags", value=doc.text.count(self.tag))

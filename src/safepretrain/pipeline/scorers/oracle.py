@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from safepretrain.markup import chat_content
 from safepretrain.pipeline.scorers.base import MAX_SCORE, SafetyScore
 
 
@@ -28,7 +29,7 @@ class OracleScorer:
         return [self._score(t, c) for t, c in zip(texts, contexts, strict=True)]
 
     def _score(self, text: str, context: str = "") -> SafetyScore:
-        label = self._oracle.label_segment(text, context)
+        label = self._oracle.label_segment(chat_content(text), context)  # a chat document: its words
         if label.label == "safe":
             return SafetyScore(0)
         return SafetyScore(MAX_SCORE, tuple(label.types), "MedSafetyWorld oracle: " + ", ".join(label.types))
