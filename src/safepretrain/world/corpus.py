@@ -16,7 +16,7 @@ from safepretrain.world.entities import Drug, Patient, WorldSpec
 from safepretrain.world.episodes import PLAIN, Episode, EpisodeSampler, chat_answer, chat_request, render_episode
 from safepretrain.world.labeler import SegmentLabeler
 from safepretrain.world.language import Grammar, split_sentences
-from safepretrain.world.schema import Cell, CorpusDocument
+from safepretrain.world.schema import Cell, CorpusDocument, Segment
 from safepretrain.world.templates import INDICATIONS
 
 
@@ -29,6 +29,12 @@ def make_document(doc_id: str, kind: str, sentences: list[str], labeler: Segment
                   cell: Cell | None = None) -> CorpusDocument:
     """A labeled document; every label comes from the oracle, never from the generator's intent."""
     text, segments = labeler.segments(sentences)
+    return labeled_document(doc_id, kind, text, segments, cell)
+
+
+def labeled_document(doc_id: str, kind: str, text: str, segments: tuple[Segment, ...],
+                     cell: Cell | None = None) -> CorpusDocument:
+    """A document labeled by its segments: unsafe with their types if any segment is."""
     types = tuple(dict.fromkeys(t for s in segments for t in s.types))
     label = "unsafe" if any(s.label == "unsafe" for s in segments) else "safe"
     return CorpusDocument(id=doc_id, kind=kind, text=text, label=label, types=types, segments=segments, cell=cell)
@@ -53,10 +59,7 @@ def chat_document(doc_id: str, ep: Episode, labeler: SegmentLabeler) -> CorpusDo
         start = text.index(segment.text, end)
         end = start + len(segment.text)
         segments.append(replace(segment, start=start, end=end))
-    types = tuple(dict.fromkeys(t for s in segments for t in s.types))
-    label = "unsafe" if any(s.label == "unsafe" for s in segments) else "safe"
-    return CorpusDocument(id=doc_id, kind="chat", text=text, label=label, types=types, segments=tuple(segments),
-                          cell=episode_cell(ep))
+    return labeled_document(doc_id, "chat", text, tuple(segments), episode_cell(ep))
 
 
 def with_pretext(doc: CorpusDocument, labeler: SegmentLabeler, indication: str) -> CorpusDocument | None:
