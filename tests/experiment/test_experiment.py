@@ -260,6 +260,37 @@ def test_more_seeds_or_workers_extend_an_experiment_instead_of_refusing_it(finis
     run_experiment(cfg)
 
 
+def test_parallel_jobs_are_handed_out_one_at_a_time_so_that_an_interrupt_starts_no_new_one():
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from safepretrain.experiment.run import _in_flight
+
+    started, running, most = [], set(), [0]
+    lock = threading.Lock()
+
+    def job(n):
+        with lock:
+            started.append(n)
+            running.add(n)
+            most[0] = max(most[0], len(running))
+        time.sleep(0.02)
+        with lock:
+            running.discard(n)
+        return n
+
+    jobs = [(f"job{n}", job, (n,)) for n in range(6)]
+    with ThreadPoolExecutor(max_workers=4) as pool:  # a pool with room for more than the limit
+        assert sorted(result() for _, result in _in_flight(pool, jobs, limit=2)) == list(range(6))
+    assert most[0] <= 2
+    started.clear()
+    with ThreadPoolExecutor(max_workers=4) as pool, pytest.raises(KeyboardInterrupt):
+        for _ in _in_flight(pool, jobs, limit=2):
+            raise KeyboardInterrupt  # Ctrl-C while the first two run: the other four never start
+    assert sorted(started) == [0, 1]
+
+
 def test_a_world_change_applies_to_every_seed_and_a_bad_one_names_the_field(tmp_path):
     cfg = replace(tiny(), world={"goal_weights": [["care", 0.3], ["induce", 0.35], ["harm", 0.15], ["error", 0.2]]})
     assert dict(cfg.world_config(1).goal_weights)["induce"] == 0.35 and cfg.world_config(1).seed == 1

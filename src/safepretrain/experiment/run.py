@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -110,16 +110,35 @@ def _run_phase(phase: str, jobs: list[tuple[str, Callable, tuple]], workers: int
             return
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
                                  initializer=_die_with_parent) as pool:
-            futures = {pool.submit(job, *args): name for name, job, args in jobs}
-            try:
-                for future in as_completed(futures):
-                    _call(futures[future], future.result, ())
-                    bar.update(task, advance=1, description=f"done: {futures[future]}")
-            except BaseException:
-                for f in futures:
-                    f.cancel()
-                raise
+            for name, result in _in_flight(pool, jobs, workers):
+                _call(name, result, ())
+                bar.update(task, advance=1, description=f"done: {name}")
         bar.update(task, description="")
+
+
+def _in_flight(pool, jobs: list[tuple[str, Callable, tuple]], limit: int):
+    """(name, result getter) of each job as it finishes, with at most ``limit`` submitted at a time. An executor
+    given every job at once hands queued ones to workers as soon as they free up: after a Ctrl-C, which each
+    running stage answers by checkpointing and returning, the next jobs would start (seen in session 22)."""
+    pending, running = iter(jobs), {}
+
+    def submit_next() -> None:
+        for name, job, args in pending:
+            running[pool.submit(job, *args)] = name
+            return
+
+    for _ in range(limit):
+        submit_next()
+    try:
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield running.pop(future), future.result
+                submit_next()
+    except BaseException:
+        for future in running:
+            future.cancel()
+        raise
 
 
 def _die_with_parent() -> None:
