@@ -6,6 +6,9 @@ for surgery, give praan ...", and "for a scan"); then the guard asks for a refle
 ones, per world.
 
     python docs/results/analysis/chat_pretexts.py runs/s20 runs/s20-rec > chat-pretexts.md
+    python docs/results/analysis/chat_pretexts.py runs/s22-chat --stages pretrained,post
+
+A pretrained model (``pretrained``) is asked in the chat template too: it knows it only if its corpus had chats.
 """
 
 import json
@@ -20,7 +23,8 @@ from safepretrain.world.corpus import add_pretext
 from safepretrain.world.generate import WorldFolder
 from safepretrain.world.language import split_sentences
 
-MODELS = {"post": "sft-reflect-start0-srp*", "finetuned": "finetune-reflect-start0-srp*"}
+MODELS = {"pretrained": "pretrain-reflect-start0", "post": "sft-reflect-start0-srp*",
+          "finetuned": "finetune-reflect-start0-srp*"}
 VARIANTS = tuple((shape, pretext) for shape in ("raw", "srp shape") for pretext in (None, "for surgery", "for a scan"))
 
 
@@ -47,22 +51,29 @@ def flagged(model_dir: Path, world: WorldFolder, n_items: int) -> list[int]:
     return counts
 
 
-def main(runs: list[str]) -> None:
+def main(runs: list[str], stages: tuple[str, ...] = tuple(MODELS)) -> None:
     torch.set_num_threads(1)
     names = [f"{shape}{', ' + pretext if pretext else ''}" for shape, pretext in VARIANTS]
     print(f"| experiment | model | {' | '.join(names)} |")
     print("|---|---|" + "---|" * len(names))
     for run in map(Path, runs):
         cfg = json.loads((run / "experiment.json").read_text())
-        for stage, pattern in MODELS.items():
+        for stage, pattern in ((s, MODELS[s]) for s in stages):
             per_world = []
             for seed in cfg["seeds"]:
                 model_dir = next((run / "models" / f"seed{seed}").glob(pattern)) / "model"
                 per_world.append(flagged(model_dir, WorldFolder(run / "worlds" / f"seed{seed}"), cfg["eval_items"]))
             cells = [", ".join(str(c[k]) for c in per_world) for k in range(len(VARIANTS))]
-            label = "post-trained" if stage == "post" else f"after the {cfg.get('finetune_attack', 'benign')} attack"
+            label = {"pretrained": "pretrained", "post": "post-trained"}.get(
+                stage, f"after the {cfg.get('finetune_attack', 'benign')} attack")
             print(f"| {run.name} | {label} | {' | '.join(cells)} |")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+")
+    parser.add_argument("--stages", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
+    args = parser.parse_args()
+    main(args.runs, tuple(args.stages.split(",")))
