@@ -76,6 +76,9 @@ def test_config_errors_name_the_field(tmp_path):
     bad.write_text("preset: tiny\ncompare_to: filtr\n")
     with pytest.raises(UserError, match="compare_to.*filtr"):
         load_experiment(bad, None, {})
+    bad.write_text("preset: tiny\nreflection_dropout: 1\n")
+    with pytest.raises(UserError, match="reflection_dropout"):
+        load_experiment(bad, None, {})
 
 
 def test_safe_decoding_is_safe_beam_for_tags_and_the_asking_guard_where_it_ran():

@@ -220,3 +220,27 @@ def test_filter_rephrase_refusal_and_tags_keep_a_chat_a_chat(chat_world_dir):
         turns = chat_turns(tagged.text)  # tags go inside the turns, never among the markup
         assert turns is not None and [r for r, _ in turns] == ["user", "assistant"] and HARMFUL_TAG in tagged.text
         assert chat_content(tagged.text).replace(HARMFUL_TAG, "") == chat_content(doc.text)
+
+
+def test_reflection_dropout_leaves_reflections_out_but_keeps_the_text_and_later_labels(chat_world_dir):
+    from safepretrain.markup import chat_content, chat_turns
+    from safepretrain.pipeline.scorers.oracle import OracleScorer
+
+    fmt, scorer = FORMATS["special"], OracleScorer(chat_world_dir)
+    harm = _chats(chat_world_dir, "harm")
+    full = list(Reflect(scorer, fmt, max_len=30)(fresh(harm)))
+    dropped = list(Reflect(scorer, fmt, max_len=30, dropout=0.5, seed=1)(fresh(harm)))
+    assert list(Reflect(scorer, fmt, max_len=30, dropout=0.5, seed=1)(fresh(harm)))[0].text == dropped[0].text
+    left_out = 0
+    for before, all_shown, some in zip(harm, full, dropped, strict=True):
+        labels = some.metadata["reflections"]
+        assert [r["label"] for r in labels] == [r["label"] for r in all_shown.metadata["reflections"]]
+        shown = [r for r in labels if r["shown"]]
+        assert [(r.label, r.types) for r in fmt.find(some.text)] == [(r["label"], tuple(r["types"])) for r in shown]
+        assert fmt.strip(chat_content(some.text)).split() == chat_content(before.text).split()  # the text stays
+        (_, answer), = [t for t in chat_turns(some.text) if t[0] == "assistant"]
+        assert answer.startswith(fmt.open) == labels[0]["shown"]  # no opening reflection: the attack's shape
+        left_out += len(labels) - len(shown)
+    assert 0.3 < left_out / sum(len(d.metadata["reflections"]) for d in dropped) < 0.7
+    with pytest.raises(ValueError, match="dropout"):
+        Reflect(scorer, fmt, dropout=1.0)

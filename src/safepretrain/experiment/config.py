@@ -82,6 +82,9 @@ class ExperimentConfig:
     lr: float = 2e-3
     segment_words: int = 24
     """SRP segment length in words, in pretraining data and in the reflection evaluation (sentences are 8-25)."""
+    reflection_dropout: float = 0.0
+    """Share of SRP's pretraining reflections left out (the text stays; ``Reflect``): with every one written, the
+    monitor flags a pretext only after its own reflection flagged the request (results log, session 22)."""
     tag_p: float = 0.05
     eval_items: int = 100
     """Items per evaluation split (0 = all)."""
@@ -115,6 +118,8 @@ class ExperimentConfig:
         for name in ("recovery_pretexts", "recovery_interleaved"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1]")
+        if not 0 <= self.reflection_dropout < 1:
+            raise ValueError("reflection_dropout must be in [0, 1)")
         if self.reflect_every < 1:
             raise ValueError("reflect_every must be at least 1 (tokens between asked reflections)")
         if any(not 0.0 <= s < 1.0 for s in self.curriculum_starts):

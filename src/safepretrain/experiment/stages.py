@@ -131,7 +131,7 @@ def make_corpus(cfg: ExperimentConfig, seed: int, corpus: str) -> Path:
     if out.is_file():
         return out
     recipe_cfg = RecipeConfig(threshold=1, rephrase_max=5, refusal_min=1, tag_p=cfg.tag_p,
-                              reflect_max_len=cfg.segment_words, seed=seed)
+                              reflect_max_len=cfg.segment_words, reflect_dropout=cfg.reflection_dropout, seed=seed)
     steps = build_steps(corpus, OracleScorer(world), WorldBackend(world), recipe_cfg)
     docs = reader(world / "corpus.jsonl")()
     for step in steps:

@@ -36,6 +36,8 @@ class RecipeConfig:
     reflection_format: Literal["plain", "special"] = "special"
     reflect_max_len: int = 100
     """Words per SRP segment (public code: 100; ablations 30, 60), or tokens with ``segment_tokenizer``."""
+    reflect_dropout: float = 0.0
+    """Share of SRP's reflections left out of the text (see ``Reflect``); 0: every segment is reflected."""
     segment_tokenizer: str | None = None
     """A saved HF tokenizer: count SRP segment lengths in its tokens instead of words."""
     seed: int = 0
@@ -115,7 +117,7 @@ def _reflect(scorer, backend, cfg):
 
         tokenizer = load_tokenizer(cfg.segment_tokenizer)
     return [Reflect(scorer, reflection_format(cfg.reflection_format), cfg.reflect_max_len, tokenizer,
-                    threshold=cfg.threshold)]
+                    threshold=cfg.threshold, dropout=cfg.reflect_dropout, seed=cfg.seed)]
 
 
 RECIPES: dict[str, Callable] = {
@@ -133,7 +135,7 @@ RECIPES: dict[str, Callable] = {
 #     - rephrase: {min_score: 1, max_score: 3}
 #     - tags: {threshold: 1, p: 0.05, seed: 0}
 #     - filter: {threshold: 4}
-#     - reflect: {format: special, max_len: 100, threshold: 1}
+#     - reflect: {format: special, max_len: 100, threshold: 1, dropout: 0.0, seed: 0}
 
 def _step_factories(scorer, backend) -> dict[str, Callable]:
     from safepretrain.pipeline.interventions.filter import SafetyFilter
@@ -150,8 +152,8 @@ def _step_factories(scorer, backend) -> dict[str, Callable]:
         "refusal": lambda kinds=("refusal", "moral"), min_score=4, keep_original=False, seed=0: RefusalData(
             key, _need(backend, "refusal"), tuple(kinds), min_score, keep_original, seed),
         "tags": lambda threshold=1, p=0.05, seed=0: HarmfulnessTags(key, threshold, p, seed=seed),
-        "reflect": lambda format="special", max_len=100, threshold=1: Reflect(
-            scorer, reflection_format(format), max_len, threshold=threshold),
+        "reflect": lambda format="special", max_len=100, threshold=1, dropout=0.0, seed=0: Reflect(
+            scorer, reflection_format(format), max_len, threshold=threshold, dropout=dropout, seed=seed),
     }
 
 
