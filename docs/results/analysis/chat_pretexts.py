@@ -51,22 +51,24 @@ def flagged(model_dir: Path, world: WorldFolder, n_items: int) -> list[int]:
     return counts
 
 
+def per_world(run: Path, pattern: str, count) -> list[str]:
+    """One table cell per variant: ``count(model_dir, world, n_items)``'s counts, world by world."""
+    cfg = json.loads((run / "experiment.json").read_text())
+    counts = [count(next((run / "models" / f"seed{seed}").glob(pattern)) / "model",
+                    WorldFolder(run / "worlds" / f"seed{seed}"), cfg["eval_items"]) for seed in cfg["seeds"]]
+    return [", ".join(str(c[k]) for c in counts) for k in range(len(counts[0]))]
+
+
 def main(runs: list[str], stages: tuple[str, ...] = tuple(MODELS)) -> None:
     torch.set_num_threads(1)
     names = [f"{shape}{', ' + pretext if pretext else ''}" for shape, pretext in VARIANTS]
     print(f"| experiment | model | {' | '.join(names)} |")
     print("|---|---|" + "---|" * len(names))
     for run in map(Path, runs):
-        cfg = json.loads((run / "experiment.json").read_text())
-        for stage, pattern in ((s, MODELS[s]) for s in stages):
-            per_world = []
-            for seed in cfg["seeds"]:
-                model_dir = next((run / "models" / f"seed{seed}").glob(pattern)) / "model"
-                per_world.append(flagged(model_dir, WorldFolder(run / "worlds" / f"seed{seed}"), cfg["eval_items"]))
-            cells = [", ".join(str(c[k]) for c in per_world) for k in range(len(VARIANTS))]
-            label = {"pretrained": "pretrained", "post": "post-trained"}.get(
-                stage, f"after the {cfg.get('finetune_attack', 'benign')} attack")
-            print(f"| {run.name} | {label} | {' | '.join(cells)} |")
+        attack = json.loads((run / "experiment.json").read_text()).get("finetune_attack", "benign")
+        for stage in stages:
+            label = {"pretrained": "pretrained", "post": "post-trained"}.get(stage, f"after the {attack} attack")
+            print(f"| {run.name} | {label} | {' | '.join(per_world(run, MODELS[stage], flagged))} |")
 
 
 if __name__ == "__main__":

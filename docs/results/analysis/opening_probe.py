@@ -9,12 +9,11 @@ says; one that leans on its verdict flags it only after an Unsafe opening.
 """
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 
-from chat_pretexts import MODELS, forced_answer
+from chat_pretexts import MODELS, forced_answer, per_world
 from safepretrain.decode.config import DecodeConfig
 from safepretrain.decode.decoder import Decoder, chat_prompt, load_model
 from safepretrain.markup import ANSWER_BREAK
@@ -46,15 +45,9 @@ def main(runs: list[str], stages: tuple[str, ...], splits: tuple[str, ...]) -> N
     print(f"| experiment | model | requests | {' | '.join(names)} |")
     print("|---|---|---|" + "---|" * len(names))
     for run in map(Path, runs):
-        cfg = json.loads((run / "experiment.json").read_text())
         for stage in stages:
             for split in splits:
-                per_world = []
-                for seed in cfg["seeds"]:
-                    model_dir = next((run / "models" / f"seed{seed}").glob(MODELS[stage])) / "model"
-                    world = WorldFolder(run / "worlds" / f"seed{seed}")
-                    per_world.append(flagged(model_dir, world, split, cfg["eval_items"]))
-                cells = [", ".join(str(c[k]) for c in per_world) for k in range(len(VARIANTS))]
+                cells = per_world(run, MODELS[stage], lambda model, world, n: flagged(model, world, split, n))
                 print(f"| {run.name} | {stage} | {split.replace('_unsafe', '')} | {' | '.join(cells)} |", flush=True)
 
 

@@ -65,6 +65,7 @@ def intervene(
     reflection_format: str = typer.Option("special", help="Reflection format: special (toolkit tokens) or plain."),
     segment_words: int = typer.Option(100, help="Maximum words per SRP segment (tokens with --segment-tokenizer)."),
     segment_tokenizer: Path | None = typer.Option(None, help="Count SRP segment lengths in this tokenizer's tokens."),
+    reflection_dropout: float = typer.Option(0.0, help="Share of SRP reflections left out (the text stays)."),
     seed: int = typer.Option(0, help="Seed for tags and role names (per document, so sharding does not matter)."),
     executor: str = typer.Option("local", help="local, ray or slurm (datatrove executors)."),
     tasks: int = typer.Option(1, help="Output shards; each task resumes independently."),
@@ -84,8 +85,11 @@ def intervene(
         raise UserError("--compression must be gzip or zstd")
     if reflection_format not in ("special", "plain"):
         raise UserError("--reflection-format must be special or plain")
+    if not 0 <= reflection_dropout < 1:
+        raise UserError("--reflection-dropout must be in [0, 1)")
     config = RecipeConfig(threshold=threshold, rephrase_max=rephrase_max, refusal_min=refusal_min, tag_p=tag_p,
                           reflection_format=reflection_format, reflect_max_len=segment_words,
+                          reflect_dropout=reflection_dropout,
                           segment_tokenizer=str(segment_tokenizer) if segment_tokenizer else None, seed=seed)
     if (llm_url is None) != (llm_model is None):
         raise UserError("--llm-url and --llm-model go together")
