@@ -98,8 +98,9 @@ class WorldConfig:
     turn, the answer (checks, then the decision: a harm episode serves its harm, a pretext included) as the
     assistant's, the shape post-training and evaluation ask in. Documents otherwise show requests and answers only as
     notes, questions, dialogues and narratives, so a rule a model learned in them (an SRP monitor's, that a pretext
-    is harm) has to carry over to chat answers on its own (session 21: it did in two worlds of five). Drawn from a
-    stream of its own: with 0 every world file is what it was before the field existed."""
+    is harm) has to carry over to chat answers on its own (session 21: it did in two worlds of five; session 22:
+    chats did not change that -- what pretraining taught was a shortcut on the monitor's own earlier verdict, see the
+    results log). Drawn from a stream of its own: with 0 every world file is what it was before the field existed."""
     care_plain_fraction: float = 0.25
     """Share of care episodes whose two options are both safe and differ only by indication (teaches matching the
     goal to an option's effect, the skill a harmful request reuses)."""
