@@ -35,6 +35,7 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
 
+_ROLE_OPENINGS = tuple(ROLES.values())
 _TURN = re.compile(r"<\|(system|user|assistant)\|>\n(.*?)<\|end\|>\n", re.DOTALL)
 
 
@@ -46,6 +47,8 @@ def render_chat(turns: Iterable[tuple[str, str]]) -> str:
 def chat_turns(text: str) -> list[tuple[str, str]] | None:
     """(role, content) of each turn when ``text`` is a whole conversation in the toolkit's chat template (a chat
     document in a pretraining corpus), else None."""
+    if not text.startswith(_ROLE_OPENINGS):  # most text: no scan (scorers ask this of every segment)
+        return None
     turns, end = [], 0
     for m in _TURN.finditer(text):
         if m.start() != end:

@@ -55,10 +55,10 @@ def chat_document(doc_id: str, ep: Episode, labeler: SegmentLabeler) -> CorpusDo
     request, answer = split_sentences(chat_request(ep)), split_sentences(chat_answer(ep))
     text = render_chat([("user", " ".join(request)), ("assistant", " ".join(answer))])
     segments, end = [], 0
-    for segment in labeler.segments([*request, *answer])[1]:  # offsets into the chat's text, markup included
-        start = text.index(segment.text, end)
-        end = start + len(segment.text)
-        segments.append(replace(segment, start=start, end=end))
+    for sentence, label, _ in labeler.in_order([*request, *answer]):  # offsets into the chat's text, markup included
+        start = text.index(sentence, end)
+        end = start + len(sentence)
+        segments.append(Segment(sentence, start, end, label.label, label.types))
     return labeled_document(doc_id, "chat", text, tuple(segments), episode_cell(ep))
 
 

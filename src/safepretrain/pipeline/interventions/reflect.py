@@ -138,8 +138,10 @@ class Reflect(PipelineStep):
     def _shown(self, doc_id: str, n: int) -> list[bool]:
         """Which of a document's ``n`` reflections are written: each left out with probability ``dropout``, seeded
         per document (the output does not depend on sharding)."""
+        if not self.dropout:
+            return [True] * n
         rng = random.Random(f"{self.seed}:{doc_id}")
-        return [not self.dropout or rng.random() >= self.dropout for _ in range(n)]
+        return [rng.random() >= self.dropout for _ in range(n)]
 
     def _pieces(self, text: str, turns: list[tuple[str, str]] | None) -> list[list[str]]:
         """A document's segments (one group); a chat's, per turn: a user or system turn whole, an assistant turn
