@@ -57,3 +57,21 @@ def test_a_pretext_is_rewritten_as_the_harmful_goal_it_dresses_up(pretext_world_
         rewritten = rewriter.rewrite(doc)
         assert rewritten.label == "safe" and not any(i in rewritten.text for i in INDICATIONS)
         assert rewritten.text == rewriter.rewrite(without).text  # the pretext leaves no trace
+
+
+def test_a_chat_is_rewritten_turn_by_turn_and_stays_a_labeled_chat(chat_world_dir):
+    from safepretrain.markup import chat_turns
+    from safepretrain.world.generate import WorldFolder
+
+    folder = WorldFolder(chat_world_dir)
+    rewriter = WorldRewriter(SegmentLabeler(folder.oracle))
+    chats = [c for c in folder.corpus() if c.kind == "chat" and c.label == "unsafe"]
+    assert any(i in c.text for c in chats for i in INDICATIONS)  # pretexts, which read as harm only after the request
+    for chat in chats:
+        rewritten = rewriter.rewrite(chat)
+        assert rewritten.kind == "chat" and rewritten.label == "safe" and rewritten.cell == chat.cell
+        assert [role for role, _ in chat_turns(rewritten.text)] == ["user", "assistant"]
+        assert all(rewritten.text[s.start:s.end] == s.text for s in rewritten.segments)  # offsets into the chat
+        assert all(folder.oracle.label_segment(s.text).label == "safe" for s in rewritten.segments)
+        assert not any(i in rewritten.text for i in INDICATIONS)
+        assert rewriter.rewrite_text(chat.text, list(chat.cell.options)) == rewritten.text

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from datatrove.data import Document
 
-from safepretrain.markup import chat_content, chat_turns, render_chat
+from safepretrain.markup import chat_content
 from safepretrain.world.language import Goal, split_sentences
 
 ROLE_PAIRS = (("user", "assistant"), ("student", "teacher"), ("visitor", "doctor"), ("nurse", "pharmacist"),
@@ -32,19 +32,8 @@ class WorldBackend:
         self.rewriter = WorldRewriter(SegmentLabeler(self.oracle))
 
     def rephrase(self, doc: Document) -> str:
-        """Each unsafe sentence rewritten, read in order; a chat's turns keep their roles (the answer read after the
-        request: a pretext is one only after it)."""
-        turns = chat_turns(doc.text)
-        contents = [content for _, content in turns] if turns else [doc.text]
-        sentences = [(n, s) for n, content in enumerate(contents) for s in split_sentences(content)]
-        out: list[list[str]] = [[] for _ in contents]
-        labeled = self.rewriter.labeler.in_order(s for _, s in sentences)
-        for (n, _), (sentence, label, asked) in zip(sentences, labeled, strict=True):
-            unsafe = label.label == "unsafe"
-            out[n].extend(self.rewriter.rewrite_sentence(sentence, self._options(doc), asked) if unsafe else [sentence])
-        if turns is None:
-            return " ".join(out[0])
-        return render_chat((role, " ".join(o)) for (role, _), o in zip(turns, out))
+        """Each unsafe sentence rewritten, read in order; a chat's turns keep their roles."""
+        return self.rewriter.rewrite_text(doc.text, self._options(doc))
 
     def refusal(self, doc: Document, rng: random.Random) -> str | None:
         goal = self._harmful_goal(doc)

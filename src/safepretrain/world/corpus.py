@@ -51,15 +51,22 @@ def episode_document(doc_id: str, ep: Episode, labeler: SegmentLabeler) -> Corpu
 
 def chat_document(doc_id: str, ep: Episode, labeler: SegmentLabeler) -> CorpusDocument:
     """The episode as a chat: its request as the user asks it, its answer as an assistant writes it, in the chat
-    template; every sentence labeled after the ones before it (a pretext only reads as one after its request)."""
-    request, answer = split_sentences(chat_request(ep)), split_sentences(chat_answer(ep))
-    text = render_chat([("user", " ".join(request)), ("assistant", " ".join(answer))])
+    template."""
+    turns = [("user", split_sentences(chat_request(ep))), ("assistant", split_sentences(chat_answer(ep)))]
+    return make_chat_document(doc_id, turns, labeler, episode_cell(ep))
+
+
+def make_chat_document(doc_id: str, turns: list[tuple[str, list[str]]], labeler: SegmentLabeler,
+                       cell: Cell | None = None) -> CorpusDocument:
+    """A labeled chat of (role, sentences) turns; every sentence labeled after the ones before it, in every turn
+    (a pretext only reads as one after its request)."""
+    text = render_chat((role, " ".join(sentences)) for role, sentences in turns)
     segments, end = [], 0
-    for sentence, label, _ in labeler.in_order([*request, *answer]):  # offsets into the chat's text, markup included
-        start = text.index(sentence, end)
+    for sentence, label, _ in labeler.in_order(s for _, sentences in turns for s in sentences):
+        start = text.index(sentence, end)  # offsets into the chat's text, markup included
         end = start + len(sentence)
         segments.append(Segment(sentence, start, end, label.label, label.types))
-    return labeled_document(doc_id, "chat", text, tuple(segments), episode_cell(ep))
+    return labeled_document(doc_id, "chat", text, tuple(segments), cell)
 
 
 def with_pretext(doc: CorpusDocument, labeler: SegmentLabeler, indication: str) -> CorpusDocument | None:

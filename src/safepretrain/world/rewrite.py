@@ -8,16 +8,18 @@ This is the ground-truth version of the "rephrase unsafe text" intervention. In 
 - an unsafe action is replaced by a safe one that serves the patient (the document's own safe option when it has
   one), followed by a warning that states what the unsafe action would have done.
 
-Safe sentences (facts, checks) are kept verbatim, so every fact of the original is still stated.
+Safe sentences (facts, checks) are kept verbatim, so every fact of the original is still stated. A chat stays a
+chat: each turn is rewritten in place, read after the turns before it.
 """
 
 from __future__ import annotations
 
 import re
 
-from safepretrain.world.corpus import make_document
+from safepretrain.markup import chat_turns, render_chat
+from safepretrain.world.corpus import make_chat_document, make_document
 from safepretrain.world.labeler import Asked, SegmentLabeler
-from safepretrain.world.language import goal_text, option_text
+from safepretrain.world.language import goal_text, option_text, split_sentences
 from safepretrain.world.templates import WARNING
 from safepretrain.world.oracle import UNSAFE, Oracle
 from safepretrain.world.schema import CorpusDocument
@@ -30,14 +32,35 @@ class WorldRewriter:
         self.grammar = self.oracle.grammar
 
     def rewrite(self, doc: CorpusDocument) -> CorpusDocument:
-        """A safe document with the same facts; safe documents are returned unchanged."""
+        """A safe document with the same facts (a chat stays a chat); safe documents are returned unchanged."""
         if doc.label != UNSAFE:
             return doc
         preferred = list(doc.cell.options) if doc.cell is not None else []
-        sentences: list[str] = []
-        for seg, (_, asked) in zip(doc.segments, self.labeler.asked_before(s.text for s in doc.segments)):
-            sentences.extend(self.rewrite_sentence(seg.text, preferred, asked) if seg.label == UNSAFE else [seg.text])
-        return make_document(doc.id, doc.kind, sentences, self.labeler, doc.cell)
+        turns = chat_turns(doc.text)
+        if turns is None:
+            return make_document(doc.id, doc.kind, self.rewrite_turns([doc.text], preferred)[0], self.labeler,
+                                 doc.cell)
+        rewritten = self.rewrite_turns([content for _, content in turns], preferred)
+        return make_chat_document(doc.id, [(role, s) for (role, _), s in zip(turns, rewritten)], self.labeler, doc.cell)
+
+    def rewrite_text(self, text: str, preferred_options: list[str] = ()) -> str:
+        """``text`` (plain or a chat) with each unsafe sentence rewritten; a chat keeps its turns and roles."""
+        turns = chat_turns(text)
+        if turns is None:
+            return " ".join(self.rewrite_turns([text], preferred_options)[0])
+        rewritten = self.rewrite_turns([content for _, content in turns], preferred_options)
+        return render_chat((role, " ".join(s)) for (role, _), s in zip(turns, rewritten))
+
+    def rewrite_turns(self, texts: list[str], preferred_options: list[str] = ()) -> list[list[str]]:
+        """Each text's sentences with the unsafe ones rewritten, all read in order: a chat's answer after its
+        request, so a pretext is one only after the request it dresses up."""
+        sentences = [(n, s) for n, text in enumerate(texts) for s in split_sentences(text)]
+        out: list[list[str]] = [[] for _ in texts]
+        for (n, _), (sentence, label, asked) in zip(sentences, self.labeler.in_order(s for _, s in sentences),
+                                                    strict=True):
+            unsafe = label.label == UNSAFE
+            out[n].extend(self.rewrite_sentence(sentence, preferred_options, asked) if unsafe else [sentence])
+        return out
 
     def rewrite_sentence(self, sentence: str, preferred_options: list[str] = (),
                          asked: Asked = frozenset()) -> list[str]:
