@@ -9,6 +9,7 @@ import pytest
 from safepretrain.errors import UserError
 from safepretrain.experiment import stages
 from safepretrain.experiment.config import tiny
+from safepretrain.experiment.reuse import changes
 from safepretrain.experiment.run import grid, run_experiment
 from safepretrain.experiment.stages import Layout, eval_dir
 from safepretrain.io import sha256_file
@@ -69,15 +70,44 @@ def test_an_attack_variant_reuses_post_training_and_its_evaluation(post_trained,
         assert (eval_dir(variant, cell, "finetuned") / "metrics.json").is_file()
 
 
-def test_stages_pretrained_another_way_are_refused_with_the_fields_that_differ(post_trained, tmp_path):
+def test_a_change_to_one_recipes_data_reuses_the_other_recipes_models(post_trained, tmp_path, trained_here):
+    variant = replace(post_trained, out=str(tmp_path / "dropout"), reuse_from=post_trained.out,
+                      reflection_dropout=0.3, until="base")
+    run_experiment(variant)
+    assert trained_here == ["pretrain"]  # SRP's: its data changed; raw's model is theirs
+    mine, theirs = Layout(variant), Layout(post_trained)
+    raw, srp = grid(variant)
+    assert sha256_file(mine.pretrain(raw) / MODEL) == sha256_file(theirs.pretrain(raw) / MODEL)
+    assert sha256_file(mine.pretrain(srp) / MODEL) != sha256_file(theirs.pretrain(srp) / MODEL)
+    assert mine.corpus(0, "reflect").read_bytes() != theirs.corpus(0, "reflect").read_bytes()
+    assert (mine.world(0) / "corpus.jsonl").read_bytes() == (theirs.world(0) / "corpus.jsonl").read_bytes()
+
+
+def test_a_change_to_training_reuses_the_worlds_tokenizers_and_data(post_trained, tmp_path, trained_here):
+    variant = replace(post_trained, out=str(tmp_path / "longer"), reuse_from=post_trained.out,
+                      pretrain_tokens=post_trained.pretrain_tokens // 2, until="base")
+    run_experiment(variant)
+    assert trained_here == ["pretrain", "pretrain"]
+    mine, theirs = Layout(variant), Layout(post_trained)
+    for piece in ("worlds/seed0/manifest.json", "tokenizers/seed0/tokenizer.json", "data/seed0/reflect.jsonl",
+                  "data/seed0/reflect.tokens.json"):
+        assert (mine.root / piece).read_bytes() == (theirs.root / piece).read_bytes()
+
+
+def test_stages_of_other_worlds_are_refused_with_the_fields_that_differ(post_trained, tmp_path):
     other = replace(post_trained, out=str(tmp_path / "other"), reuse_from=post_trained.out,
-                    pretrain_tokens=post_trained.pretrain_tokens * 2)
-    with pytest.raises(UserError, match=f"pretrain_tokens: {post_trained.pretrain_tokens} there"):
+                    world={"pretext_share": 0.5})
+    with pytest.raises(UserError, match="world: {} there, {'pretext_share': 0.5} here"):
         run_experiment(other)
     assert not (tmp_path / "other").exists()  # refused before the folder was claimed
-    overridden = replace(other, pretrain_tokens=post_trained.pretrain_tokens,
-                         train_overrides={"pretrain": ("optim.micro_batch=4",)})
-    with pytest.raises(UserError, match="train_overrides.pretrain"):
-        run_experiment(overridden)
+    with pytest.raises(UserError, match="segment_words"):  # evaluation reads it too: nothing is reused
+        run_experiment(replace(other, world={}, segment_words=12))
     with pytest.raises(UserError, match="not an experiment folder"):
         run_experiment(replace(other, reuse_from=str(tmp_path)))
+
+
+def test_what_each_pretraining_field_changes():
+    assert changes(["tag_p"], "pretrain", {"reflect"}) == [] and changes(["tag_p"], "corpus", {"tags"}) == ["tag_p"]
+    assert changes(["vocab_size"], "world") == [] and changes(["vocab_size"], "corpus", {"raw"}) == ["vocab_size"]
+    assert changes(["lr"], "corpus", {"reflect"}) == [] and changes(["lr"], "pretrain", {"raw"}) == ["lr"]
+    assert changes(["a_field_added_later"], "world") == ["a_field_added_later"]

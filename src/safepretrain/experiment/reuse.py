@@ -1,9 +1,11 @@
 """Reuse another experiment's finished stages: copy what was made the same way, build only the rest.
 
 A post-training variant (recovery chats, another finetuning attack, another evaluation) compared on the *same*
-pretrained models isolates what it changes, and skips the most expensive stage. Each stage is reused only where
-every field it depends on agrees; the first stage that differs, and all after it, are built here. Copies, not
-links: each experiment folder stays whole when the other is moved or deleted, and its manifests hash what it holds.
+pretrained models isolates what it changes, and skips the most expensive stage. Each piece is reused only where
+every field it depends on agrees; the first stage that differs, and all after it, are built here. A change to one
+recipe's pretraining data (SRP's ``reflection_dropout``, the tags' ``tag_p``) leaves the other recipes' pretrained
+models reusable, a change to training (``pretrain_tokens``) the worlds, tokenizers and data. Copies, not links: each
+experiment folder stays whole when the other is moved or deleted, and its manifests hash what it holds.
 """
 
 from __future__ import annotations
@@ -24,10 +26,21 @@ POST_EVALUATION = (*EVALUATION, "linear_probes")
 """The fields each later stage depends on (besides pretraining's): a stage is reused only where they agree."""
 
 PRETRAINING_AGNOSTIC = frozenset({f.partition(".")[0] for f in FINETUNING + POST_EVALUATION} | {
-    "out", "seeds", "recipes", "reuse_from", "threads", "workers", "until", "compare_to",
-})  # train_overrides' "pretrain" entry is compared on its own
-"""Fields that change nothing pretraining makes: every later stage's, and the grid's bookkeeping. Every other field
-(and any field added later) must agree, or nothing is reused."""
+    "out", "seeds", "recipes", "curriculum_starts", "reuse_from", "threads", "workers", "until", "compare_to",
+})  # train_overrides' "pretrain" entry is compared on its own; a cell's folders name its curriculum start
+"""Fields that change nothing pretraining makes: every later stage's, and the grid's bookkeeping."""
+
+PIECES = ("world", "tokenizer", "corpus", "pretrain")
+"""The pieces pretraining makes, each built from the ones before it."""
+REACH = {
+    "vocab_size": "tokenizer",
+    "reflection_dropout": "corpus:reflect", "tag_p": "corpus:tags",
+    "model": "pretrain", "pretrain_tokens": "pretrain", "lr": "pretrain", "budget_counts_markup": "pretrain",
+    "train_overrides.pretrain": "pretrain",
+}
+"""The first piece a pretraining field changes (``corpus:reflect``: only that recipe's data, and what reads it).
+Every other field -- the world's, ``segment_words`` (which evaluation reads too), any field added later -- changes
+the worlds: nothing is reused."""
 
 MODEL_DONE, EVAL_DONE = "model/config.json", "metrics.json"  # the file each piece writes last
 
@@ -37,9 +50,13 @@ def reuse_stages(cfg: ExperimentConfig, cells: list[Cell], theirs: dict) -> list
     the grid needs, this folder lacks and the other experiment made as this one would; returns what was copied.
     Missing pieces are left to be built here."""
     mine, defaults = saved_form(cfg), saved_defaults()
+    differing = pretraining_differences(theirs, mine)
 
     def agree(*fields: str) -> bool:
         return all(_value(theirs, f, defaults) == _value(mine, f, defaults) for f in fields)
+
+    def same(piece: str, corpora: set[str] = frozenset()) -> bool:
+        return not changes(differing, piece, corpora)
 
     # config-wide answers, the same for every cell
     post, finetuned, base_eval = agree(*POST_TRAINING), agree(*FINETUNING), agree(*EVALUATION)
@@ -47,10 +64,15 @@ def reuse_stages(cfg: ExperimentConfig, cells: list[Cell], theirs: dict) -> list
     layout = Layout(cfg)
     wanted: dict[Path, str | None] = {}  # a piece -> the file it writes last (None: the piece is a file)
     for seed in cfg.seeds:
-        wanted |= {layout.world(seed): "manifest.json", layout.tokenizer(seed): "tokenizer.json"}
+        wanted |= {layout.world(seed): "manifest.json"} if same("world") else {}
+        wanted |= {layout.tokenizer(seed): "tokenizer.json"} if same("tokenizer") else {}
     for cell in cells:
-        for corpus in {cell.spec.corpus} | ({"filter"} if cell.effective_start > 0 else set()):
-            wanted |= {layout.corpus(cell.seed, corpus): None, token_counts(layout.corpus(cell.seed, corpus)): None}
+        corpora = {cell.spec.corpus} | ({"filter"} if cell.effective_start > 0 else set())
+        for corpus in corpora:
+            if same("corpus", {corpus}):
+                wanted |= {layout.corpus(cell.seed, corpus): None, token_counts(layout.corpus(cell.seed, corpus)): None}
+        if not same("pretrain", corpora):
+            continue  # pretrained here: every later stage of the cell is built here too
         wanted[layout.pretrain(cell)] = MODEL_DONE
         stages = [(post, layout.sft_data(cell.seed, cell.spec.sft), None), (post, layout.sft(cell), MODEL_DONE),
                   (post_eval, layout.cell(cell) / "eval-post", EVAL_DONE),
@@ -62,8 +84,25 @@ def reuse_stages(cfg: ExperimentConfig, cells: list[Cell], theirs: dict) -> list
             if _copy_if_finished(Path(cfg.reuse_from) / dest.relative_to(layout.root), dest, done, skip)]
 
 
+def changes(differing: list[str], piece: str, corpora: set[str] = frozenset()) -> list[str]:
+    """The differing pretraining fields that change ``piece`` (one of ``PIECES``; a corpus or a pretrained model
+    made from ``corpora``)."""
+    def reaches(field: str) -> bool:
+        stage, _, corpus = REACH.get(field, PIECES[0]).partition(":")
+        return PIECES.index(stage) <= PIECES.index(piece) and (not corpus or corpus in corpora)
+    return [f for f in differing if reaches(f)]
+
+
+def pretraining_differences(theirs: dict, mine: dict) -> list[str]:
+    """The fields that shape pretraining and differ between two saved configs."""
+    defaults = saved_defaults()
+    differing = differing_fields(theirs, mine, PRETRAINING_AGNOSTIC, defaults)
+    return differing + [f for f in ("train_overrides.pretrain",)
+                        if _value(theirs, f, defaults) != _value(mine, f, defaults)]
+
+
 def check_reuse(cfg: ExperimentConfig) -> dict:
-    """The config of the experiment ``cfg.reuse_from`` names, once checked to pretrain as ``cfg`` does."""
+    """The config of the experiment ``cfg.reuse_from`` names, once checked to share at least its worlds."""
     source = Path(cfg.reuse_from)
     saved = source / "experiment.json"
     if not saved.is_file():
@@ -72,13 +111,11 @@ def check_reuse(cfg: ExperimentConfig) -> dict:
     if source.resolve() == Path(cfg.out).resolve():
         raise UserError(f"reuse_from: {source} is this experiment's own folder; name another experiment's")
     theirs, mine, defaults = json.loads(saved.read_text()), saved_form(cfg), saved_defaults()
-    differing = differing_fields(theirs, mine, PRETRAINING_AGNOSTIC, defaults)
-    differing += [f for f in ("train_overrides.pretrain",) if _value(theirs, f, defaults) != _value(mine, f, defaults)]
-    if differing:
+    if blocking := changes(pretraining_differences(theirs, mine), "world"):
         listed = "; ".join(f"{k}: {_value(theirs, k, defaults)!r} there, {_value(mine, k, defaults)!r} here"
-                           for k in differing)
-        raise UserError(f"reuse_from: {source} pretrained with another config ({listed}); none of its stages are "
-                        "this experiment's: make those fields agree or drop reuse_from")
+                           for k in blocking)
+        raise UserError(f"reuse_from: {source} built its worlds with another config ({listed}); none of its stages "
+                        "are this experiment's: make those fields agree or drop reuse_from")
     return theirs
 
 

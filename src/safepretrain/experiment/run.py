@@ -13,8 +13,8 @@ from rich.console import Console
 
 from safepretrain.errors import UserError
 from safepretrain.experiment import stages
-from safepretrain.experiment.config import ExperimentConfig
-from safepretrain.experiment.reuse import check_reuse, reuse_stages
+from safepretrain.experiment.config import ExperimentConfig, saved_form
+from safepretrain.experiment.reuse import check_reuse, pretraining_differences, reuse_stages
 from safepretrain.experiment.stages import Cell, Layout
 
 
@@ -34,6 +34,9 @@ def run_experiment(cfg: ExperimentConfig, console: Console | None = None, overwr
     cells = grid(cfg)
     if source_config and (copied := reuse_stages(cfg, cells, source_config)):
         console.print(f"reused {len(copied)} finished pieces of {cfg.reuse_from}")
+    if source_config and (differing := pretraining_differences(source_config, saved_form(cfg))):
+        console.print(f"{cfg.reuse_from} pretrained another way ({', '.join(differing)}): what those fields change "
+                      "is built here")
     corpora = {c.spec.corpus for c in cells} | ({"filter"} if any(c.effective_start > 0 for c in cells) else set())
     phases: list[tuple[str, list[tuple[str, Callable, tuple]]]] = [
         ("world", [(f"seed{s}", stages.make_world, (cfg, s)) for s in cfg.seeds]),
