@@ -58,13 +58,13 @@ def _reflecting_model(tokenizer, draw_logits, words: list[int]) -> MarkovLM:
 
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 10_000), policy=st.sampled_from(["stop", "refuse"]),
-       prefill=st.sampled_from(["", " <|reflect|><|unsafe|><|/reflect|> so,"]))
-def test_no_text_after_an_unsafe_reflection_ever_reaches_the_caller(tokenizer, seed, policy, prefill):
+       prefill=st.sampled_from(["", " <|reflect|><|unsafe|><|/reflect|> so,"]), asked=st.booleans())
+def test_no_text_after_an_unsafe_reflection_ever_reaches_the_caller(tokenizer, seed, policy, prefill, asked):
     g = torch.Generator().manual_seed(seed)
     vocab = tokenizer.get_vocab()
     words = [vocab[w] for w in sorted(w for w in vocab if w.startswith("Ġ") and w[1:].isalpha() and len(w) > 4)[:3]]
     model = _reflecting_model(tokenizer, lambda n: (torch.randn(n, generator=g) * 2).tolist(), words)
-    base = dict(max_new_tokens=40, temperature=1.0, seed=seed, batch_size=1)
+    base = dict(max_new_tokens=40, temperature=1.0, seed=seed, batch_size=1, reflect_on_request=asked)
     prompts = [tokenizer.decode([w]) for w in words[:2]]
     prefills = [prefill] * len(prompts)
     plain = Decoder(model, tokenizer, DecodeConfig(**base)).generate(prompts, prefills)
@@ -174,14 +174,14 @@ def test_bad_decode_settings_are_refused():
         DecodeConfig(suppress=("everything",))
 
 
-def _sentence_writer(tokenizer):
+def _sentence_writer(tokenizer, verdict: str = "<|unsafe|>"):
     """A model that writes "give. give. ..." and never opens a reflection itself, but labels one it is given:
-    after the opening marker it writes Unsafe and closes."""
+    after the opening marker it writes ``verdict`` and closes."""
     vocab = tokenizer.get_vocab()
     word, period = vocab["Ġgive"], vocab["."]
     return MarkovLM(markov_table(len(tokenizer), {word: {period: 9.0}, period: {word: 9.0},
-                                                  vocab[SPECIAL.open]: {vocab["<|unsafe|>"]: 9.0},
-                                                  vocab["<|unsafe|>"]: {vocab[SPECIAL.close]: 9.0},
+                                                  vocab[SPECIAL.open]: {vocab[verdict]: 9.0},
+                                                  vocab[verdict]: {vocab[SPECIAL.close]: 9.0},
                                                   vocab[SPECIAL.close]: {word: 9.0}})), word
 
 
@@ -201,3 +201,26 @@ def test_reflect_every_asks_for_a_reflection_at_a_sentence_end_and_the_guard_rea
 def test_reflect_every_is_refused_with_beam_search():
     with pytest.raises(ValueError, match="reflect_every"):
         DecodeConfig(mode="safebeam", reflect_every=8)
+    with pytest.raises(ValueError, match="reflect_on_request"):
+        DecodeConfig(mode="beam", reflect_on_request=True)
+
+
+def test_reflect_on_request_asks_for_the_verdict_on_the_request_before_the_answer(tokenizer):
+    model, word = _sentence_writer(tokenizer)
+    prompt = [tokenizer.decode([word])]
+    asked = Decoder(model, tokenizer, DecodeConfig(mode="guarded", max_new_tokens=16,
+                                                   reflect_on_request=True)).generate(prompt)[0]
+    assert asked.flagged and asked.stopped_at == len("<|reflect|><|unsafe|>")
+    assert asked.text == "<|reflect|><|unsafe|>" and asked.reflections[0].start == 0
+
+
+def test_reflect_on_request_lets_a_safe_verdict_answer_and_asks_nothing_under_a_prefill(tokenizer):
+    model, word = _sentence_writer(tokenizer, verdict="<|safe|>")
+    prompt = [tokenizer.decode([word])]
+    answer = Decoder(model, tokenizer, DecodeConfig(mode="guarded", max_new_tokens=9,
+                                                    reflect_on_request=True)).generate(prompt)[0]
+    assert not answer.flagged and answer.text.startswith("<|reflect|><|safe|><|/reflect|> give.")
+    assert [r.label for r in answer.reflections] == ["Safe"]
+    attacked = Decoder(model, tokenizer, DecodeConfig(mode="guarded", max_new_tokens=6, reflect_on_request=True)
+                       ).generate(prompt, prefills=[" give."])[0]
+    assert SPECIAL.open not in attacked.text and attacked.text.startswith(" give.")

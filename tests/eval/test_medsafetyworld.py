@@ -118,6 +118,10 @@ def test_the_reflect_decoder_is_one_more_condition_with_reflections_asked_for(ti
     assert set(metrics["conditions"]) == {f"{d}/{a}" for d in ("greedy", "reflect") for a in medsafetyworld.ATTACKS}
     samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
     assert sum(s["key"].startswith("gen/reflect/") for s in samples) == 2 * len(medsafetyworld.ATTACKS)
+    # the verdict on the request is asked for first, except where a prefill wrote the answer's start
+    opened = {s["key"].split("/")[2] for s in samples if s["key"].startswith("gen/reflect/")
+              and s["text"].startswith("<|reflect|>")}
+    assert opened == {"direct"}
 
 
 def test_the_decision_attack_forces_the_decision_sentence_alone(tiny_folder):

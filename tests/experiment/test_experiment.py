@@ -180,6 +180,15 @@ def test_a_field_an_older_config_lacks_counts_as_its_default():
     assert differing_fields(older, {**now, "recovery_chats": 300}, defaults=saved_defaults()) == ["recovery_chats"]
 
 
+def test_a_field_whose_default_changed_behaviour_counts_as_what_older_runs_did():
+    from safepretrain.experiment.config import differing_fields, saved_defaults
+
+    now = json.loads(json.dumps(ExperimentConfig().to_dict()))
+    older = {k: v for k, v in now.items() if k != "reflect_on_request"}  # its guard never asked about the request
+    assert differing_fields(older, now, defaults=saved_defaults()) == ["reflect_on_request"]
+    assert differing_fields(older, {**now, "reflect_on_request": False}, defaults=saved_defaults()) == []
+
+
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     cfg = replace(tiny(), out=str(tmp_path_factory.mktemp("experiment")), recipes=("raw", "srp"))

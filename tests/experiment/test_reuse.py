@@ -70,6 +70,19 @@ def test_an_attack_variant_reuses_post_training_and_its_evaluation(post_trained,
         assert (eval_dir(variant, cell, "finetuned") / "metrics.json").is_file()
 
 
+def test_an_evaluation_variant_reuses_every_model_and_evaluates_again(post_trained, tmp_path, trained_here):
+    variant = replace(post_trained, out=str(tmp_path / "unasked"), reuse_from=post_trained.out,
+                      reflect_on_request=False)
+    run_experiment(variant)
+    assert trained_here == []
+    srp = grid(variant)[1]
+    samples = (eval_dir(variant, srp, "post") / "samples.jsonl").read_text().splitlines()
+    theirs = (eval_dir(post_trained, srp, "post") / "samples.jsonl").read_text().splitlines()
+    asked = [json.loads(s)["text"] for s in theirs if json.loads(s)["key"].startswith("gen/reflect/direct/")]
+    unasked = [json.loads(s)["text"] for s in samples if json.loads(s)["key"].startswith("gen/reflect/direct/")]
+    assert asked and all(t.startswith("<|reflect|>") for t in asked) and asked != unasked
+
+
 def test_a_change_to_one_recipes_data_reuses_the_other_recipes_models(post_trained, tmp_path, trained_here):
     variant = replace(post_trained, out=str(tmp_path / "dropout"), reuse_from=post_trained.out,
                       reflection_dropout=0.3, until="base")

@@ -29,6 +29,8 @@ def generate(
     suppress: list[str] = typer.Option([], "--suppress", help="Attack: forbid 'reflection' and/or 'tag' tokens."),
     reflect_every: int = typer.Option(0, "--reflect-every", help="Ask for a reflection at the first sentence end "
                                                                  "after N tokens since the last one (0 = never)."),
+    reflect_on_request: bool = typer.Option(False, "--reflect-on-request", help="Ask for the verdict on the request "
+                                            "before each answer (SRP's opening reflection; not under --prefill)."),
     seed: int = typer.Option(0, "--seed"),
     out: Path | None = typer.Option(None, "--out", help="Write one JSON line per prompt here (else print)."),
 ) -> None:
@@ -41,7 +43,7 @@ def generate(
     try:
         config = DecodeConfig(mode=mode, policy=policy, max_new_tokens=max_new_tokens, temperature=temperature,
                               top_k=top_k, beams=beams, candidates=candidates, suppress=tuple(suppress), seed=seed,
-                              reflect_every=reflect_every)
+                              reflect_every=reflect_every, reflect_on_request=reflect_on_request)
     except ValueError as e:
         raise UserError(str(e)) from None
     lm, tokenizer = load_model(model)

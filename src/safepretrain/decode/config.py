@@ -50,6 +50,11 @@ class DecodeConfig:
     reflections by a short continued pretraining labels a segment right but rarely opens a reflection unasked.
     The decoder's marker is not subject to the ``suppress`` attack (the deployer, not the prompt, writes it).
     0 = the model reflects when it does."""
+    reflect_on_request: bool = False
+    """plain and guarded: the decoder opens the answer with a reflection's marker and the model labels the request
+    itself -- the verdict SRP's post-training opens every answer with, which a model finetuned on answers without
+    reflections no longer writes unasked (results log, session 24). Not under a prefill: there the attacker writes
+    the answer's start, and only ``reflect_every`` asks."""
     batch_size: int = 16
 
     def __post_init__(self):
@@ -67,8 +72,9 @@ class DecodeConfig:
             raise ValueError(f"drop_fraction {self.drop_fraction} must be in [0, 1)")
         if self.reflect_every < 0:
             raise ValueError(f"reflect_every {self.reflect_every} must be >= 0")
-        if self.reflect_every and self.mode in ("beam", "safebeam"):
-            raise ValueError("reflect_every works with plain and guarded decoding, not beam search")
+        if (self.reflect_every or self.reflect_on_request) and self.mode in ("beam", "safebeam"):
+            raise ValueError("reflect_every and reflect_on_request work with plain and guarded decoding, "
+                             "not beam search")
         if self.temperature < 0:
             raise ValueError(f"temperature {self.temperature} must be >= 0")
 

@@ -74,6 +74,7 @@ class Decoder:
         self.marker_ends = MarkerEnds.of(tokenizer, self.fmt)
         self.ban = SequenceBan(suppressed_sequences(tokenizer, self.fmt, config.suppress))
         self.opening = opening_ids(tokenizer, self.fmt) if config.reflect_every else []
+        self.request_opening = opening_ids(tokenizer, self.fmt, answer_start=True) if config.reflect_on_request else []
         # recent transformers name the KV cache `cache`; `past_key_values` is deprecated (to be removed in 5.40)
         self._cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         self.ends_sentence = sentence_end_mask(tokenizer).tolist() if config.reflect_every else []
@@ -166,7 +167,8 @@ class Decoder:
         watchers = [ReflectionWatcher(self.tokenizer, self.fmt, cfg.stop_labels, f) for f in prefills]
         histories = [list(s) for s in ids]
         results: list[Generation | None] = [None] * len(ids)
-        forced: list[list[int]] = [[] for _ in ids]  # tokens the decoder writes next (a reflection's opening)
+        # tokens the decoder writes next (a reflection's opening); the attacker's prefill gets no verdict asked first
+        forced: list[list[int]] = [list(self.request_opening) if not f else [] for f in prefills]
         live = list(range(len(ids)))  # rows of the batch still decoding, in cache order
         logits, cache, mask, positions = self.prefill_cache(ids)
         for step in range(max(limits)):

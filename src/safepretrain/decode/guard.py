@@ -76,10 +76,10 @@ def sentence_end_mask(tokenizer) -> torch.Tensor:
     return torch.tensor(ends, dtype=torch.bool)
 
 
-def opening_ids(tokenizer, fmt: ReflectionFormat) -> list[int]:
-    """The tokens of a reflection's opening marker as it follows text: spelled as the format writes it in training
-    data (``fmt.opened``), so that an asked reflection reads like a learned one."""
-    return tokenizer.encode(fmt.opened(""), add_special_tokens=False)
+def opening_ids(tokenizer, fmt: ReflectionFormat, answer_start: bool = False) -> list[int]:
+    """The tokens of a reflection's opening marker, spelled as the format writes it in training data so that an asked
+    reflection reads like a learned one: after text (``fmt.opened``), or opening an answer (``srp_response``)."""
+    return tokenizer.encode(fmt.open.rstrip() if answer_start else fmt.opened(""), add_special_tokens=False)
 
 
 def _special_id(tokenizer, marker: str) -> int | None:

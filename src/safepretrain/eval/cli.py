@@ -31,8 +31,11 @@ def evaluate(
     llm_model: str | None = typer.Option(None, "--llm-model"),
     mode: str = typer.Option("plain", "--mode", help="prompts: plain, guarded, beam or safebeam."),
     max_new_tokens: int = typer.Option(96, "--max-new-tokens"),
-    reflect_every: int = typer.Option(0, "--reflect-every", help="prompts, guarded: ask for a reflection at the "
-                                                                 "first sentence end after N tokens (0 = never)."),
+    reflect_every: int = typer.Option(0, "--reflect-every", help="Ask for a reflection at the first sentence end "
+                                      "after N tokens (0 = never): prompts with --mode guarded; medsafetyworld adds "
+                                      "the guard that asks (the `reflect` decoder) to greedy decoding."),
+    reflect_on_request: bool = typer.Option(False, "--reflect-on-request", help="With --reflect-every: also ask for "
+                                            "the verdict on the request before each answer (not under a prefill)."),
 ) -> None:
     """Evaluate a model: utility, unsafe actions (seen, held-out), over-refusal, reflections, probes; or ASR."""
     from safepretrain.decode.decoder import load_model
@@ -45,15 +48,16 @@ def evaluate(
     with ProgressBars() as update:
         if suite == "medsafetyworld":
             metrics = _world(lm, tokenizer, world, out, prompt_format, attacks, safebeam, probes, max_items,
-                             max_new_tokens, update)
+                             max_new_tokens, reflect_every, reflect_on_request, update)
         else:
             metrics = _prompts(lm, tokenizer, suite, file, out, judge, llm_url, llm_model, mode, max_new_tokens,
-                               max_items, reflect_every, update)
+                               max_items, reflect_every, reflect_on_request, update)
     _write_manifest(out, model, {"suite": suite, "world": str(world) if world else None,
                                  "file": str(file) if file else None, "format": prompt_format,
                                  "attacks": list(attacks), "safebeam": safebeam, "probes": probes,
                                  "max_items": max_items, "judge": judge, "llm_model": llm_model, "mode": mode,
-                                 "max_new_tokens": max_new_tokens, "reflect_every": reflect_every})
+                                 "max_new_tokens": max_new_tokens, "reflect_every": reflect_every,
+                                 "reflect_on_request": reflect_on_request})
     if suite == "medsafetyworld":
         console.print(world_table(metrics))
     else:
@@ -81,23 +85,26 @@ def _write_manifest(out: Path, model: Path, config: dict) -> None:
         suite_wheels=suites))
 
 
-def _world(lm, tokenizer, world, out, prompt_format, attacks, safebeam, probes, max_items, max_new_tokens, update):
+def _world(lm, tokenizer, world, out, prompt_format, attacks, safebeam, probes, max_items, max_new_tokens,
+           reflect_every, reflect_on_request, update):
     from safepretrain.eval.medsafetyworld import WorldEvalConfig, evaluate_world
     from safepretrain.world.generate import WorldFolder
 
     if world is None:
         raise UserError("--suite medsafetyworld needs --world DIR")
     try:
-        config = WorldEvalConfig(attacks=tuple(attacks), decoders=("greedy", "safebeam") if safebeam else ("greedy",),
-                                 prompt_format=prompt_format, max_items=max_items, linear_probes=probes,
-                                 max_new_tokens=max_new_tokens)
+        decoders = ("greedy",) + (("safebeam",) if safebeam else ()) + (("reflect",) if reflect_every else ())
+        config = WorldEvalConfig(attacks=tuple(attacks), decoders=decoders, prompt_format=prompt_format,
+                                 max_items=max_items, linear_probes=probes, max_new_tokens=max_new_tokens,
+                                 reflect_every=reflect_every or WorldEvalConfig.reflect_every,
+                                 reflect_on_request=reflect_on_request)
     except ValueError as e:
         raise UserError(str(e)) from None
     return evaluate_world(lm, tokenizer, WorldFolder(world), config, out, update)
 
 
 def _prompts(lm, tokenizer, suite, file, out, judge, llm_url, llm_model, mode, max_new_tokens, max_items,
-             reflect_every, update):
+             reflect_every, reflect_on_request, update):
     from safepretrain.decode.config import DecodeConfig
     from safepretrain.eval.judges import make_judge
     from safepretrain.eval.prompt_suite import evaluate_prompts, read_suite
@@ -109,7 +116,8 @@ def _prompts(lm, tokenizer, suite, file, out, judge, llm_url, llm_model, mode, m
 
     prompts = spread(read_suite(file) if suite == "prompts" else builtin_suite(suite), max_items)
     try:
-        decode = DecodeConfig(mode=mode, policy="refuse", max_new_tokens=max_new_tokens, reflect_every=reflect_every)
+        decode = DecodeConfig(mode=mode, policy="refuse", max_new_tokens=max_new_tokens, reflect_every=reflect_every,
+                              reflect_on_request=reflect_on_request)
     except ValueError as e:
         raise UserError(str(e)) from None
     return evaluate_prompts(lm, tokenizer, prompts, make_judge(judge, llm_url, llm_model), decode, out,

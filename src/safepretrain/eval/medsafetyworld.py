@@ -11,10 +11,10 @@ greedily, and the oracle judges the answer (reflections stripped). Each answer g
   non-Safe reflection (tests/decode pin this), so both come from one decode.
 
 Decoders: ``greedy``; ``safebeam`` (Safe Beam search, for harmful-tag models) and ``beam`` (beam search with the
-same k, its baseline); ``reflect`` (greedy, but the decoder asks for a reflection at the first sentence end
-``reflect_every`` tokens after the last one, and the guard reads the model's label: SRP's guard for a model that
-labels well when asked but no longer opens reflections itself -- after a benign finetuning attack without
-reflections, or under a prefill that ends right at the decision).
+same k, its baseline); ``reflect`` (greedy, but the decoder asks for the verdict on the request before
+the answer -- not under a prefill -- and for a reflection at the first sentence end ``reflect_every`` tokens after
+the last one, and the guard reads the model's label: SRP's guard for a model that labels well when asked but no
+longer opens reflections itself -- after a finetuning attack without reflections, or under a prefill).
 
 Also: reflection classification (the model's own Safe/Unsafe reflection after each segment of labeled documents,
 held-out types included, against the oracle; and after harm decisions written with a pretext, an indication the
@@ -67,6 +67,9 @@ class WorldEvalConfig:
     greedy decoding that asks for reflections (``reflect_every``; for models trained with reflections)."""
     reflect_every: int = 4
     """The ``reflect`` decoder asks for a reflection at the first sentence end this many tokens after the last one."""
+    reflect_on_request: bool = True
+    """The ``reflect`` decoder also asks for the verdict on the request before the answer (``DecodeConfig``), where
+    no prefill wrote the answer's start. Chat prompts only: a base model's corpus has no answer to open."""
     prompt_format: Literal["chat", "text"] = "chat"
     """chat: the request as a user turn (post-trained models); text: the corpus-style prompt (base models)."""
     max_items: int = 0
@@ -136,7 +139,9 @@ def _decoder(model, tokenizer, config: WorldEvalConfig, name: str) -> Decoder:
     return Decoder(model, tokenizer, DecodeConfig(mode=mode, max_new_tokens=config.max_new_tokens,
                                                   batch_size=config.batch_size, beams=config.beams,
                                                   candidates=config.candidates,
-                                                  reflect_every=config.reflect_every if name == "reflect" else 0))
+                                                  reflect_every=config.reflect_every if name == "reflect" else 0,
+                                                  reflect_on_request=name == "reflect" and config.reflect_on_request
+                                                  and config.prompt_format == "chat"))
 
 
 def _prompt(tokenizer, item: EvalItem, config: WorldEvalConfig) -> str:

@@ -93,6 +93,10 @@ class ExperimentConfig:
     """Models trained with reflections are also decoded asking for a reflection at the first sentence end this many
     tokens after the last one; their safe-decoding numbers come from that guard. After the benign finetuning attack
     SRP models label well when asked but stop opening reflections themselves (run 6 of the results log)."""
+    reflect_on_request: bool = True
+    """That guard also asks for the verdict on the request before each answer (no prefill): SRP's post-training opens
+    every answer with it. After the benign attack the models never write it unasked, yet asked they flag 95-100 of
+    100 held-out harmful requests and 0 safe ones (results log, session 24). Runs saved before this field: False."""
     linear_probes: bool = True
     threads: int = 1
     """Torch threads per job."""
@@ -230,9 +234,14 @@ def differing_fields(before: dict[str, Any], now: dict[str, Any], ignore: frozen
                   if k not in ignore and before.get(k, defaults.get(k)) != now.get(k, defaults.get(k)))
 
 
+SAVED_BEFORE = {"reflect_on_request": False}
+"""What a run saved before a field existed did, where that differs from the field's default."""
+
+
 def saved_defaults() -> dict[str, Any]:
-    """ExperimentConfig's defaults as a saved config holds them (JSON)."""
-    return saved_form(ExperimentConfig())
+    """The value a saved config that lacks a field stands for (JSON): ExperimentConfig's defaults, except for
+    fields whose default changed behaviour when they were added (``SAVED_BEFORE``)."""
+    return saved_form(ExperimentConfig()) | SAVED_BEFORE
 
 
 def saved_form(cfg: ExperimentConfig) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from safepretrain.io import atomic_directory, atomic_open
 
 POST_TRAINING = ("recovery_chats", "recovery_pretexts", "recovery_interleaved", "sft_epochs", "train_overrides.sft")
 FINETUNING = (*POST_TRAINING, "finetune_attack", "finetune_epochs", "train_overrides.finetune")
-EVALUATION = ("eval_items", "eval_max_new_tokens", "reflect_every")
+EVALUATION = ("eval_items", "eval_max_new_tokens", "reflect_every", "reflect_on_request")
 POST_EVALUATION = (*EVALUATION, "linear_probes")
 """The fields each later stage depends on (besides pretraining's): a stage is reused only where they agree."""
 

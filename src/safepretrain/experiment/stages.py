@@ -362,6 +362,7 @@ def evaluate(cfg: ExperimentConfig, cell: Cell, stage: str) -> Path:
     reflects = cell.spec.pretrains_on_reflections if stage == "pretrained" else cell.spec.reflects
     decoders = ("greedy",) + (("safebeam", "beam") if cell.spec.safebeam else ()) + (("reflect",) if reflects else ())
     config = WorldEvalConfig(decoders=decoders, reflect_every=cfg.reflect_every,
+                             reflect_on_request=cfg.reflect_on_request,
                              prompt_format="text" if stage == "pretrained" else "chat",
                              max_items=cfg.eval_items, max_new_tokens=cfg.eval_max_new_tokens,
                              segment_words=cfg.segment_words, linear_probes=cfg.linear_probes and stage == "post")
