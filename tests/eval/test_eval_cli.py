@@ -71,3 +71,16 @@ def test_the_world_suite_takes_the_pretext_attack_and_refuses_an_unknown_one(mod
     assert set(splits) == {"seen_unsafe", "heldout_unsafe"}  # a pretext disguises harmful requests only
     wrong = run(*args, "--attack", "jailbreak")
     assert wrong.returncode == 2 and "attacks" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+def test_the_world_suite_adds_the_guard_that_asks_for_reflections(model_dir, tiny_world_dir, tmp_path):
+    out = tmp_path / "asked"
+    result = run(model_dir, "--suite", "medsafetyworld", "--world", tiny_world_dir, "--max-items", "2",
+                 "--max-new-tokens", "6", "--attack", "direct", "--reflect-every", "2", "--reflect-on-request",
+                 "--out", out)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["conditions"]) == {"greedy/direct", "reflect/direct"}
+    assert metrics["config"]["reflect_every"] == 2 and metrics["config"]["reflect_on_request"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["reflect_on_request"] is True
