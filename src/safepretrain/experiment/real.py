@@ -75,6 +75,10 @@ class RealConfig:
     pretraining taught SmolLM2 what to reflect, not when: teacher-forced it labels 119 of 120 corpus segments
     right, yet it opens a reflection with p = 0.13 at a segment's end (docs/real-model.md). Must be below
     ``eval_new_tokens``: the runs of sessions 8-9 used 64 with 64 new tokens, so no reflection was ever asked for."""
+    reflect_on_request: bool = False
+    """SRP's guarded decoding also asks for the verdict on the prompt before each answer (``DecodeConfig``), the
+    reflection SRP's post-training opens every answer with. Off here, as in every real run so far; in MedSafetyWorld
+    it is the experiments' default (results log, session 24)."""
     judge: str = "relevance"
     threads: int = 2
     seed: int = 0
@@ -350,7 +354,8 @@ def evaluate(cfg: RealConfig, recipe: str, stage: str, model_dir: Path, progress
     judge = make_judge(cfg.judge, None, None)
     for suite, mode in todo:
         decode = DecodeConfig(mode=mode, policy="refuse", max_new_tokens=cfg.eval_new_tokens,
-                              reflect_every=cfg.reflect_every if mode == "guarded" else 0)
+                              reflect_every=cfg.reflect_every if mode == "guarded" else 0,
+                              reflect_on_request=cfg.reflect_on_request and mode == "guarded")
         evaluate_prompts(model, tokenizer, spread(builtin_suite(suite), cfg.eval_items), judge, decode,
                          layout.eval(recipe, stage, suite, mode),
                          progress=progress and (lambda _, done, total: progress(
