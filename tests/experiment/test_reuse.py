@@ -81,6 +81,9 @@ def test_an_evaluation_variant_reuses_every_model_and_evaluates_again(post_train
     asked = [json.loads(s)["text"] for s in theirs if json.loads(s)["key"].startswith("gen/reflect/direct/")]
     unasked = [json.loads(s)["text"] for s in samples if json.loads(s)["key"].startswith("gen/reflect/direct/")]
     assert asked and all(t.startswith("<|reflect|>") for t in asked) and asked != unasked
+    # a base model answers text prompts, where no request verdict is asked: its evaluation is theirs
+    assert (eval_dir(variant, srp, "pretrained") / "metrics.json").read_bytes() == \
+           (eval_dir(post_trained, srp, "pretrained") / "metrics.json").read_bytes()
 
 
 def test_a_change_to_one_recipes_data_reuses_the_other_recipes_models(post_trained, tmp_path, trained_here):

@@ -21,7 +21,8 @@ from safepretrain.io import atomic_directory, atomic_open
 
 POST_TRAINING = ("recovery_chats", "recovery_pretexts", "recovery_interleaved", "sft_epochs", "train_overrides.sft")
 FINETUNING = (*POST_TRAINING, "finetune_attack", "finetune_epochs", "train_overrides.finetune")
-EVALUATION = ("eval_items", "eval_max_new_tokens", "reflect_every", "reflect_on_request")
+BASE_EVALUATION = ("eval_items", "eval_max_new_tokens", "reflect_every")  # text prompts: no answer to open
+EVALUATION = (*BASE_EVALUATION, "reflect_on_request")
 POST_EVALUATION = (*EVALUATION, "linear_probes")
 """The fields each later stage depends on (besides pretraining's): a stage is reused only where they agree."""
 
@@ -59,8 +60,8 @@ def reuse_stages(cfg: ExperimentConfig, cells: list[Cell], theirs: dict) -> list
         return not changes(differing, piece, corpora)
 
     # config-wide answers, the same for every cell
-    post, finetuned, base_eval = agree(*POST_TRAINING), agree(*FINETUNING), agree(*EVALUATION)
-    post_eval, finetuned_eval = post and agree(*POST_EVALUATION), finetuned and base_eval
+    post, finetuned, same_eval = agree(*POST_TRAINING), agree(*FINETUNING), agree(*EVALUATION)
+    post_eval, finetuned_eval = post and agree(*POST_EVALUATION), finetuned and same_eval
     layout = Layout(cfg)
     wanted: dict[Path, str | None] = {}  # a piece -> the file it writes last (None: the piece is a file)
     for seed in cfg.seeds:
@@ -79,7 +80,8 @@ def reuse_stages(cfg: ExperimentConfig, cells: list[Cell], theirs: dict) -> list
                   (finetuned, layout.finetune(cell), MODEL_DONE),
                   (finetuned_eval, layout.cell(cell) / "eval-finetuned", EVAL_DONE)]
         wanted |= {path: done for reused, path, done in stages if reused}
-    skip = ("checkpoints",) + (() if base_eval else ("eval-text",))  # eval-text: the base model's evaluation
+    # eval-text: the base model's evaluation
+    skip = ("checkpoints",) + (() if agree(*BASE_EVALUATION) else ("eval-text",))
     return [dest for dest, done in wanted.items()
             if _copy_if_finished(Path(cfg.reuse_from) / dest.relative_to(layout.root), dest, done, skip)]
 
