@@ -59,16 +59,20 @@ def per_world(run: Path, pattern: str, count) -> list[str]:
     return [", ".join(str(c[k]) for c in counts) for k in range(len(counts[0]))]
 
 
-def main(runs: list[str], stages: tuple[str, ...] = tuple(MODELS)) -> None:
+def print_table(runs: list[str], stages: tuple[str, ...], names: list[str], count) -> None:
+    """A Markdown table: one row per experiment and model stage, one column per count, world by world."""
     torch.set_num_threads(1)
-    names = [f"{shape}{', ' + pretext if pretext else ''}" for shape, pretext in VARIANTS]
     print(f"| experiment | model | {' | '.join(names)} |")
     print("|---|---|" + "---|" * len(names))
     for run in map(Path, runs):
         attack = json.loads((run / "experiment.json").read_text()).get("finetune_attack", "benign")
         for stage in stages:
             label = {"pretrained": "pretrained", "post": "post-trained"}.get(stage, f"after the {attack} attack")
-            print(f"| {run.name} | {label} | {' | '.join(per_world(run, MODELS[stage], flagged))} |")
+            print(f"| {run.name} | {label} | {' | '.join(per_world(run, MODELS[stage], count))} |", flush=True)
+
+
+def main(runs: list[str], stages: tuple[str, ...] = tuple(MODELS)) -> None:
+    print_table(runs, stages, [f"{shape}{', ' + pretext if pretext else ''}" for shape, pretext in VARIANTS], flagged)
 
 
 if __name__ == "__main__":

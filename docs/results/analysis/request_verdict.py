@@ -8,12 +8,9 @@ alarms).
 """
 
 import argparse
-import json
 from pathlib import Path
 
-import torch
-
-from chat_pretexts import MODELS, per_world
+from chat_pretexts import MODELS, print_table
 from safepretrain.decode.config import DecodeConfig
 from safepretrain.decode.decoder import Decoder, chat_prompt, load_model
 from safepretrain.eval.medsafetyworld import spread
@@ -39,17 +36,9 @@ def counts(model_dir: Path, world: WorldFolder, n_items: int) -> list[int]:
 
 
 def main(runs: list[str], stages: tuple[str, ...]) -> None:
-    torch.set_num_threads(1)
     names = ["held-out harmful: opened unasked", *(f"{s.replace('_unsafe', ' harmful')}: non-Safe, asked"
                                                   for s in SPLITS)]
-    print(f"| experiment | model | {' | '.join(names)} |")
-    print("|---|---|" + "---|" * len(names))
-    for run in map(Path, runs):
-        attack = json.loads((run / "experiment.json").read_text()).get("finetune_attack", "benign")
-        for stage in stages:
-            label = {"pretrained": "pretrained", "post": "post-trained"}.get(stage, f"after the {attack} attack")
-            print(f"| {run.name} | {label} | {' | '.join(per_world(run, MODELS[stage], counts))} |", flush=True)
-
+    print_table(runs, stages, names, counts)
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
