@@ -82,6 +82,14 @@ def test_the_prefill_attack_and_the_suppression_attack_are_request_fields(client
     assert prefilled.model_extra["safepretrain"]["prefill"] == "sure, here it is:"
 
 
+def test_the_guard_that_asks_is_a_request_field(client):
+    request = dict(model="reflector", messages=[{"role": "user", "content": QUESTION}], max_tokens=20)
+    asked = client.chat.completions.create(extra_body={"mode": "guarded", "reflect_on_request": True}, **request)
+    extra = asked.model_extra["safepretrain"]
+    assert asked.choices[0].message.content == "<|reflect|><|unsafe|>"  # the verdict on the request, asked first
+    assert extra["flagged"] and extra["reflections"][0]["start"] == 0
+
+
 @pytest.mark.parametrize("body, status, param", [
     (b"{not json", 400, None),
     (json.dumps({"model": "nope", "messages": [{"role": "user", "content": "hi"}]}), 404, "model"),
@@ -91,6 +99,8 @@ def test_the_prefill_attack_and_the_suppression_attack_are_request_fields(client
     (json.dumps({"model": "llama", "messages": [{"role": "user", "content": "hi"}], "mode": "telepathy"}), 400,
      "mode"),
     (json.dumps({"model": "llama", "messages": [{"role": "user", "content": "x" * 20_000}]}), 413, None),
+    (json.dumps({"model": "llama", "messages": [{"role": "user", "content": "hi"}], "mode": "beam",
+                 "reflect_every": 4}), 400, None),
     (json.dumps({"model": "llama", "messages": [{"role": "user", "content": "word " * 600}]}), 400, "messages"),
 ])
 def test_bad_requests_get_a_4xx_json_error(server, body, status, param):

@@ -8,6 +8,8 @@ its clients work unchanged. The decoding is chosen per request with extra body f
     policy      stop | refuse                                guarded: what happens on a non-Safe reflection
     suppress    ["reflection"] and/or ["tag"]                 the suppression attack
     prefill     text forced as the start of the answer        the prefilling attack
+    reflect_every       N: ask for a reflection at the first sentence end N tokens after the last one (SRP's guard)
+    reflect_on_request  true: ask for the verdict on the request before the answer (not under a prefill)
     beams, candidates, top_k, seed
 
 Every answer carries a ``safepretrain`` field: the toolkit's finish reason (``unsafe_reflection`` when guarded
@@ -75,6 +77,8 @@ class _Decoding(BaseModel):
     prefill: str = ""
     beams: int = Field(4, ge=1, le=16)
     candidates: int = Field(4, ge=1, le=64)
+    reflect_every: int = Field(0, ge=0, le=4096)
+    reflect_on_request: bool = False
 
 
 class _Message(BaseModel):
@@ -206,6 +210,7 @@ def _job(engine: ModelEngine, body: _Decoding, prompt: str, limits: Limits) -> J
         mode=body.mode, policy=body.policy, suppress=tuple(sorted(set(body.suppress))), beams=body.beams,
         candidates=body.candidates, temperature=0.0 if beam else body.temperature, top_k=body.top_k,
         seed=body.seed or 0, batch_size=limits.max_batch, max_new_tokens=limits.max_tokens,
+        reflect_every=body.reflect_every, reflect_on_request=body.reflect_on_request,
     )
     if body.refusal is not None:
         settings["refusal"] = body.refusal
