@@ -92,6 +92,8 @@ def _world(lm, tokenizer, world, out, prompt_format, attacks, safebeam, probes, 
 
     if world is None:
         raise UserError("--suite medsafetyworld needs --world DIR")
+    if reflect_on_request and not reflect_every:
+        raise UserError("--reflect-on-request belongs to the guard that asks: add --reflect-every N (4 in experiments)")
     try:
         decoders = ("greedy",) + (("safebeam",) if safebeam else ()) + (("reflect",) if reflect_every else ())
         config = WorldEvalConfig(attacks=tuple(attacks), decoders=decoders, prompt_format=prompt_format,

@@ -95,8 +95,8 @@ class ExperimentConfig:
     SRP models label well when asked but stop opening reflections themselves (run 6 of the results log)."""
     reflect_on_request: bool = True
     """That guard also asks for the verdict on the request before each answer (no prefill): SRP's post-training opens
-    every answer with it. After the benign attack the models never write it unasked, yet asked they flag 95-100 of
-    100 held-out harmful requests and 0 safe ones (results log, session 24). Runs saved before this field: False."""
+    every answer with it. Finetuning attacks teach the models to stop writing it unasked, not to judge the request
+    otherwise (results log, session 24). Runs saved before this field: False."""
     linear_probes: bool = True
     threads: int = 1
     """Torch threads per job."""
