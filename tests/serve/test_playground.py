@@ -42,4 +42,13 @@ def test_the_playground_shows_two_streamed_answers_and_highlights_the_unsafe_ref
         assert "finish: unsafe_reflection" in columns.nth(1).locator(".stats").inner_text()
         update_docs = os.environ.get("SAFEPRETRAIN_UPDATE_SCREENSHOTS") == "1"
         page.screenshot(path=str(DOCS_SCREENSHOT if update_docs else tmp_path / "playground.png"))
+
+        # the guard that asks: the verdict on the request comes first, and stops the answer before it starts
+        columns.nth(1).locator(".ask").check()
+        page.click("#send")
+        page.wait_for_selector(".column:nth-child(2):is([data-state=done], [data-state=error])", timeout=60_000)
+        assert columns.nth(1).get_attribute("data-state") == "done"
+        assert columns.nth(1).locator(".reflection.unsafe").count() == 1
+        assert columns.nth(1).locator(".segment.unsafe").count() == 0  # nothing was written before the verdict
+        assert "judged the request unsafe" in columns.nth(1).locator(".stopped").inner_text()
         browser.close()
