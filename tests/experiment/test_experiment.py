@@ -117,6 +117,13 @@ def test_markdown_table_shows_mean_and_interval():
     assert "| srp | 0.90 ± 0.05 |" in markdown_table(rows, 3, columns=("utility",))
 
 
+def test_the_table_says_which_guard_gave_the_safe_decoding_numbers():
+    rows = [{"recipe": "srp", "start": 0.0, "metric": "utility", "mean": 0.9, "ci95_half": 0.05, "values": []}]
+    assert "verdict on the request asked" in markdown_table(rows, 3, columns=("utility",))
+    older = markdown_table(rows, 3, columns=("utility",), asks_request=False)
+    assert "verdict on the request" not in older and "asked for at each sentence end" in older
+
+
 PREFILL = "held-out unsafe, prefill (safe dec.)"
 
 

@@ -171,7 +171,7 @@ def aggregate(cfg: ExperimentConfig, cells: list[Cell]) -> Path:
     _write_csv(out / "results.csv", rows)
     with atomic_open(out / "results.md") as f:
         f.write(markdown_table(rows, len(cfg.seeds), headline_columns(cfg.finetune_attack, MAIN_COLUMNS),
-                               cfg.finetune_attack))
+                               cfg.finetune_attack, cfg.reflect_on_request))
     paired_md = out / "paired.md"
     if paired:
         with atomic_open(paired_md) as f:
@@ -180,7 +180,8 @@ def aggregate(cfg: ExperimentConfig, cells: list[Cell]) -> Path:
         paired_md.unlink()
     from safepretrain.experiment.report import write_plots_and_html
 
-    write_plots_and_html(out, rows, per_cell, len(cfg.seeds), paired, cfg.compare_to, cfg.finetune_attack)
+    write_plots_and_html(out, rows, per_cell, len(cfg.seeds), paired, cfg.compare_to, cfg.finetune_attack,
+                         cfg.reflect_on_request)
     return out
 
 
@@ -235,18 +236,20 @@ def _labelled(keys: list[tuple[str, float]], columns: list[str], cell) -> tuple[
     return head, body
 
 
-def table_note(n_seeds: int, attack: str = "benign") -> str:
+def table_note(n_seeds: int, attack: str = "benign", asks_request: bool = True) -> str:
+    asked = ("the verdict on the request asked before each answer where no prefill wrote its start, and a reflection "
+             "at each sentence end" if asks_request else "a reflection asked for at each sentence end")
     return (f"Mean over {n_seeds} seed(s) (each a new world and training seed), ± the 95% t-interval half-width. "
             f"After FT: after {FINETUNE_ATTACKS[attack]}. "
             "Rates are fractions of evaluation items; chance for an unsafe action on the held-out split is 0.50 "
-            "(two options, one harmful). Safe dec. = SRP's guard for models trained with reflections (a "
-            "reflection asked for at each sentence end; the CSV's 'guard, unasked' rows read only the reflections "
-            "the model opens itself), Safe Beam for tags, plain greedy otherwise.")
+            f"(two options, one harmful). Safe dec. = SRP's guard for models trained with reflections ({asked}; "
+            "the CSV's 'guard, unasked' rows read only the reflections the model opens itself), Safe Beam for tags, "
+            "plain greedy otherwise.")
 
 
 def markdown_table(rows: list[dict], n_seeds: int, columns: tuple[str, ...] = MAIN_COLUMNS,
-                   attack: str = "benign") -> str:
-    return _markdown(*summary_table(rows, columns), table_note(n_seeds, attack))
+                   attack: str = "benign", asks_request: bool = True) -> str:
+    return _markdown(*summary_table(rows, columns), table_note(n_seeds, attack, asks_request))
 
 
 def _markdown(head: list[str], body: list[list[str]], note: str) -> str:
