@@ -264,6 +264,15 @@ def test_a_changed_config_is_refused_rather_than_mixed(finished):
         run_experiment(replace(cfg, finetune_epochs=cfg.finetune_epochs + 1))
 
 
+def test_a_folder_saved_before_the_request_verdict_points_to_an_evaluation_variant(tmp_path):
+    cfg = replace(tiny(), out=str(tmp_path))
+    saved = {k: v for k, v in json.loads(json.dumps(cfg.to_dict())).items() if k != "reflect_on_request"}
+    (tmp_path / "experiment.json").write_text(json.dumps(saved))
+    with pytest.raises(UserError, match="reflect_on_request.*only the evaluation changed.*--reuse-from"):
+        _check_config(tmp_path, cfg, overwrite=False)
+    _check_config(tmp_path, replace(cfg, reflect_on_request=False), overwrite=False)  # as it was: resumes
+
+
 def test_more_seeds_or_workers_extend_an_experiment_instead_of_refusing_it(finished, tmp_path, monkeypatch):
     cfg, _ = finished
     copy = replace(cfg, out=str(tmp_path))

@@ -14,7 +14,7 @@ from rich.console import Console
 from safepretrain.errors import UserError
 from safepretrain.experiment import stages
 from safepretrain.experiment.config import ExperimentConfig, saved_form
-from safepretrain.experiment.reuse import check_reuse, pretraining_differences, reuse_stages
+from safepretrain.experiment.reuse import POST_EVALUATION, check_reuse, pretraining_differences, reuse_stages
 from safepretrain.experiment.stages import Cell, Layout
 
 
@@ -88,8 +88,12 @@ def _check_config(root: Path, cfg: ExperimentConfig, overwrite: bool) -> None:
     saved, now = root / "experiment.json", cfg.to_dict()
     if changed := changed_fields(saved, now, RESUMABLE_CHANGES, saved_defaults()):
         if not overwrite:
-            raise UserError(f"{root} holds an experiment with another config (changed: {', '.join(changed)}); "
-                            "choose another --out or pass --overwrite to start over")
+            hint = "choose another --out or pass --overwrite to start over"
+            if set(changed) - RESUMABLE_CHANGES <= set(POST_EVALUATION):  # e.g. a newer guard's default
+                hint = (f"only the evaluation changed: evaluate its models again, retraining nothing, with "
+                        f"--out NEW --reuse-from {root} (`experiment run` of a YAML; `preset: laptop` for the demo), "
+                        "or set the old values to resume here")
+            raise UserError(f"{root} holds an experiment with another config (changed: {', '.join(changed)}); {hint}")
         shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
     from safepretrain.io import write_json
