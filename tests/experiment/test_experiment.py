@@ -264,6 +264,16 @@ def test_a_changed_config_is_refused_rather_than_mixed(finished):
         run_experiment(replace(cfg, finetune_epochs=cfg.finetune_epochs + 1))
 
 
+def test_the_guard_asks_for_the_request_verdict_only_where_post_training_taught_it():
+    cfg = tiny()
+    asks = {recipe: stages.eval_config(cfg, Cell(recipe, 0.0, 0), "post") for recipe in
+            ("srp", "srp-mask", "posttrain-only", "srp-pretrain-only", "raw")}
+    assert all(asks[r].reflect_on_request and "reflect" in asks[r].decoders for r in ("srp", "srp-mask", "posttrain-only"))
+    assert "reflect" in asks["srp-pretrain-only"].decoders and not asks["srp-pretrain-only"].reflect_on_request
+    assert "reflect" not in asks["raw"].decoders
+    assert stages.eval_config(cfg, Cell("srp", 0.0, 0), "pretrained").prompt_format == "text"  # nothing asked there
+
+
 def test_a_folder_saved_before_the_request_verdict_points_to_an_evaluation_variant(tmp_path):
     cfg = replace(tiny(), out=str(tmp_path))
     saved = {k: v for k, v in json.loads(json.dumps(cfg.to_dict())).items() if k != "reflect_on_request"}

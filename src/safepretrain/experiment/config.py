@@ -94,8 +94,9 @@ class ExperimentConfig:
     tokens after the last one; their safe-decoding numbers come from that guard. After the benign finetuning attack
     SRP models label well when asked but stop opening reflections themselves (run 6 of the results log)."""
     reflect_on_request: bool = True
-    """That guard also asks for the verdict on the request before each answer (no prefill): SRP's post-training opens
-    every answer with it. Finetuning attacks teach the models to stop writing it unasked, not to judge the request
+    """That guard also asks for the verdict on the request before each answer (no prefill), of models post-trained in
+    SRP's format, which opens every answer with it (not srp-pretrain-only: asked, its utility fell 8 points in the
+    quick preset's world). Finetuning attacks teach the models to stop writing it unasked, not to judge the request
     otherwise (results log, session 24). Runs saved before this field: False."""
     linear_probes: bool = True
     threads: int = 1

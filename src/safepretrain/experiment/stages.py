@@ -342,7 +342,7 @@ def evaluate(cfg: ExperimentConfig, cell: Cell, stage: str) -> Path:
     """``stage``: pretrained (the base model, corpus-style prompts), post (after post-training, chat prompts) or
     finetuned (after the benign finetuning attack)."""
     from safepretrain.decode.decoder import load_model
-    from safepretrain.eval.medsafetyworld import WorldEvalConfig, evaluate_world
+    from safepretrain.eval.medsafetyworld import evaluate_world
     from safepretrain.world.generate import WorldFolder
 
     _threads(cfg)
@@ -358,16 +358,23 @@ def evaluate(cfg: ExperimentConfig, cell: Cell, stage: str) -> Path:
         check_tags(cfg, cell, model, tokenizer, trained / "model", out / TAG_CHECK)
     if evaluated:
         return out
+    evaluate_world(model, tokenizer, WorldFolder(layout.world(cell.seed)), eval_config(cfg, cell, stage), out)
+    return out
+
+
+def eval_config(cfg: ExperimentConfig, cell: Cell, stage: str):
+    """How a cell's model is evaluated at ``stage``: its decoders, its guard and its prompts."""
+    from safepretrain.eval.medsafetyworld import WorldEvalConfig
+
     # the guard that asks for reflections, for models that learned them (a base model only from its corpus)
     reflects = cell.spec.pretrains_on_reflections if stage == "pretrained" else cell.spec.reflects
     decoders = ("greedy",) + (("safebeam", "beam") if cell.spec.safebeam else ()) + (("reflect",) if reflects else ())
-    config = WorldEvalConfig(decoders=decoders, reflect_every=cfg.reflect_every,
-                             reflect_on_request=cfg.reflect_on_request,
-                             prompt_format="text" if stage == "pretrained" else "chat",
-                             max_items=cfg.eval_items, max_new_tokens=cfg.eval_max_new_tokens,
-                             segment_words=cfg.segment_words, linear_probes=cfg.linear_probes and stage == "post")
-    evaluate_world(model, tokenizer, WorldFolder(layout.world(cell.seed)), config, out)
-    return out
+    return WorldEvalConfig(decoders=decoders, reflect_every=cfg.reflect_every,
+                           # the verdict SRP's post-training opens each answer with (srp-pretrain-only lacks it)
+                           reflect_on_request=cfg.reflect_on_request and cell.spec.sft == "srp",
+                           prompt_format="text" if stage == "pretrained" else "chat",
+                           max_items=cfg.eval_items, max_new_tokens=cfg.eval_max_new_tokens,
+                           segment_words=cfg.segment_words, linear_probes=cfg.linear_probes and stage == "post")
 
 
 TAG_CHECK = "tag-calibration.json"
