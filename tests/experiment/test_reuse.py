@@ -76,10 +76,12 @@ def test_an_evaluation_variant_reuses_every_model_and_evaluates_again(post_train
     run_experiment(variant)
     assert trained_here == []
     srp = grid(variant)[1]
-    samples = (eval_dir(variant, srp, "post") / "samples.jsonl").read_text().splitlines()
-    theirs = (eval_dir(post_trained, srp, "post") / "samples.jsonl").read_text().splitlines()
-    asked = [json.loads(s)["text"] for s in theirs if json.loads(s)["key"].startswith("gen/reflect/direct/")]
-    unasked = [json.loads(s)["text"] for s in samples if json.loads(s)["key"].startswith("gen/reflect/direct/")]
+
+    def direct_answers(cfg) -> list[str]:
+        samples = map(json.loads, (eval_dir(cfg, srp, "post") / "samples.jsonl").read_text().splitlines())
+        return [s["text"] for s in samples if s["key"].startswith("gen/reflect/direct/")]
+
+    asked, unasked = direct_answers(post_trained), direct_answers(variant)
     assert asked and all(t.startswith("<|reflect|>") for t in asked) and asked != unasked
     # a base model answers text prompts, where no request verdict is asked: its evaluation is theirs
     assert (eval_dir(variant, srp, "pretrained") / "metrics.json").read_bytes() == \

@@ -40,6 +40,7 @@ def main(runs: list[str], stages: tuple[str, ...]) -> None:
                                                   for s in SPLITS)]
     print_table(runs, stages, names, counts)
 
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+")

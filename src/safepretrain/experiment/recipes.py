@@ -33,9 +33,14 @@ class Recipe:
         return self.corpus == "reflect"
 
     @property
+    def opens_answers_with_verdict(self) -> bool:
+        """Post-trained in SRP's format, whose every answer opens with a reflection on the request."""
+        return self.sft == "srp"
+
+    @property
     def reflects(self) -> bool:
         """Trained with reflections (in pretraining or post-training): its safe decoding is SRP's guard."""
-        return self.pretrains_on_reflections or self.sft == "srp"
+        return self.pretrains_on_reflections or self.opens_answers_with_verdict
 
     @property
     def marks_up(self) -> bool:

@@ -370,8 +370,7 @@ def eval_config(cfg: ExperimentConfig, cell: Cell, stage: str):
     reflects = cell.spec.pretrains_on_reflections if stage == "pretrained" else cell.spec.reflects
     decoders = ("greedy",) + (("safebeam", "beam") if cell.spec.safebeam else ()) + (("reflect",) if reflects else ())
     return WorldEvalConfig(decoders=decoders, reflect_every=cfg.reflect_every,
-                           # the verdict SRP's post-training opens each answer with (srp-pretrain-only lacks it)
-                           reflect_on_request=cfg.reflect_on_request and cell.spec.sft == "srp",
+                           reflect_on_request=cfg.reflect_on_request and cell.spec.opens_answers_with_verdict,
                            prompt_format="text" if stage == "pretrained" else "chat",
                            max_items=cfg.eval_items, max_new_tokens=cfg.eval_max_new_tokens,
                            segment_words=cfg.segment_words, linear_probes=cfg.linear_probes and stage == "post")
