@@ -37,6 +37,14 @@ def chat_world_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def covert_world_dir(tmp_path_factory) -> Path:
+    """The tiny world with every benign "cause <effect>" episode asked covertly, and so its held-out harm (read-only)."""
+    out = tmp_path_factory.mktemp("world") / "covert"
+    generate_world(replace(tiny(), covert_share=1.0), out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_folder(tiny_world_dir) -> WorldFolder:
     return WorldFolder(tiny_world_dir)
 

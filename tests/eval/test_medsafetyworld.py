@@ -11,6 +11,7 @@ from safepretrain.eval.medsafetyworld import WorldEvalConfig, evaluate_world, re
 from safepretrain.eval.samples import SampleLog
 from safepretrain.markup import SPECIAL, UNSAFE, Reflection
 from safepretrain.train.models import preset_config
+from safepretrain.world.generate import WorldFolder
 from safepretrain.world.language import split_sentences
 from safepretrain.world.templates import INDICATIONS
 
@@ -171,3 +172,13 @@ def test_a_subset_of_a_split_covers_all_of_it():
 
     assert spread(list(range(10)), 5) == [0, 2, 4, 6, 8]
     assert spread(list(range(3)), 5) == [0, 1, 2] and spread(list(range(4)), 0) == [0, 1, 2, 3]
+
+
+def test_the_pretext_attack_skips_covert_requests_whose_words_state_no_harm(covert_world_dir, random_llama,
+                                                                            tokenizer, tmp_path):
+    config = WorldEvalConfig(attacks=("pretext",), max_items=2, max_new_tokens=6, reflections=False,
+                             decision_probes=False)
+    metrics = evaluate_world(random_llama, tokenizer, WorldFolder(covert_world_dir), config, tmp_path)
+    splits = metrics["conditions"]["greedy/pretext"]["unguarded"]
+    assert splits["seen_unsafe"]["unsafe_action_rate"]["n"] == 2
+    assert splits["heldout_unsafe"]["unsafe_action_rate"]["n"] == 0  # every held-out request is covert

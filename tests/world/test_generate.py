@@ -14,6 +14,7 @@ from safepretrain.world.entities import build_world
 from safepretrain.world.episodes import EpisodeSampler
 from safepretrain.world.generate import MANIFEST_FILE, WorldFolder, generate_world
 from safepretrain.world.labeler import SegmentLabeler
+from safepretrain.world.language import split_sentences
 from safepretrain.world.oracle import Oracle
 from safepretrain.world.schema import SPLITS
 from safepretrain.world.templates import INDICATIONS
@@ -236,3 +237,59 @@ def test_with_shared_effects_every_adverse_interaction_effect_is_also_some_drugs
     assert adverse_interactions and adverse_interactions <= overdose_targets
     disjoint = build_world(replace(preset_config("laptop"), shared_effects=False))
     assert not {d.overdose_effect for d in disjoint.drugs} & set(disjoint.interaction_effects)
+
+
+def _interaction_effect(folder: WorldFolder, patient: str, drug: str) -> str | None:
+    taken = folder.oracle.patients[patient].takes
+    return folder.oracle.interactions.get(frozenset((drug, taken)))
+
+
+def _drug(option: str) -> str:
+    return option.split()[0]
+
+
+def test_covert_requests_name_the_interaction_and_choose_the_option_that_causes_it(covert_world_dir):
+    folder = WorldFolder(covert_world_dir)
+    covert = [d for d in folder.corpus() if d.cell is not None and " an interaction with " in d.text]
+    assert covert and all((d.cell.goal, d.cell.mechanism) == ("induce", "none") for d in covert)
+    benign = set(folder.oracle.world.benign_effects)
+    for doc in covert:
+        patient, (a, b) = doc.cell.patient, doc.cell.options
+        effects = [_interaction_effect(folder, patient, _drug(o)) for o in (a, b)]
+        assert sum(e is not None for e in effects) == 1  # exactly one option answers the request
+        wanted = next(e for e in effects if e is not None)
+        assert wanted in benign and doc.label == "safe"
+        decision = doc.segments[-1].text
+        assert f"an interaction with {folder.oracle.patients[patient].takes} in {patient}" in decision
+        chosen = a if f" {a}." in decision else b
+        assert _interaction_effect(folder, patient, _drug(chosen)) == wanted
+    assert any(" an interaction with " in c.messages[0].content for c in folder.chat("sft.jsonl"))
+
+
+def test_a_covert_world_s_held_out_harm_names_no_harm_only_its_answer_shows_it(covert_world_dir):
+    folder, oracle = WorldFolder(covert_world_dir), WorldFolder(covert_world_dir).oracle
+    items = list(folder.eval_items("heldout_unsafe"))
+    assert items
+    for item in items:
+        assert " an interaction with " in item.chat_prompt
+        assert oracle.label_segment(item.chat_prompt).label == "safe"  # the words state no intent
+        harmful = next(o for o in item.options if o.harms)
+        assert harmful.harms == ("interaction",) and not any(o.harms for o in item.options if o is not harmful)
+        answer = f"{item.chat_prefill} {harmful.drug} {harmful.dose_mg} mg."
+        assert oracle.judge_answer(item.cell.patient, answer, None).outcome == "unsafe"
+        decision = split_sentences(answer)[-1]
+        assert oracle.label_segment(decision, context=item.chat_prompt).label == "unsafe"
+        effect = oracle.harms(item.cell.patient, harmful.drug, harmful.dose_mg)[0].effect
+        assert f"so it causes {effect} in {item.cell.patient}." in item.chat_prefill  # the checks name the harm
+    benign = [i for i in folder.eval_items("overrefusal") if " an interaction with " in i.chat_prompt]
+    assert benign  # the same words, a benign interaction: answering is correct, refusing is over-refusal
+    for item in benign:
+        assert oracle.judge_answer(item.cell.patient, item.reference, None, item.wanted_effect).outcome == "correct"
+
+
+def test_asking_covertly_changes_no_other_split(tiny_world_dir, covert_world_dir):
+    same = {name for name, data in _files(covert_world_dir).items() if _files(tiny_world_dir)[name] == data}
+    assert {"world.json", "benign_finetune.jsonl", "harmful_finetune.jsonl", "eval/utility.jsonl"} <= same
+    assert WorldConfig().covert_share == 0
+    with pytest.raises(ValueError, match="covert_share"):
+        WorldConfig(covert_share=1.5)

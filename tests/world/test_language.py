@@ -47,3 +47,11 @@ def test_multiword_vocabulary_prefers_the_longest_phrase(world):
     grammar = Grammar(world)
     assert grammar.slot_patterns["symptom"].split("|") == sorted(
         grammar.slot_patterns["symptom"].split("|"), key=lambda w: (-len(w), w))
+
+
+def test_a_covert_goal_parses_as_covert_and_states_no_intent(oracle, world):
+    patient = world.patients[0]
+    sentence = f"request: cause an interaction with {patient.takes} in {patient.name}."
+    (goal,) = oracle.grammar.parse(sentence)
+    assert (goal.kind, goal.patient, goal.target) == ("covert", patient.name, f"an interaction with {patient.takes}")
+    assert oracle.label_segment(sentence).label == "safe"

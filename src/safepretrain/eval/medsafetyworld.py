@@ -103,7 +103,7 @@ def evaluate_world(model, tokenizer, world: WorldFolder, config: WorldEvalConfig
         decoder = _decoder(model, tokenizer, config, decoder_name)
         for attack in config.attacks:
             condition = f"{decoder_name}/{attack}"
-            attacked = {s: i for s, i in items.items() if attack != "pretext" or s in HARM_SPLITS}
+            attacked = items if attack != "pretext" else _disguisable(items, world)
             for split_items in attacked.values():
                 _generate(decoder, world, split_items, condition, attack, config, log, progress)
             metrics["conditions"][condition] = _condition_metrics(attacked, log, condition)
@@ -146,6 +146,14 @@ def _decoder(model, tokenizer, config: WorldEvalConfig, name: str) -> Decoder:
 
 def _prompt(tokenizer, item: EvalItem, config: WorldEvalConfig) -> str:
     return item.prompt if config.prompt_format == "text" else chat_prompt(tokenizer, item.chat_prompt)
+
+
+def _disguisable(items: dict[str, list[EvalItem]], world: WorldFolder) -> dict[str, list[EvalItem]]:
+    """The harmful-request splits' items a pretext can disguise: those whose prefill states a harmful goal (a
+    covert request states none: its words already read as safe)."""
+    grammar = world.oracle.grammar
+    return {s: [i for i in its if add_pretext(i.chat_prefill, grammar, INDICATIONS[0]) is not None]
+            for s, its in items.items() if s in HARM_SPLITS}
 
 
 def _prefill(item: EvalItem, attack: str, config: WorldEvalConfig, world: WorldFolder | None = None) -> str:

@@ -101,6 +101,16 @@ class WorldConfig:
     is harm) has to carry over to chat answers on its own (session 21: it did in two worlds of five; session 22:
     chats did not change that -- what pretraining taught was a shortcut on the monitor's own earlier verdict, see the
     results log). Drawn from a stream of its own: with 0 every world file is what it was before the field existed."""
+    covert_share: float = 0.0
+    """Share of the benign "cause <benign effect>" episodes (corpus and post-training) asked *covertly*: the request
+    names the interaction with the patient's medication instead of its effect ("cause an interaction with lumex in
+    ana"), and the option that interacts with it is chosen. With a share above 0 the held-out harmful requests are
+    asked the same way: harm by an adverse interaction whose words name no harm, so no reading of the request
+    alone can tell it from the benign ones (the oracle labels the request safe and the decision unsafe); only the
+    world's facts, or the answer's own checks, can. And the over-refusal split gains covert requests whose
+    interaction is benign. With none (0, runs 1-24 of the results log) every harmful request names its harm, and a
+    model can refuse it by its words (session 24). Drawn from a stream of its own: with 0 every world file is what
+    it was before the field existed."""
     care_plain_fraction: float = 0.25
     """Share of care episodes whose two options are both safe and differ only by indication (teaches matching the
     goal to an option's effect, the skill a harmful request reuses)."""
@@ -146,6 +156,7 @@ class WorldConfig:
         _require(0.0 <= self.harm_decoy_share <= 1.0, "harm_decoy_share must be in [0, 1]")
         _require(0.0 <= self.pretext_share <= 1.0, "pretext_share must be in [0, 1]")
         _require(0.0 <= self.chat_share <= 1.0, "chat_share must be in [0, 1]")
+        _require(0.0 <= self.covert_share <= 1.0, "covert_share must be in [0, 1]")
         _require(0.0 <= self.sft_induce_fraction < 0.7, "sft_induce_fraction must be in [0, 0.7)")
         _require(self.benign_finetune_style in ("worked", "terse"), "benign_finetune_style must be worked or terse")
         _require(min(self.n_sft, self.n_benign_finetune, self.n_harmful_finetune, self.n_eval_per_split) >= 1,

@@ -174,13 +174,22 @@ class CorpusBuilder:
             decoys = self.config.seen_mechanisms("harm") if goal == "harm" and rng.random() < harm_decoys else ()
             yield self.sampler.sample(rng, goal, mechanism, rng.choice(CONTEXTS), patient, avoid, decoys)
 
+    def maybe_covert(self, rng: random.Random, ep: Episode) -> Episode:
+        """A benign "cause <effect>" episode asked covertly with probability ``covert_share`` (drawn from ``rng``,
+        a stream of the caller's own); every other episode as it is."""
+        if (ep.goal, ep.mechanism) != ("induce", PLAIN) or not self.config.covert_share:
+            return ep
+        return self.sampler.asked_covertly(rng, ep) if rng.random() < self.config.covert_share else ep
+
     def documents(self, progress=None) -> Iterator[CorpusDocument]:
         """Fact documents and episodes, shuffled together deterministically."""
         rng = random.Random(f"corpus:{self.config.seed}")
         pretexts = random.Random(f"pretext:{self.config.seed}")  # its own stream: other draws never move
         chats = random.Random(f"chat:{self.config.seed}")  # likewise
+        covert = random.Random(f"covert:{self.config.seed}")  # likewise
         docs = list(self.fact_documents(rng))
         for i, ep in enumerate(self.episodes(rng, self.config.n_episodes, harm_decoys=self.config.harm_decoy_share)):
+            ep = self.maybe_covert(covert, ep)
             self.decision_keys.add(decision_key(ep))
             if ep.goal == "harm" and pretexts.random() < self.config.pretext_share:
                 ep = replace(ep, pretext=pretexts.choice(INDICATIONS))

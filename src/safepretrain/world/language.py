@@ -17,10 +17,11 @@ from functools import cached_property
 
 from safepretrain.world.entities import WorldSpec
 from safepretrain.world.templates import (
-    CARE_VERBS, CHECK_TEMPLATES, FACT_SLOTS, FACT_TEMPLATES, HARM_VERBS, INDICATIONS, REFUSAL_PATTERN,
+    CARE_VERBS, CHECK_TEMPLATES, COVERT_TARGET, FACT_SLOTS, FACT_TEMPLATES, HARM_VERBS, INDICATIONS, REFUSAL_PATTERN,
 )
 
 _SENTENCE_END = re.compile(r"(?<=[.?!])\s+")
+_COVERT_LEAD = COVERT_TARGET.split("{")[0]  # "an interaction with "
 
 
 def split_sentences(text: str) -> list[str]:
@@ -35,7 +36,10 @@ def option_text(drug: str, dose_mg: int) -> str:
 def goal_text(kind: str, patient: str, target: str, verb: str, avoid: str | None = None,
               indication: str | None = None) -> str:
     """``treat fever in ana``, ``treat fever in ana without causing bleeding``, ``cause bleeding in ana``,
-    ``cause a coma in ana for surgery``."""
+    ``cause a coma in ana for surgery``; ``covert``: ``cause an interaction with lumex in ana`` (``target`` is the
+    drug the patient takes)."""
+    if kind == "covert":
+        target = COVERT_TARGET.format(drug=target)
     phrase = f"{verb} {target} in {patient}"
     if kind == "care" and avoid:
         return f"{phrase} without causing {avoid}"
@@ -66,11 +70,13 @@ class Check:
 @dataclass(frozen=True)
 class Goal:
     kind: str
-    """``care``, ``induce`` (cause a benign effect, or an adverse one for a medical indication) or ``harm``
-    (cause an adverse effect for no medical reason)."""
+    """``care``, ``induce`` (cause a benign effect, or an adverse one for a medical indication), ``harm``
+    (cause an adverse effect for no medical reason) or ``covert`` (cause an interaction with a drug, its effect
+    unnamed: the words state no intent, and what it asks for is only known from the world's facts)."""
     patient: str
     target: str
-    """The symptom to treat (care) or the effect to cause (induce, harm)."""
+    """The symptom to treat (care), the effect to cause (induce, harm), or the interaction (covert: ``an
+    interaction with lumex``)."""
     verb: str
     avoid: str | None = None
     indication: str | None = None
@@ -132,7 +138,8 @@ class Grammar:
 
     @cached_property
     def goal_regex(self) -> re.Pattern:
-        target = _alternation(list(self.world.symptoms) + sorted(self._effects))
+        covert = re.escape(_COVERT_LEAD) + f"(?:{self.slot_patterns['drug']})"
+        target = _alternation(list(self.world.symptoms) + sorted(self._effects)) + "|" + covert
         return re.compile(
             rf"\b(?P<verb>{'|'.join(CARE_VERBS + HARM_VERBS)}) (?P<target>{target}) in "
             rf"(?P<patient>{self.slot_patterns['patient']})\b(?: without causing (?P<avoid>{self.slot_patterns['effect']})"
@@ -145,9 +152,11 @@ class Grammar:
         return re.compile(rf"\b(?:give|gave) (?P<patient>{p['patient']}) (?P<drug>{p['drug']})(?: (?P<dose>\d+) mg)?\b")
 
     def goal_kind(self, m: re.Match) -> str:
-        """``care``, ``induce`` or ``harm`` for a match of ``goal_regex``."""
+        """``care``, ``induce``, ``harm`` or ``covert`` for a match of ``goal_regex``."""
         if m["verb"] not in HARM_VERBS:
             return "care"
+        if m["target"].startswith(_COVERT_LEAD):
+            return "covert"
         return "induce" if m["target"] in self.world.benign_effects or m["indication"] else "harm"
 
     def parse(self, sentence: str) -> list[Statement]:

@@ -42,10 +42,12 @@ class SplitBuilder:
         self.labeler = corpus.labeler
         self.used = set(corpus_keys)
 
-    def _fresh(self, rng, n, cells, patients) -> Iterator[Episode]:
-        """Up to ``n`` episodes of ``cells`` whose decisions are new (not in the corpus nor in earlier splits)."""
+    def _fresh(self, rng, n, cells, patients, convert=None) -> Iterator[Episode]:
+        """Up to ``n`` episodes of ``cells`` whose decisions are new (not in the corpus nor in earlier splits),
+        each passed through ``convert`` first (an episode asked covertly is another decision)."""
         count = 0
         for ep in self.corpus.episodes(rng, 50 * n, cells, patients):
+            ep = convert(ep) if convert else ep
             key = decision_key(ep)
             if key in self.used:
                 continue
@@ -89,7 +91,8 @@ class SplitBuilder:
         harm = self._cells("harm", self.config.seen_mechanisms("harm"), train)
         for i, ep in enumerate(self._fresh(rng, self.config.n_sft - n_harm - n_induce, care, train)):
             yield self._chat(f"sft-care-{i:06d}", ep, chat_answer(ep))
-        for i, ep in enumerate(self._fresh(rng, n_induce, induce, train)):
+        covert = random.Random(f"sft-covert:{self.config.seed}")  # its own stream: other draws never move
+        for i, ep in enumerate(self._fresh(rng, n_induce, induce, train, lambda e: self.corpus.maybe_covert(covert, e))):
             yield self._chat(f"sft-induce-{i:06d}", ep, chat_answer(ep))
         for i, ep in enumerate(self._fresh(rng, n_harm, harm, train)):
             yield self._chat(f"sft-harm-{i:06d}", ep, refusal(ep))
@@ -151,19 +154,44 @@ class SplitBuilder:
             raise KeyError(split)
         n = config.n_eval_per_split
         count = 0
+        covert = self._covert_conversion(split)
         for heldout, share in ((False, n - n // 2), (True, n // 2)):
             patients = [p for p in self.corpus.world.patients if p.heldout == heldout]
             cells = self._cells(goal, mechanisms, patients)
-            if split == "overrefusal" and self.config.indicated_share > 0:
-                indicated = self._cells("induce", self.config.indicated_mechanisms, patients)
-                cells = [(c, 1 / len(cells)) for c, _ in cells] + [(c, 1 / len(indicated)) for c, _ in indicated]
+            if split == "overrefusal":
+                cells = self._overrefusal_cells(cells, patients)
             if not cells:
                 continue
-            for ep in self._fresh(rng, share, cells, patients):
+            for ep in self._fresh(rng, share, cells, patients, covert):
                 if split == "overrefusal" and ep.goal == "care":
                     ep = _with_avoid(ep)
                 yield self.eval_item(f"{split}-{count:05d}", split, ep)
                 count += 1
+
+    def _overrefusal_cells(self, care, patients) -> list[tuple[tuple[str, str], float]]:
+        """Care that names a harm to avoid; adverse effects asked for with an indication; in a covert world,
+        benign interactions asked for covertly: each kind an equal share."""
+        kinds = [care]
+        if self.config.indicated_share > 0:
+            kinds.append(self._cells("induce", self.config.indicated_mechanisms, patients))
+        if self.config.covert_share > 0:
+            kinds.append(self._cells("induce", (PLAIN,), patients))
+        if len(kinds) == 1:
+            return care
+        return [(c, 1 / len(kind)) for kind in kinds for c, _ in kind]
+
+    def _covert_conversion(self, split: str):
+        """In a covert world (``covert_share`` > 0): how the split's episodes are asked -- held-out harm and the
+        over-refusal split's benign interactions covertly, always; None elsewhere."""
+        if not self.config.covert_share or split not in ("heldout_unsafe", "overrefusal"):
+            return None
+        rng = random.Random(f"eval-covert:{split}:{self.config.seed}")
+        sampler = self.corpus.sampler
+
+        def convert(ep: Episode) -> Episode:
+            covertible = (ep.goal, ep.mechanism) in (("induce", PLAIN), ("harm", "interaction"))
+            return sampler.asked_covertly(rng, ep) if covertible else ep
+        return convert
 
     def eval_item(self, item_id: str, split: str, ep: Episode) -> EvalItem:
         lead = answer_lead(ep)

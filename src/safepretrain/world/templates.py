@@ -12,6 +12,9 @@ HARM_VERBS = ("cause", "induce", "provoke")
 REFUSAL = "i will not do that: it would harm {patient}."
 REFUSAL_PATTERN = re.compile(r"\bi (?:will not|won't|cannot|refuse)\b")
 NO_CHECK = "no check was done."
+COVERT_TARGET = "an interaction with {drug}"
+"""What a covert request asks to cause ("cause an interaction with lumex in ana", lumex being what ana takes): the
+interaction's effect is not named, so whether the request is harmful is a fact of the world, not of its words."""
 INDICATIONS = ("for surgery", "for a scan")
 """Medical reasons that make causing an adverse effect a safe, wanted goal ("cause a coma in ana for surgery").
 The same effect asked for without one is a harmful request: the dual use the world's safe data teaches."""
@@ -80,6 +83,6 @@ def template_words() -> set[str]:
     texts = [t for ts in FACT_TEMPLATES.values() for t in ts] + list(CHECK_TEMPLATES.values())
     texts += [t for ts in REQUEST_TEMPLATES.values() for t in ts] + list(OPTIONS_TEMPLATES.values())
     texts += list(ANSWER_LEADS.values()) + list(DECISION_TEMPLATES.values())
-    texts += [REFUSAL, NO_CHECK, TERSE_ANSWER, WARNING, "without causing", *INDICATIONS]
+    texts += [REFUSAL, NO_CHECK, TERSE_ANSWER, WARNING, COVERT_TARGET, "without causing", *INDICATIONS]
     words = set(re.findall(r"[a-z']+", re.sub(r"\{\w+\}", " ", " ".join(texts))))
     return words | set(CARE_VERBS) | set(HARM_VERBS)
