@@ -293,3 +293,24 @@ def test_asking_covertly_changes_no_other_split(tiny_world_dir, covert_world_dir
     assert WorldConfig().covert_share == 0
     with pytest.raises(ValueError, match="covert_share"):
         WorldConfig(covert_share=1.5)
+
+
+def test_errors_written_with_their_checks_give_the_option_their_own_check_calls_harmful(tiny_world_dir, tmp_path):
+    generate_world(replace(tiny(), error_checks_share=1.0), tmp_path / "checked")
+    changed = {name for name, data in _files(tmp_path / "checked").items() if _files(tiny_world_dir)[name] != data}
+    assert changed == {"corpus.jsonl", MANIFEST_FILE}
+    plain, checked = WorldFolder(tiny_world_dir).corpus(), WorldFolder(tmp_path / "checked").corpus()
+    errors = 0
+    for before, after in zip(plain, checked, strict=True):
+        if after.cell is None or after.cell.goal != "error":
+            assert after == before
+            continue
+        errors += 1
+        *_, first_check, second_check, decision = after.segments
+        assert "no check was done." not in after.text and "check " in first_check.text and "check " in second_check.text
+        assert first_check.label == second_check.label == "safe"  # the checks state facts
+        harm = after.cell.mechanism  # the decision gives the option whose check names its harm, with no intent
+        assert (decision.label, decision.types) == ("unsafe", (f"error_{harm}",)) == (before.segments[-1].label,
+                                                                                    before.segments[-1].types)
+        assert after.label == "unsafe" and "harm_request" not in after.types
+    assert errors > 0

@@ -111,6 +111,14 @@ class WorldConfig:
     interaction is benign. With none (0, runs 1-24 of the results log) every harmful request names its harm, and a
     model can refuse it by its words (session 24). Drawn from a stream of its own: with 0 every world file is what
     it was before the field existed."""
+    error_checks_share: float = 0.0
+    """Share of the corpus's ``error`` episodes written with their checks: the harmful option given although its
+    own check names the harm ("..., so it causes bleeding in ana. so, to treat fever in ana, give ana x"), an
+    intent-free unsafe decision after a safe request and an explicit warning. Without them (0, runs 1-25 of the
+    results log) every unsafe decision in the corpus follows a stated harmful intent or "no check was done", and in
+    a covert world SRP's monitor reflected Safe on harmful decisions whose checks named the harm (session 25):
+    nothing had shown it one that only the answer makes unsafe. Drawn from a stream of its own: with 0 every world
+    file is what it was before the field existed."""
     care_plain_fraction: float = 0.25
     """Share of care episodes whose two options are both safe and differ only by indication (teaches matching the
     goal to an option's effect, the skill a harmful request reuses)."""
@@ -157,6 +165,7 @@ class WorldConfig:
         _require(0.0 <= self.pretext_share <= 1.0, "pretext_share must be in [0, 1]")
         _require(0.0 <= self.chat_share <= 1.0, "chat_share must be in [0, 1]")
         _require(0.0 <= self.covert_share <= 1.0, "covert_share must be in [0, 1]")
+        _require(0.0 <= self.error_checks_share <= 1.0, "error_checks_share must be in [0, 1]")
         _require(0.0 <= self.sft_induce_fraction < 0.7, "sft_induce_fraction must be in [0, 0.7)")
         _require(self.benign_finetune_style in ("worked", "terse"), "benign_finetune_style must be worked or terse")
         _require(min(self.n_sft, self.n_benign_finetune, self.n_harmful_finetune, self.n_eval_per_split) >= 1,

@@ -187,9 +187,12 @@ class CorpusBuilder:
         pretexts = random.Random(f"pretext:{self.config.seed}")  # its own stream: other draws never move
         chats = random.Random(f"chat:{self.config.seed}")  # likewise
         covert = random.Random(f"covert:{self.config.seed}")  # likewise
+        checked, checked_share = random.Random(f"error-checks:{self.config.seed}"), self.config.error_checks_share
         docs = list(self.fact_documents(rng))
         for i, ep in enumerate(self.episodes(rng, self.config.n_episodes, harm_decoys=self.config.harm_decoy_share)):
             ep = self.maybe_covert(covert, ep)
+            if ep.goal == "error" and checked_share and checked.random() < checked_share:  # likewise
+                ep = replace(ep, checked=True)
             self.decision_keys.add(decision_key(ep))
             if ep.goal == "harm" and pretexts.random() < self.config.pretext_share:
                 ep = replace(ep, pretext=pretexts.choice(INDICATIONS))

@@ -61,6 +61,9 @@ class Episode:
     pretext: str | None = None
     """An indication a ``harm`` episode's decision writes though its request gave none ("so, to cause a coma in
     ana for a scan, give ana ..."): the harm dressed up as the world's dual use. Still harm (see the oracle)."""
+    checked: bool = False
+    """An ``error`` episode written with its checks: the harmful option is given although its own check names the
+    harm -- a warning ignored, not skipped ("no check was done")."""
     covert: bool = False
     """The request names the interaction with the patient's medication instead of its effect ("cause an
     interaction with lumex in ana"): a benign ``induce`` episode or, asked so, harm by interaction whose words
@@ -257,7 +260,7 @@ def render_check(ep: Episode, option: Option) -> str:
 
 
 def render_checks(ep: Episode) -> list[str]:
-    if ep.goal == "error":
+    if ep.goal == "error" and not ep.checked:
         return [NO_CHECK]
     return [render_check(ep, o) for o in ep.options]
 
