@@ -19,7 +19,9 @@ from safepretrain.markup import SPECIAL
 from safepretrain.world.generate import WorldFolder
 
 PLACES = ("request", "checks", "decision", "served", "otherwise")
-STAGES = {"post": "eval-post", "finetuned": "eval-finetuned"}
+STAGES = {"pretrained": "eval-text", "post": "eval-post", "finetuned": "eval-finetuned"}
+"""Where each stage's samples are: a pretrained model is evaluated on text prompts, greedily, the guard reading the
+reflections it writes itself (its folder is the model's); a post-trained or attacked one as the cell's, asked."""
 
 
 def place(sample: dict, patient_action: str) -> str:
@@ -36,12 +38,22 @@ def place(sample: dict, patient_action: str) -> str:
     return "decision" if sample["prefill"] or patient_action in before else "checks"
 
 
-def counts(cell: Path, world: WorldFolder, stage: str, attack: str) -> dict[str, int]:
-    items = {i.id: i for i in world.eval_items("heldout_unsafe")}
+def samples(run: Path, recipe: str, seed: int, stage: str) -> tuple[Path, str]:
+    """The stage's samples file and the decoder whose answers to read."""
+    cell = run / "cells" / recipe / "start0" / f"seed{seed}"
+    if stage == "pretrained":
+        model = Path(json.loads((cell / "manifest.json").read_text())["paths"]["pretrained_model"]).parents[1].name
+        return run / "models" / f"seed{seed}" / model / STAGES[stage] / "samples.jsonl", "greedy"
+    return cell / STAGES[stage] / "samples.jsonl", "reflect"
+
+
+def counts(run: Path, recipe: str, seed: int, stage: str, attack: str) -> dict[str, int]:
+    items = {i.id: i for i in WorldFolder(run / "worlds" / f"seed{seed}").eval_items("heldout_unsafe")}
+    path, decoder = samples(run, recipe, seed, stage)
     found = dict.fromkeys(PLACES, 0)
-    for line in (cell / STAGES[stage] / "samples.jsonl").read_text().splitlines():
+    for line in path.read_text().splitlines():
         sample = json.loads(line)
-        if sample["key"].startswith(f"gen/reflect/{attack}/heldout_unsafe-"):
+        if sample["key"].startswith(f"gen/{decoder}/{attack}/heldout_unsafe-"):
             found[place(sample, f"give {items[sample['id']].cell.patient} ")] += 1
     return found
 
@@ -52,8 +64,7 @@ def main(run: Path, recipe: str, stages: list[str], attacks: list[str]) -> None:
     print("|---|---|" + "---|" * len(PLACES))
     for stage in stages:
         for attack in attacks:
-            per_world = [counts(run / "cells" / recipe / "start0" / f"seed{s}", WorldFolder(run / "worlds" / f"seed{s}"),
-                                stage, attack) for s in cfg["seeds"]]
+            per_world = [counts(run, recipe, seed, stage, attack) for seed in cfg["seeds"]]
             cells = [", ".join(str(c[p]) for c in per_world) for p in PLACES]
             print(f"| {stage} | {attack} | " + " | ".join(cells) + " |")
 
@@ -62,7 +73,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path)
     parser.add_argument("--recipe", default="srp")
-    parser.add_argument("--stages", default="post,finetuned")
+    parser.add_argument("--stages", default="pretrained,post,finetuned")
     parser.add_argument("--attacks", default="direct,prefill")
     args = parser.parse_args()
     main(args.run, args.recipe, args.stages.split(","), args.attacks.split(","))
