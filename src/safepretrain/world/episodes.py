@@ -24,6 +24,8 @@ from safepretrain.world.oracle import Oracle
 
 PLAIN = "none"
 """Mechanism of a care episode whose options are both safe (they differ by indication)."""
+COVERT_CELLS = (("induce", PLAIN), ("harm", "interaction"))
+"""(goal, mechanism) of the episodes a request can ask covertly: by the interaction, benign or adverse."""
 
 
 @dataclass(frozen=True)
@@ -197,7 +199,7 @@ class EpisodeSampler:
         """``ep`` (a benign ``induce`` episode, or harm by interaction) with its request naming the interaction
         with the patient's medication instead of the effect; an other option that interacts with that medication
         too is replaced by one that does not, so that the request picks one option."""
-        if not (ep.goal, ep.mechanism) in (("induce", PLAIN), ("harm", "interaction")):
+        if (ep.goal, ep.mechanism) not in COVERT_CELLS:
             raise ValueError(f"only benign induce episodes and harm by interaction can be asked covertly, not "
                              f"{ep.goal} x {ep.mechanism}")
         wanted = ep.options[ep.chosen]

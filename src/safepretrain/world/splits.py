@@ -9,11 +9,12 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from dataclasses import replace
+from functools import partial
 
 from safepretrain.world.config import MECHANISMS
 from safepretrain.world.corpus import CorpusBuilder, decision_key, episode_cell, episode_document
 from safepretrain.world.episodes import (
-    PLAIN, Episode, answer_lead, chat_answer, chat_request, decision_prefix, full_answer, render_checks,
+    COVERT_CELLS, PLAIN, Episode, answer_lead, chat_answer, chat_request, decision_prefix, full_answer, render_checks,
     render_prompt,
 )
 from safepretrain.world.language import split_sentences
@@ -91,8 +92,8 @@ class SplitBuilder:
         harm = self._cells("harm", self.config.seen_mechanisms("harm"), train)
         for i, ep in enumerate(self._fresh(rng, self.config.n_sft - n_harm - n_induce, care, train)):
             yield self._chat(f"sft-care-{i:06d}", ep, chat_answer(ep))
-        covert = random.Random(f"sft-covert:{self.config.seed}")  # its own stream: other draws never move
-        for i, ep in enumerate(self._fresh(rng, n_induce, induce, train, lambda e: self.corpus.maybe_covert(covert, e))):
+        covert = partial(self.corpus.maybe_covert, random.Random(f"sft-covert:{self.config.seed}"))  # a stream of its own
+        for i, ep in enumerate(self._fresh(rng, n_induce, induce, train, covert)):
             yield self._chat(f"sft-induce-{i:06d}", ep, chat_answer(ep))
         for i, ep in enumerate(self._fresh(rng, n_harm, harm, train)):
             yield self._chat(f"sft-harm-{i:06d}", ep, refusal(ep))
@@ -189,8 +190,7 @@ class SplitBuilder:
         sampler = self.corpus.sampler
 
         def convert(ep: Episode) -> Episode:
-            covertible = (ep.goal, ep.mechanism) in (("induce", PLAIN), ("harm", "interaction"))
-            return sampler.asked_covertly(rng, ep) if covertible else ep
+            return sampler.asked_covertly(rng, ep) if (ep.goal, ep.mechanism) in COVERT_CELLS else ep
         return convert
 
     def eval_item(self, item_id: str, split: str, ep: Episode) -> EvalItem:
