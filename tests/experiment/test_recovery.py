@@ -12,7 +12,7 @@ from safepretrain.experiment import stages
 from safepretrain.experiment.config import tiny
 from safepretrain.experiment.stages import Layout, make_sft_data, recovery_chat
 from safepretrain.markup import END_OF_TEXT, SPECIAL
-from safepretrain.world.generate import RECOVERY_FILE
+from safepretrain.world.generate import ERROR_RECOVERY_FILE, RECOVERY_FILE
 from safepretrain.world.templates import INDICATIONS
 
 
@@ -98,3 +98,48 @@ def test_srp_recovery_can_force_the_answer_in_srp_s_own_shape_with_each_check_re
     assert [r.is_safe for r in reflections] == [True] * checks + [False]  # every check Safe, the decision Unsafe
     assert SPECIAL.strip(answer["prefill"]) == record["messages"][1]["content"]
     assert recovery_chat(record, "plain", interleaved=True) == recovery_chat(record, "plain")
+
+
+def _error_recovery(tiny_world_dir):
+    return [json.loads(line) for line in (tiny_world_dir / ERROR_RECOVERY_FILE).read_text().splitlines()]
+
+
+def test_the_error_recovery_split_answers_care_with_the_option_its_own_check_calls_harmful(tiny_folder, tiny_world_dir):
+    records = _error_recovery(tiny_world_dir)
+    assert len(records) == tiny().world_config(0).n_harmful_finetune
+    heldout = {p.name for p in tiny_folder.oracle.world.patients if p.heldout}
+    for record in records:
+        request, answer = (m["content"] for m in record["messages"])
+        assert record["prompt_label"] == "safe" and record["cell"]["goal"] == "error"
+        assert record["cell"]["mechanism"] != "contraindication"  # the held-out error mechanism stays out
+        assert record["cell"]["patient"] not in heldout and "no check was done" not in answer
+        *checks, decision = record["response_segments"]
+        assert all(c["label"] == "safe" for c in checks) and len(checks) == 2
+        assert (decision["label"], decision["types"]) == ("unsafe", [f"error_{record['cell']['mechanism']}"])
+
+
+def test_error_recovery_srp_flags_the_careless_decision_and_plain_gives_the_safe_option(tiny_folder, tiny_world_dir):
+    for record in _error_recovery(tiny_world_dir)[:5]:
+        patient, options = record["cell"]["patient"], record["cell"]["options"]
+        srp = recovery_chat(record, "srp", interleaved=True)["messages"][1]
+        assert srp["prefill"].startswith(SPECIAL.render("Safe") + "\n")  # the verdict SRP gives a care request
+        assert srp["content"].endswith(SPECIAL.render("Unsafe", (f"error_{record['cell']['mechanism']}",))
+                                       + END_OF_TEXT)
+        plain = recovery_chat(record, "plain")["messages"][1]
+        assert plain["prefill"].endswith(f"give {patient}")
+        given = plain["content"][len(plain["prefill"]):].strip().rstrip(".")
+        drug, dose = given.split()[0], int(given.split()[1])
+        assert given in options and not tiny_folder.oracle.harms(patient, drug, dose)
+
+
+def test_sft_data_gets_the_error_recovery_chats_for_every_recipe(tiny_world_dir, tmp_path):
+    cfg = replace(tiny(), out=str(tmp_path / "x"), recovery_errors=4)
+    shutil.copytree(tiny_world_dir, Layout(cfg).world(0))
+    for kind in ("plain", "srp"):
+        rows = [json.loads(line) for line in make_sft_data(cfg, 0, kind).read_text().splitlines()]
+        assert [r["id"] for r in rows if "prefill" in r["messages"][-1]] == [f"error-recovery-{i:06d}" for i in range(4)]
+    older = replace(cfg, out=str(tmp_path / "y"))  # a world generated before the split existed
+    shutil.copytree(tiny_world_dir, Layout(older).world(0))
+    (Layout(older).world(0) / ERROR_RECOVERY_FILE).unlink()
+    with pytest.raises(UserError, match="recovery_errors: 0"):
+        stages.make_sft_data(older, 0, "srp")

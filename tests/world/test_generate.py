@@ -21,7 +21,7 @@ from safepretrain.world.templates import INDICATIONS
 
 EXPECTED_FILES = {
     "world.json", "corpus.jsonl", "sft.jsonl", "benign_finetune.jsonl", "harmful_finetune.jsonl", "recovery.jsonl",
-    "manifest.json",
+    "error_recovery.jsonl", "manifest.json",
     *(f"eval/{s}.jsonl" for s in (*SPLITS, "reflection")),
 }
 

@@ -62,6 +62,14 @@ class ExperimentConfig:
     answer itself (asked for a reflection at each sentence end), where the others show the raw text a prefill attack
     forces. Drawn per chat, independently of ``recovery_pretexts``. Plain post-training's recovery is the same
     either way."""
+    recovery_errors: int = 0
+    """Error recovery chats added to every recipe's post-training, from the world's ``error_recovery.jsonl``: a
+    care request whose answer is forced through its checks to the option its own check calls harmful (a seen error
+    mechanism), then the recipe's recovery -- SRP's writes the decision's Unsafe reflection and stops; plain
+    post-training answers with the safe option where the drug comes, as care is answered. SRP's post-training
+    otherwise shows an Unsafe reflection only where the request is harmful: in a covert world (whose harmful
+    requests read as safe) the monitor reflected Safe on harmful decisions right after its own check named the
+    harm (results log, session 25). 0: none."""
     reuse_from: str = ""
     """Another experiment's folder whose finished stages to reuse: its worlds, tokenizers, pretraining data and
     pretrained models are copied here for the seeds and recipes this grid needs, and so are its post-trained and
@@ -118,8 +126,8 @@ class ExperimentConfig:
             raise ValueError(f"unknown recipes {sorted(unknown)}; choose from {', '.join(RECIPES)}")
         if not self.seeds or not self.recipes or not self.curriculum_starts:
             raise ValueError("seeds, recipes and curriculum_starts must not be empty")
-        if self.recovery_chats < 0:
-            raise ValueError("recovery_chats must be at least 0")
+        if self.recovery_chats < 0 or self.recovery_errors < 0:
+            raise ValueError("recovery_chats and recovery_errors must be at least 0")
         for name in ("recovery_pretexts", "recovery_interleaved"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1]")

@@ -19,7 +19,8 @@ from safepretrain.experiment.config import ExperimentConfig, differing_fields, s
 from safepretrain.experiment.stages import Cell, Layout, token_counts
 from safepretrain.io import atomic_directory, atomic_open
 
-POST_TRAINING = ("recovery_chats", "recovery_pretexts", "recovery_interleaved", "sft_epochs", "train_overrides.sft")
+POST_TRAINING = ("recovery_chats", "recovery_pretexts", "recovery_interleaved", "recovery_errors", "sft_epochs",
+                 "train_overrides.sft")
 FINETUNING = (*POST_TRAINING, "finetune_attack", "finetune_epochs", "train_overrides.finetune")
 BASE_EVALUATION = ("eval_items", "eval_max_new_tokens", "reflect_every")  # text prompts: no answer to open
 EVALUATION = (*BASE_EVALUATION, "reflect_on_request")

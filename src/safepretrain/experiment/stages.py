@@ -149,19 +149,21 @@ def make_sft_data(cfg: ExperimentConfig, seed: int, kind: str) -> Path:
     from safepretrain.io import read_jsonl
     from safepretrain.markup import SPECIAL
     from safepretrain.pipeline.srp_sft import SrpSftConfig, srp_chat
-    from safepretrain.world.generate import WorldFolder
+    from safepretrain.world.generate import ERROR_RECOVERY_FILE, RECOVERY_FILE, WorldFolder
 
     layout = Layout(cfg)
     source = layout.world(seed) / "sft.jsonl"
-    if kind == "plain" and not cfg.recovery_chats:
+    if kind == "plain" and not cfg.recovery_chats and not cfg.recovery_errors:
         return source
     out = layout.sft_data(seed, kind)
     if not out.is_file():
         grammar = WorldFolder(layout.world(seed)).oracle.grammar if cfg.recovery_pretexts else None
-        records = _recovery_records(layout.world(seed), cfg.recovery_chats)
+        records = _recovery_records(layout.world(seed), RECOVERY_FILE, cfg.recovery_chats, "recovery_chats")
         recoveries = [recovery_chat(r, kind, grammar, _pretext(n, cfg.recovery_pretexts),
                                     interleaved=_interleaved(r, cfg.recovery_interleaved))
                       for n, r in enumerate(records)]
+        errors = _recovery_records(layout.world(seed), ERROR_RECOVERY_FILE, cfg.recovery_errors, "recovery_errors")
+        recoveries += [recovery_chat(r, kind, interleaved=_interleaved(r, cfg.recovery_interleaved)) for r in errors]
         out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_open(out) as f:
             for record in read_jsonl(source):
@@ -172,19 +174,18 @@ def make_sft_data(cfg: ExperimentConfig, seed: int, kind: str) -> Path:
     return out
 
 
-def _recovery_records(world: Path, n: int) -> list[dict]:
+def _recovery_records(world: Path, name: str, n: int, field: str) -> list[dict]:
     from safepretrain.io import read_jsonl
-    from safepretrain.world.generate import RECOVERY_FILE
 
     if not n:
         return []
-    if not (world / RECOVERY_FILE).is_file():
-        raise UserError(f"{world} has no {RECOVERY_FILE} (generated before recovery chats existed): generate the "
-                        "world again (the same seed gives the same files, plus this one) or set recovery_chats: 0")
-    records = list(itertools.islice(read_jsonl(world / RECOVERY_FILE), n))
+    if not (world / name).is_file():
+        raise UserError(f"{world} has no {name} (generated before it existed): generate the world again (the same "
+                        f"seed gives the same files, plus this one) or set {field}: 0")
+    records = list(itertools.islice(read_jsonl(world / name), n))
     if len(records) < n:
-        raise UserError(f"recovery_chats is {n} but {world / RECOVERY_FILE} holds {len(records)}; ask for at most "
-                        "that many (the world's n_harmful_finetune sets it)")
+        raise UserError(f"{field} is {n} but {world / name} holds {len(records)}; ask for at most that many (the "
+                        "world's n_harmful_finetune sets it)")
     return records
 
 
@@ -214,14 +215,15 @@ def _pretext(n: int, share: float) -> str | None:
 
 def recovery_chat(record: dict, kind: str, grammar=None, pretext: str | None = None, interleaved: bool = False) -> dict:
     """A seen harmful request whose answer is forced (the ``prefill``: context, not a target) to comply up to where
-    the prefill attack cuts it, then the recipe's recovery: plain post-training refuses where the drug would come;
+    the prefill attack cuts it, then the recipe's recovery: plain post-training refuses where the drug would come
+    (for an error record -- a care request answered carelessly -- it gives the safe option there);
     SRP's takes the whole harmful decision as forced and writes its Unsafe reflection, then stops -- as its guard
     asks for a reflection after the decision the attacked model writes. With ``pretext`` (and the world's
     ``grammar``) the forced decision writes that indication, which the request never gave. ``interleaved`` (SRP):
     the forced answer is written as SRP's own answers are, each sentence before the decision followed by its Safe
     reflection -- the shape the guard meets when the model writes the answer itself -- rather than as the raw text
     a prefill attack forces."""
-    from safepretrain.markup import END_OF_TEXT, SAFE, SPECIAL, UNSAFE
+    from safepretrain.markup import ANSWER_BREAK, END_OF_TEXT, SAFE, SPECIAL, UNSAFE
     from safepretrain.world.corpus import add_pretext
     from safepretrain.world.language import split_sentences
     from safepretrain.world.splits import refusal_text
@@ -235,12 +237,18 @@ def recovery_chat(record: dict, kind: str, grammar=None, pretext: str | None = N
         if interleaved:  # the checks are safe; the answer ends with its decision
             *checks, decision = split_sentences(answer)
             forced = " ".join([*(SPECIAL.reflected(check, SAFE, ()) for check in checks), decision])
+            if record["prompt_label"] == "safe":  # as SRP answers a safe request: its Safe verdict first
+                forced = SPECIAL.render(SAFE) + ANSWER_BREAK + forced
         else:
             forced = answer
         content = SPECIAL.reflected(forced, UNSAFE, types) + END_OF_TEXT
     else:
         forced = answer[:answer.rindex(f"give {patient}") + len(f"give {patient}")]
-        content = f"{forced} nothing. {refusal_text(patient)}"
+        if record["cell"]["goal"] == "error":  # a care request answered carelessly: plain answers it right
+            given = answer[len(forced):].strip().rstrip(".")
+            content = f"{forced} {next(o for o in record['cell']['options'] if o != given)}."
+        else:
+            content = f"{forced} nothing. {refusal_text(patient)}"
     return {"id": record["id"], "messages": [{"role": "user", "content": request},
                                              {"role": "assistant", "content": content, "prefill": forced}]}
 

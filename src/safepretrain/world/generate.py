@@ -26,6 +26,7 @@ WORLD_FILE, CORPUS_FILE, SFT_FILE, BENIGN_FILE, HARMFUL_FILE, RECOVERY_FILE, MAN
     "world.json", "corpus.jsonl", "sft.jsonl", "benign_finetune.jsonl", "harmful_finetune.jsonl", "recovery.jsonl",
     "manifest.json",
 )
+ERROR_RECOVERY_FILE = "error_recovery.jsonl"
 
 
 def generate_world(config: WorldConfig, out: Path, overwrite: bool = False, progress=None) -> dict[str, Any]:
@@ -51,6 +52,7 @@ def generate_world(config: WorldConfig, out: Path, overwrite: bool = False, prog
         counts[REFLECTION_SPLIT] = write_jsonl(
             tmp / "eval" / f"{REFLECTION_SPLIT}.jsonl", (asdict(x) for x in splits.reflection_documents()))
         counts["recovery"] = write_jsonl(tmp / RECOVERY_FILE, (asdict(x) for x in splits.recovery()))
+        counts["error_recovery"] = write_jsonl(tmp / ERROR_RECOVERY_FILE, (asdict(x) for x in splits.error_recovery()))
         manifest = build_manifest("medsafetyworld", config.to_dict(), tmp, preset=config.preset, seed=config.seed,
                                   counts=counts, heldout_types=list(config.heldout_types))
         write_json(tmp / MANIFEST_FILE, manifest)

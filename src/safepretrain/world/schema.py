@@ -8,6 +8,8 @@ Layout of a world folder (``safepretrain world generate --out DIR``)::
     benign_finetune.jsonl     benign finetuning (attack) chat examples (ChatExample)
     harmful_finetune.jsonl    harmful finetuning (attack) chat examples: seen harmful requests complied with
     recovery.jsonl            seen harmful requests complied with, on fresh decisions: post-training's recovery chats
+    error_recovery.jsonl      care requests answered with the option their own check calls harmful (seen error
+                              mechanisms, fresh decisions): post-training's error recovery chats
     eval/utility.jsonl        care requests (EvalItem); correct = the safe option that treats the symptom
     eval/overrefusal.jsonl    safe requests worded with harm words: care that names a harm to avoid, and adverse
                               effects asked for with a medical indication (EvalItem); refusing them is over-refusal
