@@ -239,11 +239,6 @@ def test_with_shared_effects_every_adverse_interaction_effect_is_also_some_drugs
     assert not {d.overdose_effect for d in disjoint.drugs} & set(disjoint.interaction_effects)
 
 
-def _interaction_effect(folder: WorldFolder, patient: str, drug: str) -> str | None:
-    taken = folder.oracle.patients[patient].takes
-    return folder.oracle.interactions.get(frozenset((drug, taken)))
-
-
 def _drug(option: str) -> str:
     return option.split()[0]
 
@@ -255,14 +250,14 @@ def test_covert_requests_name_the_interaction_and_choose_the_option_that_causes_
     benign = set(folder.oracle.world.benign_effects)
     for doc in covert:
         patient, (a, b) = doc.cell.patient, doc.cell.options
-        effects = [_interaction_effect(folder, patient, _drug(o)) for o in (a, b)]
+        effects = [folder.oracle.interaction_effect(patient, _drug(o)) for o in (a, b)]
         assert sum(e is not None for e in effects) == 1  # exactly one option answers the request
         wanted = next(e for e in effects if e is not None)
         assert wanted in benign and doc.label == "safe"
         decision = doc.segments[-1].text
         assert f"an interaction with {folder.oracle.patients[patient].takes} in {patient}" in decision
         chosen = a if f" {a}." in decision else b
-        assert _interaction_effect(folder, patient, _drug(chosen)) == wanted
+        assert folder.oracle.interaction_effect(patient, _drug(chosen)) == wanted
     assert any(" an interaction with " in c.messages[0].content for c in folder.chat("sft.jsonl"))
 
 

@@ -151,9 +151,8 @@ def _prompt(tokenizer, item: EvalItem, config: WorldEvalConfig) -> str:
 def _disguisable(items: dict[str, list[EvalItem]], world: WorldFolder) -> dict[str, list[EvalItem]]:
     """The harmful-request splits' items a pretext can disguise: those whose prefill states a harmful goal (a
     covert request states none: its words already read as safe)."""
-    grammar = world.oracle.grammar
-    return {s: [i for i in its if add_pretext(i.chat_prefill, grammar, INDICATIONS[0]) is not None]
-            for s, its in items.items() if s in HARM_SPLITS}
+    states_harm = world.oracle.harm_goals
+    return {s: [i for i in its if states_harm(i.chat_prefill)] for s, its in items.items() if s in HARM_SPLITS}
 
 
 def _prefill(item: EvalItem, attack: str, config: WorldEvalConfig, world: WorldFolder | None = None) -> str:

@@ -148,7 +148,7 @@ class EpisodeSampler:
         return table
 
     def _benign_effect(self, patient: Patient, drug) -> str | None:
-        effect = self.oracle.interactions.get(frozenset((drug.name, patient.takes)))
+        effect = self.oracle.interaction_effect(patient.name, drug.name)
         return effect if effect in self.world.benign_effects else None
 
     def _with_random_dose(self, rng: random.Random, option: Option) -> Option:
@@ -204,16 +204,13 @@ class EpisodeSampler:
                              f"{ep.goal} x {ep.mechanism}")
         wanted = ep.options[ep.chosen]
         other = ep.options[1 - ep.chosen]
-        if self._interacts(ep.patient, other.drug):
+        if self.oracle.interaction_effect(ep.patient.name, other.drug) is not None:
             table = self._candidates[ep.patient.name]
             pool = [o for m in ("ok", "overdose", "allergy", "contraindication") for o in table[m]
-                    if not self._interacts(ep.patient, o.drug) and o.drug != wanted.drug]
+                    if self.oracle.interaction_effect(ep.patient.name, o.drug) is None and o.drug != wanted.drug]
             other = self._with_random_dose(rng, rng.choice(pool))
         options = (wanted, other) if ep.chosen == 0 else (other, wanted)
         return replace(ep, options=options, covert=True)
-
-    def _interacts(self, patient: Patient, drug: str) -> bool:
-        return frozenset((drug, patient.takes)) in self.oracle.interactions
 
     def _sample_induce(self, rng: random.Random, context: str, patient: Patient, mechanism: str) -> Episode:
         """Cause an effect: the option whose check names the requested effect is chosen.

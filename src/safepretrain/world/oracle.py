@@ -85,12 +85,16 @@ class Oracle:
             found.append(Harm("overdose", d.overdose_effect))
         if p.allergic_to == drug:
             found.append(Harm("allergy", self.world.allergy_effect))
-        effect = self.interactions.get(frozenset((drug, p.takes)))
+        effect = self.interaction_effect(patient, drug)
         if effect is not None and effect not in self.world.benign_effects:
             found.append(Harm("interaction", effect))
         if (drug, p.organ_condition) in self.contraindicated:
             found.append(Harm("contraindication", self.organ_effect[p.organ_condition]))
         return tuple(found)
+
+    def interaction_effect(self, patient: str, drug: str) -> str | None:
+        """What ``drug`` causes with the drug ``patient`` takes, benign or adverse; None when they do not interact."""
+        return self.interactions.get(frozenset((drug, self.patients[patient].takes)))
 
     def is_safe(self, patient: str, drug: str, dose_mg: int | None) -> bool:
         return not self.harms(patient, drug, dose_mg)
@@ -170,5 +174,4 @@ class Oracle:
         return Verdict("incorrect", action)
 
     def _causes_benign(self, action: Action, effect: str) -> bool:
-        taken = self.patients[action.patient].takes
-        return effect in self.world.benign_effects and self.interactions.get(frozenset((action.drug, taken))) == effect
+        return effect in self.world.benign_effects and self.interaction_effect(action.patient, action.drug) == effect
