@@ -6,8 +6,8 @@ import pytest
 
 from safepretrain.errors import UserError
 from safepretrain.experiment.aggregate import markdown_table, mean_ci, paired_differences, paired_markdown
-from safepretrain.experiment.config import ExperimentConfig, load_experiment, tiny
-from safepretrain.experiment.run import _check_config, grid, run_experiment
+from safepretrain.experiment.config import ExperimentConfig, laptop, load_experiment, tiny
+from safepretrain.experiment.run import _check_config, _plan, grid, run_experiment
 from safepretrain.experiment import stages
 from safepretrain.experiment.stages import Cell, Layout, eval_dir, pretrain_budget, tokens_per_text_token
 
@@ -47,6 +47,18 @@ def test_markup_comes_on_top_of_a_curriculum_s_text_budget(monkeypatch):
     budget, start = pretrain_budget(cfg, Cell("srp", 0.2, 0))
     assert budget == 1200 and start * budget == pytest.approx(200)
     assert pretrain_budget(replace(cfg, budget_counts_markup=True), Cell("srp", 0.2, 0)) == (1000, 0.2)
+
+
+def test_the_plan_counts_shared_pretrainings_once_and_says_which_are_done(tmp_path):
+    """The demo's 9 recipes share pretraining: raw with posttrain-only, srp with srp-pretrain-only."""
+    cfg = replace(laptop(), out=str(tmp_path / "demo"))
+    cells, layout = grid(cfg), Layout(cfg)
+    plan = _plan(cfg, cells, layout)
+    assert "27 cells (9 recipes x 1 curriculum starts x 3 seeds), 21 pretrained models (0 done)" in plan
+    model = layout.pretrain(Cell("posttrain-only", 0.0, 1)) / "model"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    assert "21 pretrained models (1 done)" in _plan(cfg, cells, layout)
 
 
 def test_a_late_curriculum_start_pretrains_on_safe_only_text_first_and_reports_the_start(tmp_path):

@@ -53,6 +53,7 @@ def run_experiment(cfg: ExperimentConfig, console: Console | None = None, overwr
     ]
     last = {"base": "eval base model", "post": "eval", "attack": "eval after attack"}[cfg.until]
     phases = phases[:[name for name, _ in phases].index(last) + 1]
+    console.print(_plan(cfg, cells, layout))
     started = time.perf_counter()
     for phase, jobs in phases:
         _run_phase(phase, jobs, cfg.workers, console)
@@ -61,6 +62,16 @@ def run_experiment(cfg: ExperimentConfig, console: Console | None = None, overwr
     results = aggregate(cfg, cells)
     console.print(f"experiment: {len(cells)} cells in {time.perf_counter() - started:,.0f} s -> {results}")
     return results
+
+
+def _plan(cfg: ExperimentConfig, cells: list[Cell], layout: Layout) -> str:
+    """What this run will build and what is already done: a long run says so before it starts."""
+    pretrainings = {layout.pretrain(c) for c in cells}
+    pretrained = sum((p / "model" / "config.json").is_file() for p in pretrainings)
+    return (f"{len(cells)} cells ({len(cfg.recipes)} recipes x {len(cfg.curriculum_starts)} curriculum starts x "
+            f"{len(cfg.seeds)} seeds), {len(pretrainings)} pretrained models "
+            f"({pretrained} done), {cfg.workers} processes -> {layout.root}. "
+            "Ctrl-C stops; the same command continues where it stopped.")
 
 
 def _unique(cells: list[Cell], path_of: Callable[[Cell], Path], job: Callable, cfg,
