@@ -54,7 +54,7 @@ def test_the_plan_counts_shared_pretrainings_once_and_says_which_are_done(tmp_pa
     cfg = replace(laptop(), out=str(tmp_path / "demo"))
     cells, layout = grid(cfg), Layout(cfg)
     plan = _plan(cfg, cells, layout)
-    assert "27 cells (9 recipes x 1 curriculum starts x 3 seeds), 21 pretrained models (0 done)" in plan
+    assert "27 cells (9 recipes x 1 curriculum start x 3 seeds), 21 pretrained models (0 done), 2 processes" in plan
     model = layout.pretrain(Cell("posttrain-only", 0.0, 1)) / "model"
     model.mkdir(parents=True)
     (model / "config.json").write_text("{}")

@@ -68,10 +68,15 @@ def _plan(cfg: ExperimentConfig, cells: list[Cell], layout: Layout) -> str:
     """What this run will build and what is already done: a long run says so before it starts."""
     pretrainings = {layout.pretrain(c) for c in cells}
     pretrained = sum((p / "model" / "config.json").is_file() for p in pretrainings)
-    return (f"{len(cells)} cells ({len(cfg.recipes)} recipes x {len(cfg.curriculum_starts)} curriculum starts x "
-            f"{len(cfg.seeds)} seeds), {len(pretrainings)} pretrained models "
-            f"({pretrained} done), {cfg.workers} processes -> {layout.root}. "
+    grid_size = " x ".join(_count(len(v), what) for v, what in
+                           ((cfg.recipes, "recipe"), (cfg.curriculum_starts, "curriculum start"), (cfg.seeds, "seed")))
+    return (f"{_count(len(cells), 'cell')} ({grid_size}), {_count(len(pretrainings), 'pretrained model')} "
+            f"({pretrained} done), {_count(cfg.workers, 'process', 'processes')} -> {layout.root}. "
             "Ctrl-C stops; the same command continues where it stopped.")
+
+
+def _count(n: int, word: str, plural: str = "") -> str:
+    return f"{n} {word if n == 1 else plural or word + 's'}"
 
 
 def _unique(cells: list[Cell], path_of: Callable[[Cell], Path], job: Callable, cfg,
