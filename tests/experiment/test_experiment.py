@@ -1,13 +1,16 @@
 import json
 import math
+import os
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from safepretrain.errors import UserError
 from safepretrain.experiment.aggregate import markdown_table, mean_ci, paired_differences, paired_markdown
 from safepretrain.experiment.config import ExperimentConfig, laptop, load_experiment, tiny
-from safepretrain.experiment.run import _check_config, _plan, grid, run_experiment
+from safepretrain.experiment.run import _check_config, grid, grid_summary, run_experiment
 from safepretrain.experiment import stages
 from safepretrain.experiment.stages import Cell, Layout, eval_dir, pretrain_budget, tokens_per_text_token
 
@@ -49,16 +52,16 @@ def test_markup_comes_on_top_of_a_curriculum_s_text_budget(monkeypatch):
     assert pretrain_budget(replace(cfg, budget_counts_markup=True), Cell("srp", 0.2, 0)) == (1000, 0.2)
 
 
-def test_the_plan_counts_shared_pretrainings_once_and_says_which_are_done(tmp_path):
+def test_the_grid_summary_counts_shared_pretrainings_once_and_says_which_are_done(tmp_path):
     """The demo's 9 recipes share pretraining: raw with posttrain-only, srp with srp-pretrain-only."""
     cfg = replace(laptop(), out=str(tmp_path / "demo"))
     cells, layout = grid(cfg), Layout(cfg)
-    plan = _plan(cfg, cells, layout)
-    assert "27 cells (9 recipes x 1 curriculum start x 3 seeds), 21 pretrained models (0 done), 2 processes" in plan
+    assert grid_summary(cfg, cells, layout) == (
+        f"27 cells (9 recipes x 1 curriculum start x 3 seeds), 21 pretrained models (0 done), 2 processes -> {cfg.out}")
     model = layout.pretrain(Cell("posttrain-only", 0.0, 1)) / "model"
     model.mkdir(parents=True)
     (model / "config.json").write_text("{}")
-    assert "21 pretrained models (1 done)" in _plan(cfg, cells, layout)
+    assert "21 pretrained models (1 done)" in grid_summary(cfg, cells, layout)
 
 
 def test_a_late_curriculum_start_pretrains_on_safe_only_text_first_and_reports_the_start(tmp_path):
@@ -162,7 +165,6 @@ def test_a_curriculum_is_paired_with_the_reference_s_earliest_start():
 
 def test_experiments_on_the_same_worlds_are_compared_cell_by_cell(tmp_path):
     import subprocess
-    import sys
 
     def results(name: str, cells: dict, **config) -> str:
         path = tmp_path / f"{name}.json"
@@ -245,6 +247,52 @@ def test_a_two_recipe_experiment_runs_end_to_end(finished):
             assert ("reflect/prefill" in metrics["conditions"]) == (cell.recipe == "srp")
     srp_data = (Layout(cfg).corpus(0, "reflect")).read_text()
     assert "<|reflect|>" in srp_data and "<|unsafe|>" in srp_data
+
+
+def test_the_status_of_a_finished_experiment_counts_every_job_done(finished):
+    import subprocess
+
+    from safepretrain.experiment.status import experiment_status
+
+    cfg, results = finished
+    phases = experiment_status(Path(cfg.out))
+    assert [p.phase for p in phases] == ["world", "tokenizer", "data", "pretrain", "eval base model", "post-train",
+                                         "eval", "finetune attack", "eval after attack"]
+    assert all(p.done == p.total > 0 and not p.started for p in phases)
+    shown = subprocess.run([sys.executable, "-m", "safepretrain", "experiment", "status", cfg.out],
+                           capture_output=True, text=True, env=os.environ | {"COLUMNS": "200"})
+    assert shown.returncode == 0 and "2 cells (2 recipes x 1 curriculum start x 1 seed)" in shown.stdout
+    assert f"results: {results / 'results.md'}" in shown.stdout
+
+
+def test_the_status_says_how_far_each_begun_job_got(tmp_path):
+    from safepretrain.experiment.status import experiment_status
+
+    cfg = replace(tiny(), out=str(tmp_path / "experiment"), until="post")
+    Path(cfg.out).mkdir()
+    (Path(cfg.out) / "experiment.json").write_text(json.dumps(cfg.to_dict()))
+    training = Layout(cfg).pretrain(Cell("srp", 0.0, 0))
+    training.mkdir(parents=True)
+    record = {"step": 30, "total_steps": 120, "loss": 2.5, "lr": 1e-3, "tokens": 30 * 4096, "tokens_per_s": 7400.0}
+    (training / "metrics.jsonl").write_text(json.dumps(record) + "\n")
+    evaluation = eval_dir(cfg, Cell("raw", 0.0, 0), "post")
+    evaluation.mkdir(parents=True)
+    (evaluation / "samples.jsonl").write_text('{"id": "a"}\n{"id": "b"}\n')
+
+    phases = {p.phase: p for p in experiment_status(Path(cfg.out))}
+    assert list(phases)[-1] == "eval"  # until: post
+    assert phases["world"].done == phases["pretrain"].done == 0
+    assert phases["pretrain"].started == (f"{training.name} seed0: step 30 of 120 (25%), 7,400 tokens/s",)
+    assert phases["eval"].started == ("raw/start0/seed0: 2 samples written",)
+
+
+def test_the_status_of_a_folder_that_holds_no_experiment_says_so(tmp_path):
+    import subprocess
+
+    shown = subprocess.run([sys.executable, "-m", "safepretrain", "experiment", "status", str(tmp_path)],
+                           capture_output=True, text=True)
+    assert shown.returncode == 2 and "not an experiment folder (no experiment.json)" in shown.stderr
+    assert "Traceback" not in shown.stderr
 
 
 def test_srp_reads_as_much_text_as_raw_and_trains_on_its_reflections_on_top(finished):

@@ -72,6 +72,28 @@ def compare(
             f.write(table)
 
 
+@app.command("status")
+def status(
+    folder: Path = typer.Argument(..., help="An experiment's folder (its --out), running, stopped or finished."),
+) -> None:
+    """How far an experiment is: each phase's finished jobs, and how far the begun ones got."""
+    from rich.table import Table
+
+    from safepretrain.experiment.run import grid, grid_summary
+    from safepretrain.experiment.stages import Layout
+    from safepretrain.experiment.status import experiment_status, load_saved
+
+    cfg = load_saved(folder)
+    console.print(grid_summary(cfg, grid(cfg), Layout(cfg)))
+    table = Table("phase", "done", "begun, not finished")
+    for phase in experiment_status(folder):
+        table.add_row(phase.phase, f"{phase.done}/{phase.total}", "\n".join(phase.started))
+    console.print(table)
+    results = folder / "results" / "results.md"
+    console.print(f"results: {results}" if results.is_file() else
+                  "results: written when every phase is done (`experiment run` or `medsafetyworld` again to continue)")
+
+
 @app.command("real")
 def real(
     config: Path | None = typer.Argument(None, help="Optional YAML of RealConfig fields."),

@@ -37,8 +37,27 @@ def run_experiment(cfg: ExperimentConfig, console: Console | None = None, overwr
     if source_config and (differing := pretraining_differences(source_config, saved_form(cfg))):
         console.print(f"{cfg.reuse_from} pretrained another way ({', '.join(differing)}): what those fields change "
                       "is built here")
+    phases = experiment_phases(cfg, cells)
+    console.print(f"{grid_summary(cfg, cells, layout)}. Ctrl-C stops; the same command continues where it stopped.")
+    started = time.perf_counter()
+    for phase, jobs in phases:
+        _run_phase(phase, jobs, cfg.workers, console)
+    for cell in cells:
+        stages.write_cell_manifest(cfg, cell)
+    results = aggregate(cfg, cells)
+    console.print(f"experiment: {len(cells)} cells in {time.perf_counter() - started:,.0f} s -> {results}")
+    return results
+
+
+Job = tuple[str, Callable, tuple]
+"""(name, stage function, its arguments): one resumable piece of work."""
+
+
+def experiment_phases(cfg: ExperimentConfig, cells: list[Cell]) -> list[tuple[str, list[Job]]]:
+    """The grid's jobs, phase by phase in dependency order, up to ``cfg.until``."""
+    layout = Layout(cfg)
     corpora = {c.spec.corpus for c in cells} | ({"filter"} if any(c.effective_start > 0 for c in cells) else set())
-    phases: list[tuple[str, list[tuple[str, Callable, tuple]]]] = [
+    phases = [
         ("world", [(f"seed{s}", stages.make_world, (cfg, s)) for s in cfg.seeds]),
         ("tokenizer", [(f"seed{s}", stages.make_tokenizer, (cfg, s)) for s in cfg.seeds]),
         ("data", [(f"{k} seed{s}", stages.make_corpus, (cfg, s, k)) for s in cfg.seeds for k in sorted(corpora)]
@@ -52,35 +71,24 @@ def run_experiment(cfg: ExperimentConfig, console: Console | None = None, overwr
         ("eval after attack", [(c.name, stages.evaluate, (cfg, c, "finetuned")) for c in cells]),
     ]
     last = {"base": "eval base model", "post": "eval", "attack": "eval after attack"}[cfg.until]
-    phases = phases[:[name for name, _ in phases].index(last) + 1]
-    console.print(_plan(cfg, cells, layout))
-    started = time.perf_counter()
-    for phase, jobs in phases:
-        _run_phase(phase, jobs, cfg.workers, console)
-    for cell in cells:
-        stages.write_cell_manifest(cfg, cell)
-    results = aggregate(cfg, cells)
-    console.print(f"experiment: {len(cells)} cells in {time.perf_counter() - started:,.0f} s -> {results}")
-    return results
+    return phases[:[name for name, _ in phases].index(last) + 1]
 
 
-def _plan(cfg: ExperimentConfig, cells: list[Cell], layout: Layout) -> str:
-    """What this run will build and what is already done: a long run says so before it starts."""
+def grid_summary(cfg: ExperimentConfig, cells: list[Cell], layout: Layout) -> str:
+    """What the grid builds and how much of its most expensive stage is done: a long run says so before it starts."""
     pretrainings = {layout.pretrain(c) for c in cells}
     pretrained = sum((p / "model" / "config.json").is_file() for p in pretrainings)
     grid_size = " x ".join(_count(len(v), what) for v, what in
                            ((cfg.recipes, "recipe"), (cfg.curriculum_starts, "curriculum start"), (cfg.seeds, "seed")))
     return (f"{_count(len(cells), 'cell')} ({grid_size}), {_count(len(pretrainings), 'pretrained model')} "
-            f"({pretrained} done), {_count(cfg.workers, 'process', 'processes')} -> {layout.root}. "
-            "Ctrl-C stops; the same command continues where it stopped.")
+            f"({pretrained} done), {_count(cfg.workers, 'process', 'processes')} -> {layout.root}")
 
 
 def _count(n: int, word: str, plural: str = "") -> str:
     return f"{n} {word if n == 1 else plural or word + 's'}"
 
 
-def _unique(cells: list[Cell], path_of: Callable[[Cell], Path], job: Callable, cfg,
-            *args) -> list[tuple[str, Callable, tuple]]:
+def _unique(cells: list[Cell], path_of: Callable[[Cell], Path], job: Callable, cfg, *args) -> list[Job]:
     """One job per distinct output path (cells that share a model train it once)."""
     seen: dict[Path, Cell] = {}
     for cell in cells:
@@ -117,7 +125,7 @@ def _check_config(root: Path, cfg: ExperimentConfig, overwrite: bool) -> None:
     write_json(saved, now)
 
 
-def _run_phase(phase: str, jobs: list[tuple[str, Callable, tuple]], workers: int, console: Console) -> None:
+def _run_phase(phase: str, jobs: list[Job], workers: int, console: Console) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (TextColumn(f"[bold]{phase:<18}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -139,7 +147,7 @@ def _run_phase(phase: str, jobs: list[tuple[str, Callable, tuple]], workers: int
         bar.update(task, description="")
 
 
-def _in_flight(pool, jobs: list[tuple[str, Callable, tuple]], limit: int):
+def _in_flight(pool, jobs: list[Job], limit: int):
     """(name, result getter) of each job as it finishes, with at most ``limit`` submitted at a time. An executor
     given every job at once hands queued ones to workers as soon as they free up: after a Ctrl-C, which each
     running stage answers by checkpointing and returning, the next jobs would start (seen in session 22)."""

@@ -153,9 +153,7 @@ def make_sft_data(cfg: ExperimentConfig, seed: int, kind: str) -> Path:
 
     layout = Layout(cfg)
     source = layout.world(seed) / "sft.jsonl"
-    if kind == "plain" and not cfg.recovery_chats and not cfg.recovery_errors:
-        return source
-    out = layout.sft_data(seed, kind)
+    out = sft_data_path(cfg, seed, kind)
     if not out.is_file():
         grammar = WorldFolder(layout.world(seed)).oracle.grammar if cfg.recovery_pretexts else None
         records = _recovery_records(layout.world(seed), RECOVERY_FILE, cfg.recovery_chats, "recovery_chats")
@@ -172,6 +170,14 @@ def make_sft_data(cfg: ExperimentConfig, seed: int, kind: str) -> Path:
             for record in recoveries:
                 f.write(json.dumps(record) + "\n")
     return out
+
+
+def sft_data_path(cfg: ExperimentConfig, seed: int, kind: str) -> Path:
+    """Where ``make_sft_data`` puts a kind's chats: the world's own file when plain chats get nothing added."""
+    layout = Layout(cfg)
+    if kind == "plain" and not cfg.recovery_chats and not cfg.recovery_errors:
+        return layout.world(seed) / "sft.jsonl"
+    return layout.sft_data(seed, kind)
 
 
 def _recovery_records(world: Path, name: str, n: int, field: str) -> list[dict]:

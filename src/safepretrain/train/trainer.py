@@ -8,7 +8,7 @@ A run folder holds::
 
     config.yaml            the validated config (a resumed run must match it)
     checkpoints/step-N/    accelerate state (model, optimizer, RNG) + trainer.json (step, data cursors, token counts)
-    metrics.jsonl          one record per logged step (loss, lr, tokens, tokens/s, intervention dose)
+    metrics.jsonl          one record per logged step (step of total_steps, loss, lr, tokens, tokens/s, intervention dose)
     model/                 the final HF model + tokenizer (from_pretrained-ready)
     loss.png, manifest.json
 """
@@ -139,7 +139,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
             if state.step % cfg.log_every == 0 or last:
                 last_loss = _global_mean(accelerator, log_loss, log_targets)
                 tokens_per_second = clock_tokens / (time.perf_counter() - clock)
-                metrics.write({"step": state.step, "loss": round(last_loss, 5), "lr": lr, "tokens": state.tokens,
+                metrics.write({"step": state.step, "total_steps": total, "loss": round(last_loss, 5), "lr": lr,
+                               "tokens": state.tokens,
                                "tokens_per_s": round(tokens_per_second, 1),
                                "intervened_tokens": state.intervened_tokens,
                                "intervention_dose": round(state.intervened_tokens / state.tokens, 5)})

@@ -1,0 +1,101 @@
+"""Where an experiment stands, read from its folder alone: what each phase has finished, what is part-way.
+
+A laptop demo runs for hours and a cluster grid for days; this answers "how far is it, and is it moving" without
+the terminal that started it. Nothing is run or changed: a stage counts as done when the file it writes last
+exists (the same test a resumed run uses to skip it).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from safepretrain.errors import UserError
+from safepretrain.experiment import stages
+from safepretrain.experiment.config import ExperimentConfig, replace_fields, saved_defaults
+from safepretrain.experiment.run import Job, experiment_phases, grid
+
+TRAINING = (stages.pretrain, stages.post_train, stages.finetune)
+
+
+@dataclass(frozen=True)
+class PhaseStatus:
+    phase: str
+    done: int
+    total: int
+    started: tuple[str, ...]
+    """Jobs begun and not finished, each with how far it got (a stopped run's look the same as a running one's)."""
+
+
+def load_saved(root: Path) -> ExperimentConfig:
+    """The config an experiment folder was run with (its experiment.json), its ``out`` this folder."""
+    saved = root / "experiment.json"
+    if not saved.is_file():
+        raise UserError(f"{root} is not an experiment folder (no experiment.json); give the --out of an experiment")
+    try:
+        values = json.loads(saved.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{saved}: not valid JSON ({e.msg}, line {e.lineno})") from None
+    known = saved_defaults()  # fields a newer toolkit dropped are ignored; ones it added take what old runs did
+    values = {k: v for k, v in (known | values).items() if k in known} | {"out": str(root)}
+    values["train_overrides"] = {k: tuple(v) for k, v in values["train_overrides"].items()}
+    return replace_fields(ExperimentConfig(), values, saved)
+
+
+def experiment_status(root: Path) -> list[PhaseStatus]:
+    cfg = load_saved(root)
+    return [_phase_status(phase, jobs) for phase, jobs in experiment_phases(cfg, grid(cfg))]
+
+
+def _phase_status(phase: str, jobs: list[Job]) -> PhaseStatus:
+    done, started = 0, []
+    for name, job, args in jobs:
+        finished, progress = job_state(job, args)
+        done += finished
+        if progress:
+            started.append(f"{name}: {progress}")
+    return PhaseStatus(phase, done, len(jobs), tuple(started))
+
+
+def job_state(job, args: tuple) -> tuple[bool, str]:
+    """(finished, how far a begun job got; "" when not begun or finished)."""
+    cfg, key = args[0], args[1]
+    layout = stages.Layout(cfg)
+    if job is stages.make_world:
+        return (layout.world(key) / "manifest.json").is_file(), ""
+    if job is stages.make_tokenizer:
+        return (layout.tokenizer(key) / "tokenizer.json").is_file(), ""
+    if job is stages.make_corpus:
+        return layout.corpus(key, args[2]).is_file(), ""
+    if job is stages.make_sft_data:
+        return stages.sft_data_path(cfg, key, args[2]).is_file(), ""
+    if job in TRAINING:
+        out = {stages.pretrain: layout.pretrain, stages.post_train: layout.sft, stages.finetune: layout.finetune}[job](key)
+        return ((True, "") if (out / "model" / "config.json").is_file() else (False, training_progress(out)))
+    if job is stages.evaluate:
+        out = stages.eval_dir(cfg, key, args[2])
+        return ((True, "") if (out / "metrics.json").is_file() else (False, evaluation_progress(out)))
+    raise ValueError(f"no status for stage {job.__name__}")
+
+
+def training_progress(out: Path) -> str:
+    """"step 420 of 733 (57%), 7,400 tokens/s" from a training run's last metrics record."""
+    metrics = out / "metrics.jsonl"
+    if not metrics.is_file():
+        return ""
+    lines = [line for line in metrics.read_text().splitlines() if line.strip()]
+    if not lines:
+        return "starting"
+    last = json.loads(lines[-1])
+    total = last.get("total_steps")  # runs logged before it was recorded have only the step
+    of = f" of {total} ({last['step'] / total:.0%})" if total else ""
+    return f"step {last['step']}{of}, {last['tokens_per_s']:,.0f} tokens/s"
+
+
+def evaluation_progress(out: Path) -> str:
+    samples = out / "samples.jsonl"
+    if not samples.is_file():
+        return ""
+    with samples.open(encoding="utf-8") as f:
+        return f"{sum(1 for line in f if line.strip()):,} samples written"
