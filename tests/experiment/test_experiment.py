@@ -295,6 +295,31 @@ def test_the_status_of_a_folder_that_holds_no_experiment_says_so(tmp_path):
     assert "Traceback" not in shown.stderr
 
 
+def test_an_export_holds_the_results_config_and_every_manifest_but_no_model(finished, tmp_path):
+    from safepretrain.experiment.export import export_results
+
+    cfg, results = finished
+    files = export_results(Path(cfg.out), tmp_path / "published")
+    names = {str(f.relative_to(tmp_path / "published")) for f in files}
+    assert {"results.md", "results.json", "report.html", "experiment.json", "worlds/seed0-manifest.json",
+            "cells/raw-start0-seed0-manifest.json", "cells/srp-start0-seed0-manifest.json"} <= names
+    assert all(f.is_file() for f in files) and not any(f.suffix == ".safetensors" for f in files)
+    assert (tmp_path / "published" / "results.md").read_text() == (results / "results.md").read_text()
+    with pytest.raises(UserError, match="is not empty"):
+        export_results(Path(cfg.out), tmp_path / "published")
+
+
+def test_an_unfinished_experiment_is_not_exported(tmp_path):
+    from safepretrain.experiment.export import export_results
+
+    cfg = replace(tiny(), out=str(tmp_path / "experiment"))
+    Path(cfg.out).mkdir()
+    (Path(cfg.out) / "experiment.json").write_text(json.dumps(cfg.to_dict()))
+    with pytest.raises(UserError, match="no results yet: its grid is not finished"):
+        export_results(Path(cfg.out), tmp_path / "published")
+    assert not (tmp_path / "published").exists()
+
+
 def test_srp_reads_as_much_text_as_raw_and_trains_on_its_reflections_on_top(finished):
     import yaml
 

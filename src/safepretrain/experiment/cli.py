@@ -94,6 +94,19 @@ def status(
                   "results: written when every phase is done (`experiment run` or `medsafetyworld` again to continue)")
 
 
+@app.command("export")
+def export(
+    folder: Path = typer.Argument(..., help="A finished experiment's folder (its --out)."),
+    dest: Path = typer.Argument(..., help="Where to write the export (a new or empty folder)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty DEST."),
+) -> None:
+    """Its results, config and manifests without models or samples: a folder small enough to publish."""
+    from safepretrain.experiment.export import export_results
+
+    files = export_results(folder, dest, overwrite)
+    console.print(f"{len(files)} files -> {dest} (results.md is the table)")
+
+
 @app.command("real")
 def real(
     config: Path | None = typer.Argument(None, help="Optional YAML of RealConfig fields."),
