@@ -16,7 +16,9 @@ from safepretrain.experiment import stages
 from safepretrain.experiment.config import ExperimentConfig, replace_fields, saved_defaults
 from safepretrain.experiment.run import Job, experiment_phases, grid
 
-TRAINING = (stages.pretrain, stages.post_train, stages.finetune)
+TRAINED_AT = {stages.pretrain: stages.Layout.pretrain, stages.post_train: stages.Layout.sft,
+              stages.finetune: stages.Layout.finetune}
+"""Each training stage's run folder (a cell's)."""
 
 
 @dataclass(frozen=True)
@@ -60,21 +62,21 @@ def _phase_status(phase: str, jobs: list[Job]) -> PhaseStatus:
 
 def job_state(job, args: tuple) -> tuple[bool, str]:
     """(finished, how far a begun job got; "" when not begun or finished)."""
-    cfg, key = args[0], args[1]
+    cfg, subject = args[0], args[1]  # a seed (data stages) or a cell
     layout = stages.Layout(cfg)
     if job is stages.make_world:
-        return (layout.world(key) / "manifest.json").is_file(), ""
+        return (layout.world(subject) / "manifest.json").is_file(), ""
     if job is stages.make_tokenizer:
-        return (layout.tokenizer(key) / "tokenizer.json").is_file(), ""
+        return (layout.tokenizer(subject) / "tokenizer.json").is_file(), ""
     if job is stages.make_corpus:
-        return layout.corpus(key, args[2]).is_file(), ""
+        return layout.corpus(subject, args[2]).is_file(), ""
     if job is stages.make_sft_data:
-        return stages.sft_data_path(cfg, key, args[2]).is_file(), ""
-    if job in TRAINING:
-        out = {stages.pretrain: layout.pretrain, stages.post_train: layout.sft, stages.finetune: layout.finetune}[job](key)
+        return stages.sft_data_path(cfg, subject, args[2]).is_file(), ""
+    if job in TRAINED_AT:
+        out = TRAINED_AT[job](layout, subject)
         return ((True, "") if (out / "model" / "config.json").is_file() else (False, training_progress(out)))
     if job is stages.evaluate:
-        out = stages.eval_dir(cfg, key, args[2])
+        out = stages.eval_dir(cfg, subject, args[2])
         return ((True, "") if (out / "metrics.json").is_file() else (False, evaluation_progress(out)))
     raise ValueError(f"no status for stage {job.__name__}")
 
