@@ -252,10 +252,10 @@ def test_a_two_recipe_experiment_runs_end_to_end(finished):
 def test_the_status_of_a_finished_experiment_counts_every_job_done(finished):
     import subprocess
 
-    from safepretrain.experiment.status import experiment_status
+    from safepretrain.experiment.status import experiment_status, load_saved
 
     cfg, results = finished
-    phases = experiment_status(Path(cfg.out))
+    phases = experiment_status(load_saved(Path(cfg.out)))
     assert [p.phase for p in phases] == ["world", "tokenizer", "data", "pretrain", "eval base model", "post-train",
                                          "eval", "finetune attack", "eval after attack"]
     assert all(p.done == p.total > 0 and not p.started for p in phases)
@@ -266,7 +266,7 @@ def test_the_status_of_a_finished_experiment_counts_every_job_done(finished):
 
 
 def test_the_status_says_how_far_each_begun_job_got(tmp_path):
-    from safepretrain.experiment.status import experiment_status
+    from safepretrain.experiment.status import experiment_status, load_saved
 
     cfg = replace(tiny(), out=str(tmp_path / "experiment"), until="post")
     Path(cfg.out).mkdir()
@@ -279,7 +279,7 @@ def test_the_status_says_how_far_each_begun_job_got(tmp_path):
     evaluation.mkdir(parents=True)
     (evaluation / "samples.jsonl").write_text('{"id": "a"}\n{"id": "b"}\n')
 
-    phases = {p.phase: p for p in experiment_status(Path(cfg.out))}
+    phases = {p.phase: p for p in experiment_status(load_saved(Path(cfg.out)))}
     assert list(phases)[-1] == "eval"  # until: post
     assert phases["world"].done == phases["pretrain"].done == 0
     assert phases["pretrain"].started == (f"{training.name} seed0: step 30 of 120 (25%), 7,400 tokens/s",)

@@ -86,7 +86,7 @@ def status(
     cfg = load_saved(folder)
     console.print(grid_summary(cfg, grid(cfg), Layout(cfg)))
     table = Table("phase", "done", "begun, not finished")
-    for phase in experiment_status(folder):
+    for phase in experiment_status(cfg):
         table.add_row(phase.phase, f"{phase.done}/{phase.total}", "\n".join(phase.started))
     console.print(table)
     results = folder / "results" / "results.md"

@@ -45,8 +45,8 @@ def load_saved(root: Path) -> ExperimentConfig:
     return replace_fields(ExperimentConfig(), values, saved)
 
 
-def experiment_status(root: Path) -> list[PhaseStatus]:
-    cfg = load_saved(root)
+def experiment_status(cfg: ExperimentConfig) -> list[PhaseStatus]:
+    """Each phase of ``cfg``'s grid (as ``load_saved`` read it from the folder), in order."""
     return [_phase_status(phase, jobs) for phase, jobs in experiment_phases(cfg, grid(cfg))]
 
 
