@@ -252,7 +252,8 @@ def test_a_two_recipe_experiment_runs_end_to_end(finished):
 def test_the_status_of_a_finished_experiment_counts_every_job_done(finished):
     import subprocess
 
-    from safepretrain.experiment.status import experiment_status, load_saved
+    from safepretrain.experiment.config import load_saved
+    from safepretrain.experiment.status import experiment_status
 
     cfg, results = finished
     phases = experiment_status(load_saved(Path(cfg.out)))
@@ -266,7 +267,8 @@ def test_the_status_of_a_finished_experiment_counts_every_job_done(finished):
 
 
 def test_the_status_says_how_far_each_begun_job_got(tmp_path):
-    from safepretrain.experiment.status import experiment_status, load_saved
+    from safepretrain.experiment.config import load_saved
+    from safepretrain.experiment.status import experiment_status
 
     cfg = replace(tiny(), out=str(tmp_path / "experiment"), until="post")
     Path(cfg.out).mkdir()

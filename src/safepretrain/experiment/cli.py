@@ -81,7 +81,8 @@ def status(
 
     from safepretrain.experiment.run import grid, grid_summary
     from safepretrain.experiment.stages import Layout
-    from safepretrain.experiment.status import experiment_status, load_saved
+    from safepretrain.experiment.config import load_saved
+    from safepretrain.experiment.status import experiment_status
 
     cfg = load_saved(folder)
     console.print(grid_summary(cfg, grid(cfg), Layout(cfg)))

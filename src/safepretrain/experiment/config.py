@@ -258,3 +258,20 @@ def saved_form(cfg: ExperimentConfig) -> dict[str, Any]:
     import json
 
     return json.loads(json.dumps(cfg.to_dict()))
+
+
+def load_saved(root: Path) -> ExperimentConfig:
+    """The config an experiment folder was run with (its experiment.json), its ``out`` this folder."""
+    import json
+
+    saved = root / "experiment.json"
+    if not saved.is_file():
+        raise UserError(f"{root} is not an experiment folder (no experiment.json); give the --out of an experiment")
+    try:
+        values = json.loads(saved.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{saved}: not valid JSON ({e.msg}, line {e.lineno})") from None
+    known = saved_defaults()  # fields a newer toolkit dropped are ignored; ones it added take what old runs did
+    values = {k: v for k, v in (known | values).items() if k in known} | {"out": str(root)}
+    values["train_overrides"] = {k: tuple(v) for k, v in values["train_overrides"].items()}
+    return replace_fields(ExperimentConfig(), values, saved)

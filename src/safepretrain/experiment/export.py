@@ -16,9 +16,9 @@ import shutil
 from pathlib import Path
 
 from safepretrain.errors import UserError
+from safepretrain.experiment.config import load_saved
 from safepretrain.experiment.run import grid
 from safepretrain.experiment.stages import Layout
-from safepretrain.experiment.status import load_saved
 from safepretrain.io import atomic_directory
 
 

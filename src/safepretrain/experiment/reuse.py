@@ -16,7 +16,7 @@ from pathlib import Path
 
 from safepretrain.errors import UserError
 from safepretrain.experiment.config import ExperimentConfig, differing_fields, saved_defaults, saved_form
-from safepretrain.experiment.stages import Cell, Layout, token_counts
+from safepretrain.experiment.stages import EVAL_DONE, MODEL_DONE, Cell, Layout, token_counts
 from safepretrain.io import atomic_directory, atomic_open
 
 POST_TRAINING = ("recovery_chats", "recovery_pretexts", "recovery_interleaved", "recovery_errors", "sft_epochs",
@@ -43,8 +43,6 @@ REACH = {
 """The first piece a pretraining field changes (``corpus:reflect``: only that recipe's data, and what reads it).
 Every other field -- the world's, ``segment_words`` (which evaluation reads too), any field added later -- changes
 the worlds: nothing is reused."""
-
-MODEL_DONE, EVAL_DONE = "model/config.json", "metrics.json"  # the file each piece writes last
 
 
 def reuse_stages(cfg: ExperimentConfig, cells: list[Cell], theirs: dict) -> list[Path]:

@@ -77,7 +77,7 @@ def experiment_phases(cfg: ExperimentConfig, cells: list[Cell]) -> list[tuple[st
 def grid_summary(cfg: ExperimentConfig, cells: list[Cell], layout: Layout) -> str:
     """What the grid builds and how much of its most expensive stage is done: a long run says so before it starts."""
     pretrainings = {layout.pretrain(c) for c in cells}
-    pretrained = sum((p / "model" / "config.json").is_file() for p in pretrainings)
+    pretrained = sum((p / stages.MODEL_DONE).is_file() for p in pretrainings)
     grid_size = " x ".join(_count(len(v), what) for v, what in
                            ((cfg.recipes, "recipe"), (cfg.curriculum_starts, "curriculum start"), (cfg.seeds, "seed")))
     return (f"{_count(len(cells), 'cell')} ({grid_size}), {_count(len(pretrainings), 'pretrained model')} "

@@ -82,6 +82,11 @@ class Layout:
         return self.root / "cells" / cell.recipe / f"start{cell.start:g}" / f"seed{cell.seed}"
 
 
+MODEL_DONE, EVAL_DONE = "model/config.json", "metrics.json"
+"""The file a training stage and an evaluation write last: a stage is finished when it exists (resume, reuse,
+status)."""
+
+
 def _threads(cfg: ExperimentConfig) -> None:
     """Per job (jobs run in spawned processes): torch threads, and the CLI's quiet logging."""
     import torch
@@ -267,7 +272,7 @@ def train_stage(kind: str, out: Path, values: dict, overrides: tuple[str, ...], 
     from safepretrain.train.config import build_config
     from safepretrain.train.trainer import has_checkpoint, train
 
-    if (out / "model" / "config.json").is_file():
+    if (out / MODEL_DONE).is_file():
         return out / "model"
     cfg = build_config(kind, {**values, "out": str(out)}, list(overrides), source=f"experiment {kind}")
     return train(cfg, resume=has_checkpoint(out), overwrite=not has_checkpoint(out),
@@ -363,7 +368,7 @@ def evaluate(cfg: ExperimentConfig, cell: Cell, stage: str) -> Path:
     out = eval_dir(cfg, cell, stage)
     layout = Layout(cfg)
     trained = {"pretrained": layout.pretrain, "post": layout.sft, "finetuned": layout.finetune}[stage](cell)
-    evaluated = (out / "metrics.json").is_file()
+    evaluated = (out / EVAL_DONE).is_file()
     unchecked = cell.spec.safebeam and not (out / TAG_CHECK).is_file()
     if evaluated and not unchecked:
         return out

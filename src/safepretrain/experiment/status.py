@@ -11,9 +11,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from safepretrain.errors import UserError
 from safepretrain.experiment import stages
-from safepretrain.experiment.config import ExperimentConfig, replace_fields, saved_defaults
+from safepretrain.experiment.config import ExperimentConfig
 from safepretrain.experiment.run import Job, experiment_phases, grid
 
 TRAINED_AT = {stages.pretrain: stages.Layout.pretrain, stages.post_train: stages.Layout.sft,
@@ -28,21 +27,6 @@ class PhaseStatus:
     total: int
     started: tuple[str, ...]
     """Jobs begun and not finished, each with how far it got (a stopped run's look the same as a running one's)."""
-
-
-def load_saved(root: Path) -> ExperimentConfig:
-    """The config an experiment folder was run with (its experiment.json), its ``out`` this folder."""
-    saved = root / "experiment.json"
-    if not saved.is_file():
-        raise UserError(f"{root} is not an experiment folder (no experiment.json); give the --out of an experiment")
-    try:
-        values = json.loads(saved.read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"{saved}: not valid JSON ({e.msg}, line {e.lineno})") from None
-    known = saved_defaults()  # fields a newer toolkit dropped are ignored; ones it added take what old runs did
-    values = {k: v for k, v in (known | values).items() if k in known} | {"out": str(root)}
-    values["train_overrides"] = {k: tuple(v) for k, v in values["train_overrides"].items()}
-    return replace_fields(ExperimentConfig(), values, saved)
 
 
 def experiment_status(cfg: ExperimentConfig) -> list[PhaseStatus]:
@@ -74,10 +58,10 @@ def job_state(job, args: tuple) -> tuple[bool, str]:
         return stages.sft_data_path(cfg, subject, args[2]).is_file(), ""
     if job in TRAINED_AT:
         out = TRAINED_AT[job](layout, subject)
-        return ((True, "") if (out / "model" / "config.json").is_file() else (False, training_progress(out)))
+        return ((True, "") if (out / stages.MODEL_DONE).is_file() else (False, training_progress(out)))
     if job is stages.evaluate:
         out = stages.eval_dir(cfg, subject, args[2])
-        return ((True, "") if (out / "metrics.json").is_file() else (False, evaluation_progress(out)))
+        return ((True, "") if (out / stages.EVAL_DONE).is_file() else (False, evaluation_progress(out)))
     raise ValueError(f"no status for stage {job.__name__}")
 
 
