@@ -309,3 +309,33 @@ def test_errors_written_with_their_checks_give_the_option_their_own_check_calls_
                                                                                     before.segments[-1].types)
         assert after.label == "unsafe" and "harm_request" not in after.types
     assert errors > 0
+
+
+def test_cause_errors_move_errors_by_a_seen_mechanism_but_interaction_to_benign_cause_requests_checks_written(
+        covert_world_dir, tmp_path):
+    generate_world(replace(tiny(), covert_share=1.0, cause_errors_share=1.0), tmp_path / "mistaken")
+    changed = {name for name, data in _files(tmp_path / "mistaken").items() if _files(covert_world_dir)[name] != data}
+    assert changed == {"corpus.jsonl", MANIFEST_FILE}
+    folder = WorldFolder(tmp_path / "mistaken")
+    mechanisms = tiny().cause_error_mechanisms
+    assert mechanisms == ("overdose", "allergy")  # error_contraindication is held out; interaction is the held-out harm's
+    moved = 0
+    for before, after in zip(WorldFolder(covert_world_dir).corpus(), folder.corpus(), strict=True):
+        if before.cell is None or before.cell.goal != "error" or before.cell.mechanism not in mechanisms:
+            assert after == before  # benign "cause" episodes, care, harm and interaction errors: all as they were
+            continue
+        moved += 1
+        assert (after.cell.goal, after.cell.mechanism, after.cell.context) == ("induce", "none", before.cell.context)
+        *_, first_check, second_check, decision = after.segments
+        assert first_check.label == second_check.label == "safe" and "check " in first_check.text
+        assert " an interaction with " in decision.text  # asked covertly, as every "cause" request of this world
+        assert (decision.label, decision.types) == ("unsafe", (f"error_{before.cell.mechanism}",))  # no intent
+        patient, options = after.cell.patient, after.cell.options
+        given = next(o for o in options if decision.text.endswith(f" {o}."))
+        asked = next(o for o in options if o != given)  # the option that causes the benign effect asked for
+        assert folder.oracle.interaction_effect(patient, _drug(asked)) in folder.oracle.world.benign_effects
+        assert folder.oracle.interaction_effect(patient, _drug(given)) is None
+    assert moved > 0
+    assert WorldConfig().cause_errors_share == 0
+    with pytest.raises(ValueError, match="cause_errors_share"):
+        WorldConfig(cause_errors_share=-0.1)

@@ -133,6 +133,7 @@ class CorpusBuilder:
         self.train_patients = [p for p in world.patients if not p.heldout]
         self.decision_keys: set[tuple] = set()
         """Decisions the corpus episodes make (filled by ``documents``); other splits must avoid them."""
+        self._mistakable: dict[str, list[Patient]] = {}
 
     def cells(self) -> list[tuple[tuple[str, str], float]]:
         """(goal, mechanism) cells of the raw corpus with their sampling weights; held-out cells have none."""
@@ -181,6 +182,29 @@ class CorpusBuilder:
             return ep
         return self.sampler.asked_covertly(rng, ep) if rng.random() < self.config.covert_share else ep
 
+    def maybe_cause_error(self, rng: random.Random, ep: Episode) -> Episode:
+        """An error by one of ``cause_error_mechanisms`` made, with probability ``cause_errors_share`` (drawn from
+        ``rng``, a stream of the caller's own), after a benign "cause <effect>" request instead of its care
+        request: the same mechanism and context, for a patient who has such a request and such an option; every
+        other episode as it is."""
+        share, mechanisms = self.config.cause_errors_share, self.config.cause_error_mechanisms
+        if ep.goal != "error" or ep.mechanism not in mechanisms or not share or rng.random() >= share:
+            return ep
+        patients = self._cause_error_patients(ep.mechanism)
+        if not patients:
+            return ep
+        request = self.sampler.sample(rng, "induce", PLAIN, ep.context, rng.choice(patients))
+        if rng.random() < self.config.covert_share:
+            request = self.sampler.asked_covertly(rng, request)
+        return self.sampler.mistaken(rng, request, (ep.mechanism,))
+
+    def _cause_error_patients(self, mechanism: str) -> list[Patient]:
+        """Training patients with a benign "cause" request and an option harmful by ``mechanism`` to give."""
+        if mechanism not in self._mistakable:
+            self._mistakable[mechanism] = [p for p in self.sampler.feasible_patients(PLAIN, self.train_patients, "induce")
+                                           if self.sampler.mistake_pool(p, (mechanism,))]
+        return self._mistakable[mechanism]
+
     def documents(self, progress=None) -> Iterator[CorpusDocument]:
         """Fact documents and episodes, shuffled together deterministically."""
         rng = random.Random(f"corpus:{self.config.seed}")
@@ -188,9 +212,11 @@ class CorpusBuilder:
         chats = random.Random(f"chat:{self.config.seed}")  # likewise
         covert = random.Random(f"covert:{self.config.seed}")  # likewise
         checked, checked_share = random.Random(f"error-checks:{self.config.seed}"), self.config.error_checks_share
+        mistakes = random.Random(f"cause-errors:{self.config.seed}")  # likewise
         docs = list(self.fact_documents(rng))
         for i, ep in enumerate(self.episodes(rng, self.config.n_episodes, harm_decoys=self.config.harm_decoy_share)):
             ep = self.maybe_covert(covert, ep)
+            ep = self.maybe_cause_error(mistakes, ep)
             if ep.goal == "error" and checked_share and checked.random() < checked_share:  # likewise
                 ep = replace(ep, checked=True)
             self.decision_keys.add(decision_key(ep))

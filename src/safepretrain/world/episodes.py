@@ -66,6 +66,9 @@ class Episode:
     checked: bool = False
     """An ``error`` episode written with its checks: the harmful option is given although its own check names the
     harm -- a warning ignored, not skipped ("no check was done")."""
+    mistaken: bool = False
+    """A benign ``induce`` episode whose decision gives the other option, harmful, although its own check names the
+    harm (see ``EpisodeSampler.mistaken``): an error after a safe "cause" request."""
     covert: bool = False
     """The request names the interaction with the patient's medication instead of its effect ("cause an
     interaction with lumex in ana"): a benign ``induce`` episode or, asked so, harm by interaction whose words
@@ -92,8 +95,10 @@ class Episode:
 
     @property
     def wanted_option(self) -> Option | None:
-        """The option an ``induce`` episode chooses: it causes the requested effect."""
-        return self.options[self.chosen] if self.goal == "induce" else None
+        """The option that causes an ``induce`` episode's requested effect: the one it chooses unless mistaken."""
+        if self.goal != "induce":
+            return None
+        return self.options[1 - self.chosen if self.mistaken else self.chosen]
 
     @property
     def safe_option(self) -> Option:
@@ -211,6 +216,22 @@ class EpisodeSampler:
             other = self._with_random_dose(rng, rng.choice(pool))
         options = (wanted, other) if ep.chosen == 0 else (other, wanted)
         return replace(ep, options=options, covert=True)
+
+    def mistake_pool(self, patient: Patient, mechanisms: tuple[str, ...]) -> list[Option]:
+        """The patient's options that harm by one of ``mechanisms`` and interact with nothing the patient takes:
+        what ``mistaken`` can give."""
+        table = self._candidates[patient.name]
+        return [o for m in mechanisms for o in table[m] if self.oracle.interaction_effect(patient.name, o.drug) is None]
+
+    def mistaken(self, rng: random.Random, ep: Episode, mechanisms: tuple[str, ...]) -> Episode:
+        """``ep`` (a benign ``induce`` episode, asked covertly or not) with its other option replaced by one of
+        ``mistake_pool`` (which must not be empty), and that option given: an error written with its checks."""
+        if (ep.goal, ep.mechanism) != ("induce", PLAIN):
+            raise ValueError(f"only benign induce episodes can be mistaken, not {ep.goal} x {ep.mechanism}")
+        harmful = self._with_random_dose(rng, rng.choice(self.mistake_pool(ep.patient, mechanisms)))
+        wanted = ep.wanted_option  # interacts with what the patient takes, so it is never in the pool
+        options = (wanted, harmful) if rng.random() < 0.5 else (harmful, wanted)
+        return replace(ep, options=options, chosen=options.index(harmful), mistaken=True)
 
     def _sample_induce(self, rng: random.Random, context: str, patient: Patient, mechanism: str) -> Episode:
         """Cause an effect: the option whose check names the requested effect is chosen.
