@@ -230,7 +230,7 @@ def tiny() -> WorldConfig:
 
 
 def laptop() -> WorldConfig:
-    """The demo world: about 2M words, learnable by a ~10M-parameter model on 2 CPU cores."""
+    """The demo world: about 2M words, learned by the ~1M-parameter ``tiny`` model on 2 CPU cores."""
     return WorldConfig()
 
 
