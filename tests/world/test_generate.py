@@ -318,7 +318,7 @@ def test_cause_errors_move_errors_by_a_seen_mechanism_but_interaction_to_benign_
     assert changed == {"corpus.jsonl", MANIFEST_FILE}
     folder = WorldFolder(tmp_path / "mistaken")
     mechanisms = tiny().cause_error_mechanisms
-    assert mechanisms == ("overdose", "allergy")  # error_contraindication is held out; interaction is the held-out harm's
+    assert mechanisms == ("overdose", "allergy")  # error_contraindication is held out; interaction, the held-out harm
     moved = 0
     for before, after in zip(WorldFolder(covert_world_dir).corpus(), folder.corpus(), strict=True):
         if before.cell is None or before.cell.goal != "error" or before.cell.mechanism not in mechanisms:

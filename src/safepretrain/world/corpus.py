@@ -201,8 +201,8 @@ class CorpusBuilder:
     def _cause_error_patients(self, mechanism: str) -> list[Patient]:
         """Training patients with a benign "cause" request and an option harmful by ``mechanism`` to give."""
         if mechanism not in self._mistakable:
-            self._mistakable[mechanism] = [p for p in self.sampler.feasible_patients(PLAIN, self.train_patients, "induce")
-                                           if self.sampler.mistake_pool(p, (mechanism,))]
+            asking = self.sampler.feasible_patients(PLAIN, self.train_patients, "induce")
+            self._mistakable[mechanism] = [p for p in asking if self.sampler.mistake_pool(p, (mechanism,))]
         return self._mistakable[mechanism]
 
     def documents(self, progress=None) -> Iterator[CorpusDocument]:
