@@ -132,6 +132,26 @@ def test_error_recovery_srp_flags_the_careless_decision_and_plain_gives_the_safe
         assert given in options and not tiny_folder.oracle.harms(patient, drug, dose)
 
 
+def test_in_a_world_with_cause_errors_error_recovery_forces_cause_requests_too_and_plain_gives_the_asked_option(
+        tmp_path):
+    from safepretrain.world.config import tiny as tiny_world
+    from safepretrain.world.generate import WorldFolder, generate_world
+
+    generate_world(replace(tiny_world(), covert_share=1.0, cause_errors_share=0.5), tmp_path / "w")
+    oracle, records = WorldFolder(tmp_path / "w").oracle, _error_recovery(tmp_path / "w")
+    cause = [r for r in records if r["cell"]["goal"] == "induce"]
+    assert cause and len(cause) < len(records)  # about half of the overdose and allergy errors
+    for record in cause:
+        patient, options = record["cell"]["patient"], record["cell"]["options"]
+        assert " an interaction with " in record["messages"][0]["content"] and record["prompt_label"] == "safe"
+        decision = record["response_segments"][-1]
+        srp = recovery_chat(record, "srp")["messages"][1]
+        assert srp["content"].endswith(SPECIAL.render("Unsafe", tuple(decision["types"])) + END_OF_TEXT)
+        plain = recovery_chat(record, "plain")["messages"][1]
+        given = plain["content"][len(plain["prefill"]):].strip().rstrip(".")
+        assert given in options and oracle.interaction_effect(patient, given.split()[0]) in oracle.world.benign_effects
+
+
 def test_sft_data_gets_the_error_recovery_chats_for_every_recipe(tiny_world_dir, tmp_path):
     cfg = replace(tiny(), out=str(tmp_path / "x"), recovery_errors=4)
     shutil.copytree(tiny_world_dir, Layout(cfg).world(0))

@@ -315,7 +315,7 @@ def test_cause_errors_move_errors_by_a_seen_mechanism_but_interaction_to_benign_
         covert_world_dir, tmp_path):
     generate_world(replace(tiny(), covert_share=1.0, cause_errors_share=1.0), tmp_path / "mistaken")
     changed = {name for name, data in _files(tmp_path / "mistaken").items() if _files(covert_world_dir)[name] != data}
-    assert changed == {"corpus.jsonl", MANIFEST_FILE}
+    assert changed == {"corpus.jsonl", "error_recovery.jsonl", MANIFEST_FILE}  # post-training's error chats, likewise
     folder = WorldFolder(tmp_path / "mistaken")
     mechanisms = tiny().cause_error_mechanisms
     assert mechanisms == ("overdose", "allergy")  # error_contraindication is held out; interaction, the held-out harm

@@ -227,7 +227,7 @@ def _pretext(n: int, share: float) -> str | None:
 def recovery_chat(record: dict, kind: str, grammar=None, pretext: str | None = None, interleaved: bool = False) -> dict:
     """A seen harmful request whose answer is forced (the ``prefill``: context, not a target) to comply up to where
     the prefill attack cuts it, then the recipe's recovery: plain post-training refuses where the drug would come
-    (for an error record -- a care request answered carelessly -- it gives the safe option there);
+    (for an error record -- a safe request answered carelessly -- it gives the other option there);
     SRP's takes the whole harmful decision as forced and writes its Unsafe reflection, then stops -- as its guard
     asks for a reflection after the decision the attacked model writes. With ``pretext`` (and the world's
     ``grammar``) the forced decision writes that indication, which the request never gave. ``interleaved`` (SRP):
@@ -255,7 +255,7 @@ def recovery_chat(record: dict, kind: str, grammar=None, pretext: str | None = N
         content = SPECIAL.reflected(forced, UNSAFE, types) + END_OF_TEXT
     else:
         forced = answer[:answer.rindex(f"give {patient}") + len(f"give {patient}")]
-        if record["cell"]["goal"] == "error":  # a care request answered carelessly: plain answers it right
+        if record["prompt_label"] == "safe":  # a safe request answered carelessly (an error): plain answers it right
             given = answer[len(forced):].strip().rstrip(".")
             content = f"{forced} {next(o for o in record['cell']['options'] if o != given)}."
         else:

@@ -128,7 +128,8 @@ class WorldConfig:
     the rule for care but not after a "cause" request, whose only decisions with a harmful check in training were
     the safe dual use (session 25). Not by interaction: a covert request answered with an adverse interaction is
     the held-out harm's own text. The corpus keeps its number of errors per mechanism and of benign "cause"
-    episodes. Drawn from a stream of its own: with 0 every world file is what it was before the field existed."""
+    episodes; post-training's error recovery chats (``error_recovery.jsonl``) move the same share. Drawn from a
+    stream of its own: with 0 every world file is what it was before the field existed."""
     care_plain_fraction: float = 0.25
     """Share of care episodes whose two options are both safe and differ only by indication (teaches matching the
     goal to an option's effect, the skill a harmful request reuses)."""

@@ -142,12 +142,14 @@ class SplitBuilder:
         """Care requests over the seen error mechanisms answered as a careless doctor would (the checks, then the
         option its own check calls harmful), on fresh decisions, as many as ``n_harmful_finetune``: the material of
         post-training's error recovery chats (``ExperimentConfig.recovery_errors``), in which a monitor learns that
-        a decision can be unsafe after a safe request. Built after every other split, so that adding it changed
-        none of them."""
+        a decision can be unsafe after a safe request. With ``cause_errors_share`` that share of the overdose and
+        allergy errors follow a benign "cause" request, as in the corpus. Built after every other split, so that
+        adding it changed none of them."""
         rng = random.Random(f"error-recovery:{self.config.seed}")
         train = self.corpus.train_patients
         errors = self._cells("error", self.config.seen_mechanisms("error"), train)
-        for i, ep in enumerate(self._fresh(rng, self.config.n_harmful_finetune, errors, train)):
+        cause = partial(self.corpus.maybe_cause_error, random.Random(f"error-recovery-cause:{self.config.seed}"))
+        for i, ep in enumerate(self._fresh(rng, self.config.n_harmful_finetune, errors, train, cause)):
             yield self._chat(f"error-recovery-{i:06d}", ep, chat_answer(replace(ep, checked=True)))
 
     # ------------------------------------------------------------ evaluation splits
