@@ -64,9 +64,10 @@ class ExperimentConfig:
     either way."""
     recovery_errors: int = 0
     """Error recovery chats added to every recipe's post-training, from the world's ``error_recovery.jsonl``: a
-    care request whose answer is forced through its checks to the option its own check calls harmful (a seen error
-    mechanism), then the recipe's recovery -- SRP's writes the decision's Unsafe reflection and stops; plain
-    post-training answers with the safe option where the drug comes, as care is answered. SRP's post-training
+    care request (with the world's ``cause_errors_share``, some are benign "cause" requests) whose answer is forced
+    through its checks to the option its own check calls harmful (a seen error mechanism), then the recipe's
+    recovery -- SRP's writes the decision's Unsafe reflection and stops; plain post-training answers with the
+    option the request asked for where the drug comes. SRP's post-training
     otherwise shows an Unsafe reflection only where the request is harmful: in a covert world (whose harmful
     requests read as safe) the monitor reflected Safe on harmful decisions right after its own check named the
     harm (results log, session 25). 0: none."""
