@@ -16,7 +16,9 @@ from pathlib import Path
 
 from safepretrain.errors import UserError
 from safepretrain.experiment.config import ExperimentConfig, differing_fields, saved_defaults, saved_form
-from safepretrain.experiment.stages import EVAL_DONE, MODEL_DONE, Cell, Layout, token_counts
+from safepretrain.experiment.stages import (
+    EVAL_DONE, MODEL_DONE, TOKENIZER_DONE, WORLD_DONE, Cell, Layout, token_counts,
+)
 from safepretrain.io import atomic_directory, atomic_open
 
 POST_TRAINING = ("recovery_chats", "recovery_pretexts", "recovery_interleaved", "recovery_errors", "sft_epochs",
@@ -64,8 +66,8 @@ def reuse_stages(cfg: ExperimentConfig, cells: list[Cell], theirs: dict) -> list
     layout = Layout(cfg)
     wanted: dict[Path, str | None] = {}  # a piece -> the file it writes last (None: the piece is a file)
     for seed in cfg.seeds:
-        wanted |= {layout.world(seed): "manifest.json"} if same("world") else {}
-        wanted |= {layout.tokenizer(seed): "tokenizer.json"} if same("tokenizer") else {}
+        wanted |= {layout.world(seed): WORLD_DONE} if same("world") else {}
+        wanted |= {layout.tokenizer(seed): TOKENIZER_DONE} if same("tokenizer") else {}
     for cell in cells:
         corpora = {cell.spec.corpus} | ({"filter"} if cell.effective_start > 0 else set())
         for corpus in corpora:

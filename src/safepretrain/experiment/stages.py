@@ -82,9 +82,10 @@ class Layout:
         return self.root / "cells" / cell.recipe / f"start{cell.start:g}" / f"seed{cell.seed}"
 
 
+WORLD_DONE, TOKENIZER_DONE = "manifest.json", "tokenizer.json"
 MODEL_DONE, EVAL_DONE = "model/config.json", "metrics.json"
-"""The file a training stage and an evaluation write last: a stage is finished when it exists (resume, reuse,
-status)."""
+"""The file a world, a tokenizer, a training stage and an evaluation write last: a stage is finished when it exists
+(resume, reuse, status)."""
 
 
 def _threads(cfg: ExperimentConfig) -> None:
@@ -105,7 +106,7 @@ def make_world(cfg: ExperimentConfig, seed: int) -> Path:
     from safepretrain.world.generate import generate_world
 
     out = Layout(cfg).world(seed)
-    if not (out / "manifest.json").is_file():
+    if not (out / WORLD_DONE).is_file():
         generate_world(cfg.world_config(seed), out, overwrite=True)
     return out
 
@@ -116,7 +117,7 @@ def make_tokenizer(cfg: ExperimentConfig, seed: int) -> Path:
 
     layout = Layout(cfg)
     out, world = layout.tokenizer(seed), layout.world(seed)
-    if not (out / "tokenizer.json").is_file():
+    if not (out / TOKENIZER_DONE).is_file():
         tokenizer = train_tokenizer(corpus_texts([world / "corpus.jsonl", world / "sft.jsonl"]), cfg.vocab_size)
         with atomic_directory(out, overwrite=True) as tmp:
             tokenizer.save_pretrained(tmp)

@@ -49,9 +49,9 @@ def job_state(job, args: tuple) -> tuple[bool, str]:
     cfg, subject = args[0], args[1]  # a seed (data stages) or a cell
     layout = stages.Layout(cfg)
     if job is stages.make_world:
-        return (layout.world(subject) / "manifest.json").is_file(), ""
+        return (layout.world(subject) / stages.WORLD_DONE).is_file(), ""
     if job is stages.make_tokenizer:
-        return (layout.tokenizer(subject) / "tokenizer.json").is_file(), ""
+        return (layout.tokenizer(subject) / stages.TOKENIZER_DONE).is_file(), ""
     if job is stages.make_corpus:
         return layout.corpus(subject, args[2]).is_file(), ""
     if job is stages.make_sft_data:
