@@ -275,7 +275,7 @@ def test_the_status_says_how_far_each_begun_job_got(tmp_path):
     (Path(cfg.out) / "experiment.json").write_text(json.dumps(cfg.to_dict()))
     training = Layout(cfg).pretrain(Cell("srp", 0.0, 0))
     training.mkdir(parents=True)
-    record = {"step": 30, "total_steps": 120, "loss": 2.5, "lr": 1e-3, "tokens": 30 * 4096, "tokens_per_s": 7400.0}
+    record = {"step": 30, "total_steps": 600, "loss": 2.5, "lr": 1e-3, "tokens": 30 * 4096, "tokens_per_s": 7400.0}
     (training / "metrics.jsonl").write_text(json.dumps(record) + "\n")
     evaluation = eval_dir(cfg, Cell("raw", 0.0, 0), "post")
     evaluation.mkdir(parents=True)
@@ -284,8 +284,17 @@ def test_the_status_says_how_far_each_begun_job_got(tmp_path):
     phases = {p.phase: p for p in experiment_status(load_saved(Path(cfg.out)))}
     assert list(phases)[-1] == "eval"  # until: post
     assert phases["world"].done == phases["pretrain"].done == 0
-    assert phases["pretrain"].started == (f"{training.name} seed0: step 30 of 120 (25%), 7,400 tokens/s",)
+    assert phases["pretrain"].started == (f"{training.name} seed0: step 30 of 600 (5%), 7,400 tokens/s, "
+                                          "~5 min left",)  # 570 steps of 4,096 tokens at 7,400 tokens/s: 315 s
     assert phases["eval"].started == ("raw/start0/seed0: 2 samples written",)
+
+
+def test_the_time_left_reads_in_the_unit_a_person_would_say():
+    from safepretrain.experiment.status import time_left
+
+    assert time_left(20) == "under a minute left"
+    assert time_left(44 * 60) == "~44 min left"
+    assert time_left(2.5 * 3600) == "~2.5 h left"
 
 
 def test_the_status_of_a_folder_that_holds_no_experiment_says_so(tmp_path):

@@ -66,7 +66,7 @@ def job_state(job, args: tuple) -> tuple[bool, str]:
 
 
 def training_progress(out: Path) -> str:
-    """"step 420 of 733 (57%), 7,400 tokens/s" from a training run's last metrics record."""
+    """"step 420 of 733 (57%), 7,400 tokens/s, ~3 min left" from a training run's last metrics record."""
     metrics = out / "metrics.jsonl"
     if not metrics.is_file():
         return ""
@@ -74,9 +74,21 @@ def training_progress(out: Path) -> str:
     if not lines:
         return "starting"
     last = json.loads(lines[-1])
-    total = last.get("total_steps")  # runs logged before it was recorded have only the step
-    of = f" of {total} ({last['step'] / total:.0%})" if total else ""
-    return f"step {last['step']}{of}, {last['tokens_per_s']:,.0f} tokens/s"
+    step, total, rate = last["step"], last.get("total_steps"), last["tokens_per_s"]
+    if not total:  # runs logged before it was recorded have only the step
+        return f"step {step}, {rate:,.0f} tokens/s"
+    seconds_left = (total - step) * last["tokens"] / step / rate if step and rate else None
+    left = f", {time_left(seconds_left)}" if seconds_left is not None else ""
+    return f"step {step} of {total} ({step / total:.0%}), {rate:,.0f} tokens/s{left}"
+
+
+def time_left(seconds: float) -> str:
+    """At the last logged speed; a stopped run's estimate is what it would need once continued."""
+    if seconds < 60:
+        return "under a minute left"
+    if seconds < 90 * 60:
+        return f"~{round(seconds / 60)} min left"
+    return f"~{seconds / 3600:.1f} h left"
 
 
 def evaluation_progress(out: Path) -> str:
