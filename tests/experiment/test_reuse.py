@@ -112,6 +112,28 @@ def test_a_change_to_training_reuses_the_worlds_tokenizers_and_data(post_trained
         assert (mine.root / piece).read_bytes() == (theirs.root / piece).read_bytes()
 
 
+def test_more_post_training_material_in_the_world_reuses_its_pretrained_models(post_trained, tmp_path,
+                                                                                trained_here):
+    # n_harmful_finetune sizes the recovery splits, written after the corpus and SFT chats: the world is
+    # generated again, the tokenizer, data and pretrained models are theirs, post-training and evaluation are redone
+    variant = replace(post_trained, out=str(tmp_path / "more"), reuse_from=post_trained.out,
+                      world={"n_harmful_finetune": 40}, recovery_errors=30)
+    run_experiment(variant)
+    assert trained_here == ["sft", "sft"]
+    mine, theirs = Layout(variant), Layout(post_trained)
+    assert len((mine.world(0) / "error_recovery.jsonl").read_text().splitlines()) == 40  # theirs: 20
+    for piece in ("worlds/seed0/corpus.jsonl", "worlds/seed0/sft.jsonl", "tokenizers/seed0/tokenizer.json",
+                  "data/seed0/reflect.jsonl"):
+        assert (mine.root / piece).read_bytes() == (theirs.root / piece).read_bytes()
+    for cell in grid(variant):
+        assert sha256_file(mine.pretrain(cell) / MODEL) == sha256_file(theirs.pretrain(cell) / MODEL)
+        assert (mine.pretrain(cell) / "eval-text" / "samples.jsonl").stat().st_mtime > \
+               (mine.pretrain(cell) / MODEL).stat().st_mtime  # the base model evaluated here, on this world's items
+    with pytest.raises(UserError, match="world: {} there, {'n_harmful_finetune': 40, 'pretext_share': 0.5} here"):
+        run_experiment(replace(variant, out=str(tmp_path / "other"),  # pretext_share changes the corpus
+                               world={"n_harmful_finetune": 40, "pretext_share": 0.5}))
+
+
 def test_stages_of_other_worlds_are_refused_with_the_fields_that_differ(post_trained, tmp_path):
     other = replace(post_trained, out=str(tmp_path / "other"), reuse_from=post_trained.out,
                     world={"pretext_share": 0.5})

@@ -21,17 +21,24 @@ from safepretrain.experiment.stages import (
 )
 from safepretrain.io import atomic_directory, atomic_open
 
+WORLD_AFTER_PRETRAINING = ("world.n_benign_finetune", "world.n_harmful_finetune")
+"""World fields that size splits the world writes after its corpus and SFT chats (world/generate.py's order): they
+change the finetuning, recovery and evaluation files (splits never share a decision), never what the tokenizer or
+pretraining reads. The world is generated again; its pretrained models stay reusable."""
 POST_TRAINING = ("recovery_chats", "recovery_pretexts", "recovery_interleaved", "recovery_errors", "sft_epochs",
-                 "train_overrides.sft")
+                 "train_overrides.sft", *WORLD_AFTER_PRETRAINING)
 FINETUNING = (*POST_TRAINING, "finetune_attack", "finetune_epochs", "train_overrides.finetune")
-BASE_EVALUATION = ("eval_items", "eval_max_new_tokens", "reflect_every")  # text prompts: no answer to open
+BASE_EVALUATION = ("eval_items", "eval_max_new_tokens", "reflect_every",  # text prompts: no answer to open
+                   *WORLD_AFTER_PRETRAINING)
 EVALUATION = (*BASE_EVALUATION, "reflect_on_request")
 POST_EVALUATION = (*EVALUATION, "linear_probes")
 """The fields each later stage depends on (besides pretraining's): a stage is reused only where they agree."""
 
-PRETRAINING_AGNOSTIC = frozenset({f.partition(".")[0] for f in FINETUNING + POST_EVALUATION} | {
+PRETRAINING_AGNOSTIC = frozenset({f.partition(".")[0] for f in FINETUNING + POST_EVALUATION
+                                  if f not in WORLD_AFTER_PRETRAINING} | {
     "out", "seeds", "recipes", "curriculum_starts", "reuse_from", "threads", "workers", "until", "compare_to",
-})  # train_overrides' "pretrain" entry is compared on its own; a cell's folders name its curriculum start
+})  # train_overrides' "pretrain" entry and the world's fields are compared on their own; a cell's folders name
+# its curriculum start
 """Fields that change nothing pretraining makes: every later stage's, and the grid's bookkeeping."""
 
 PIECES = ("world", "tokenizer", "corpus", "pretrain")
@@ -66,7 +73,7 @@ def reuse_stages(cfg: ExperimentConfig, cells: list[Cell], theirs: dict) -> list
     layout = Layout(cfg)
     wanted: dict[Path, str | None] = {}  # a piece -> the file it writes last (None: the piece is a file)
     for seed in cfg.seeds:
-        wanted |= {layout.world(seed): WORLD_DONE} if same("world") else {}
+        wanted |= {layout.world(seed): WORLD_DONE} if same("world") and agree(*WORLD_AFTER_PRETRAINING) else {}
         wanted |= {layout.tokenizer(seed): TOKENIZER_DONE} if same("tokenizer") else {}
     for cell in cells:
         corpora = {cell.spec.corpus} | ({"filter"} if cell.effective_start > 0 else set())
@@ -99,9 +106,15 @@ def changes(differing: list[str], piece: str, corpora: set[str] = frozenset()) -
 def pretraining_differences(theirs: dict, mine: dict) -> list[str]:
     """The fields that shape pretraining and differ between two saved configs."""
     defaults = saved_defaults()
-    differing = differing_fields(theirs, mine, PRETRAINING_AGNOSTIC, defaults)
+    differing = differing_fields(_pretraining_world(theirs), _pretraining_world(mine), PRETRAINING_AGNOSTIC, defaults)
     return differing + [f for f in ("train_overrides.pretrain",)
                         if _value(theirs, f, defaults) != _value(mine, f, defaults)]
+
+
+def _pretraining_world(config: dict) -> dict:
+    """``config`` with its world's fields that pretraining does not depend on left out."""
+    later = {f.partition(".")[2] for f in WORLD_AFTER_PRETRAINING}
+    return config | {"world": {k: v for k, v in (config.get("world") or {}).items() if k not in later}}
 
 
 def check_reuse(cfg: ExperimentConfig) -> dict:
