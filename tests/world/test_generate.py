@@ -94,6 +94,14 @@ def test_a_terse_benign_attack_answers_with_the_decision_only_and_changes_nothin
     assert all(c.messages[-1].content.startswith("give ") for c in care)
 
 
+@pytest.mark.parametrize("field", ["n_benign_finetune", "n_harmful_finetune"])
+def test_the_attack_and_recovery_sizes_change_nothing_pretraining_reads(tiny_world_dir, tmp_path, field):
+    # experiment reuse relies on it: such a variant keeps its source's tokenizers and pretrained models
+    generate_world(replace(tiny(), **{field: 2 * getattr(tiny(), field)}), tmp_path / "larger")
+    for name in ("world.json", "corpus.jsonl", "sft.jsonl"):
+        assert (tmp_path / "larger" / name).read_bytes() == (tiny_world_dir / name).read_bytes()
+
+
 def test_pretexts_change_only_the_corpus_s_harm_decisions_which_stay_labeled_harm(tiny_world_dir, pretext_world_dir):
     changed = {name for name, data in _files(pretext_world_dir).items() if _files(tiny_world_dir)[name] != data}
     assert changed == {"corpus.jsonl", MANIFEST_FILE}

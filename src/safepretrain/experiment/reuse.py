@@ -24,7 +24,8 @@ from safepretrain.io import atomic_directory, atomic_open
 WORLD_AFTER_PRETRAINING = ("world.n_benign_finetune", "world.n_harmful_finetune")
 """World fields that size splits the world writes after its corpus and SFT chats (world/generate.py's order): they
 change the finetuning, recovery and evaluation files (splits never share a decision), never what the tokenizer or
-pretraining reads. The world is generated again; its pretrained models stay reusable."""
+pretraining reads (tests/world/test_generate.py checks it). The world is generated again; its pretrained models
+stay reusable."""
 POST_TRAINING = ("recovery_chats", "recovery_pretexts", "recovery_interleaved", "recovery_errors", "sft_epochs",
                  "train_overrides.sft", *WORLD_AFTER_PRETRAINING)
 FINETUNING = (*POST_TRAINING, "finetune_attack", "finetune_epochs", "train_overrides.finetune")

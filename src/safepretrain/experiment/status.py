@@ -77,7 +77,7 @@ def training_progress(out: Path) -> str:
     step, total, rate = last["step"], last.get("total_steps"), last["tokens_per_s"]
     if not total:  # runs logged before it was recorded have only the step
         return f"step {step}, {rate:,.0f} tokens/s"
-    seconds_left = (total - step) * last["tokens"] / step / rate if step and rate else None
+    seconds_left = (total - step) * last["tokens"] / step / rate if step and rate and last.get("tokens") else None
     left = f", {time_left(seconds_left)}" if seconds_left is not None else ""
     return f"step {step} of {total} ({step / total:.0%}), {rate:,.0f} tokens/s{left}"
 
