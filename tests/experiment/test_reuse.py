@@ -136,6 +136,25 @@ def test_more_post_training_material_in_the_world_reuses_its_pretrained_models(p
                                world={"n_harmful_finetune": 40, "pretext_share": 0.5}))
 
 
+def test_another_share_of_cause_errors_among_the_error_recoveries_reuses_the_base_models_and_their_evaluation(
+        post_trained, tmp_path, trained_here):
+    # error_recovery.jsonl is the world's last split: evaluation items stay, only post-training is redone
+    variant = replace(post_trained, out=str(tmp_path / "cause"), reuse_from=post_trained.out,
+                      world={"error_recovery_cause_share": 0.5}, recovery_errors=10)
+    run_experiment(variant)
+    assert trained_here == ["sft", "sft"]
+    mine, theirs = Layout(variant), Layout(post_trained)
+    recoveries = "worlds/seed0/error_recovery.jsonl"
+    assert (mine.root / recoveries).read_bytes() != (theirs.root / recoveries).read_bytes()
+    for piece in ("worlds/seed0/eval/heldout_unsafe.jsonl", "worlds/seed0/eval/reflection.jsonl"):
+        assert (mine.root / piece).read_bytes() == (theirs.root / piece).read_bytes()
+    for cell in grid(variant):
+        assert sha256_file(mine.pretrain(cell) / MODEL) == sha256_file(theirs.pretrain(cell) / MODEL)
+        samples = "eval-text/samples.jsonl"
+        assert (mine.pretrain(cell) / samples).read_bytes() == (theirs.pretrain(cell) / samples).read_bytes()
+        assert (mine.pretrain(cell) / samples).stat().st_mtime == (theirs.pretrain(cell) / samples).stat().st_mtime
+
+
 def test_stages_of_other_worlds_are_refused_with_the_fields_that_differ(post_trained, tmp_path):
     other = replace(post_trained, out=str(tmp_path / "other"), reuse_from=post_trained.out,
                     world={"pretext_share": 0.5})

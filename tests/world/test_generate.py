@@ -347,3 +347,37 @@ def test_cause_errors_move_errors_by_a_seen_mechanism_but_interaction_to_benign_
     assert WorldConfig().cause_errors_share == 0
     with pytest.raises(ValueError, match="cause_errors_share"):
         WorldConfig(cause_errors_share=-0.1)
+
+
+def _asked_cause(chat) -> bool:
+    return chat.cell.goal == "induce"  # an error after a benign "cause" request; a care error's goal is "error"
+
+
+def test_error_recovery_cause_share_spreads_that_share_of_cause_errors_over_the_recovery_chats_and_nothing_else(
+        tmp_path):
+    config = replace(tiny(), covert_share=1.0, n_harmful_finetune=30, error_recovery_cause_share=0.5)
+    generate_world(replace(config, error_recovery_cause_share=None), tmp_path / "as-corpus")
+    generate_world(config, tmp_path / "spread")
+    before, after = _files(tmp_path / "as-corpus"), _files(tmp_path / "spread")
+    assert {name for name in after if after[name] != before[name]} == {"error_recovery.jsonl", MANIFEST_FILE}
+    chats = list(WorldFolder(tmp_path / "spread").chat("error_recovery.jsonl"))
+    assert [_asked_cause(c) for c in chats[:6]] == [False, True] * 3  # every first N chats hold N // 2
+    for chat in chats:
+        decision = chat.response_segments[-1]
+        assert chat.prompt_label == "safe" and decision.label == "unsafe"
+        if _asked_cause(chat):
+            assert " an interaction with " in chat.messages[0].content  # asked covertly, as in this world
+            assert decision.types[0] in ("error_overdose", "error_allergy")  # never an interaction: the held-out harm
+    # none without cause errors in the corpus (cause_errors_share 0): the share is the recovery split's own
+    assert not any(_asked_cause(c) for c in WorldFolder(tmp_path / "as-corpus").chat("error_recovery.jsonl"))
+
+
+def test_error_recovery_cause_share_says_when_the_world_runs_out_of_fresh_decisions(tmp_path):
+    generate_world(replace(tiny(), n_harmful_finetune=5, error_recovery_cause_share=1.0), tmp_path / "all")
+    assert all(_asked_cause(c) for c in WorldFolder(tmp_path / "all").chat("error_recovery.jsonl"))
+    with pytest.raises(UserError, match=r"ran out of fresh errors after a \"cause\" request after \d+ error recovery "
+                                        r"chats of the 5000 asked"):
+        generate_world(replace(tiny(), n_harmful_finetune=5000, error_recovery_cause_share=1.0), tmp_path / "many")
+    assert not (tmp_path / "many").exists()  # nothing half-written
+    with pytest.raises(ValueError, match="error_recovery_cause_share"):
+        WorldConfig(error_recovery_cause_share=1.5)

@@ -21,16 +21,18 @@ from safepretrain.experiment.stages import (
 )
 from safepretrain.io import atomic_directory, atomic_open
 
-WORLD_AFTER_PRETRAINING = ("world.n_benign_finetune", "world.n_harmful_finetune")
-"""World fields that size splits the world writes after its corpus and SFT chats (world/generate.py's order): they
-change the finetuning, recovery and evaluation files (splits never share a decision), never what the tokenizer or
+WORLD_BEFORE_EVAL_ITEMS = ("world.n_benign_finetune", "world.n_harmful_finetune")
+"""World fields that size splits the world writes after its corpus and SFT chats but before its evaluation items
+(world/generate.py's order): splits never share a decision, so they move evaluation items too."""
+WORLD_AFTER_PRETRAINING = (*WORLD_BEFORE_EVAL_ITEMS, "world.error_recovery_cause_share")
+"""World fields that change only splits written after the corpus and SFT chats: never what the tokenizer or
 pretraining reads (tests/world/test_generate.py checks it). The world is generated again; its pretrained models
 stay reusable."""
 POST_TRAINING = ("recovery_chats", "recovery_pretexts", "recovery_interleaved", "recovery_errors", "sft_epochs",
                  "train_overrides.sft", *WORLD_AFTER_PRETRAINING)
 FINETUNING = (*POST_TRAINING, "finetune_attack", "finetune_epochs", "train_overrides.finetune")
 BASE_EVALUATION = ("eval_items", "eval_max_new_tokens", "reflect_every",  # text prompts: no answer to open
-                   *WORLD_AFTER_PRETRAINING)
+                   *WORLD_BEFORE_EVAL_ITEMS)
 EVALUATION = (*BASE_EVALUATION, "reflect_on_request")
 POST_EVALUATION = (*EVALUATION, "linear_probes")
 """The fields each later stage depends on (besides pretraining's): a stage is reused only where they agree."""

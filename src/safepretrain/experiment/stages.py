@@ -201,11 +201,6 @@ def _recovery_records(world: Path, name: str, n: int, field: str) -> list[dict]:
     return records
 
 
-def _spread(n: int, share: float) -> bool:
-    """Whether the ``n``-th item is one of a ``share`` spread evenly over a sequence."""
-    return math.floor((n + 1) * share) > math.floor(n * share)
-
-
 def _interleaved(record: dict, share: float) -> bool:
     """Whether an SRP recovery chat is forced in SRP's own answer shape: drawn per chat (seeded by its id), so
     that it is independent of which chats have a pretext and with which indication."""
@@ -218,9 +213,10 @@ def _pretext(n: int, share: float) -> str | None:
     """The indication the ``n``-th recovery chat's decision writes as a pretext, spread evenly at ``share``; the
     indications take turns among the chats that get one (session 20's first runs drew it by ``n``, which at share
     0.5 gave every pretext the same indication, and the models learned that one only)."""
+    from safepretrain.world.splits import spread_evenly
     from safepretrain.world.templates import INDICATIONS
 
-    if not _spread(n, share):
+    if not spread_evenly(n, share):
         return None
     return INDICATIONS[(math.floor((n + 1) * share) - 1) % len(INDICATIONS)]
 

@@ -130,6 +130,14 @@ class WorldConfig:
     the held-out harm's own text. The corpus keeps its number of errors per mechanism and of benign "cause"
     episodes; post-training's error recovery chats (``error_recovery.jsonl``) move the same share. Drawn from a
     stream of its own: with 0 every world file is what it was before the field existed."""
+    error_recovery_cause_share: float | None = None
+    """Share of post-training's error recovery chats (``error_recovery.jsonl``) that are errors after a benign
+    "cause" request (by ``cause_error_mechanisms``, asked covertly with probability ``covert_share``), spread evenly
+    so that the first N chats, as many as an experiment's ``recovery_errors`` takes, hold that share; the rest are
+    care errors over the seen error mechanisms. None: as the corpus -- ``cause_errors_share`` of the overdose and
+    allergy errors, drawn per chat, and fewer where their decisions repeat one used before (at 0.5, 72, 41 and 33
+    of 300 in the laptop worlds 0-2, session 28). Changes that file only, so an experiment that changes it reuses
+    its source's pretrained models."""
     care_plain_fraction: float = 0.25
     """Share of care episodes whose two options are both safe and differ only by indication (teaches matching the
     goal to an option's effect, the skill a harmful request reuses)."""
@@ -178,6 +186,8 @@ class WorldConfig:
         _require(0.0 <= self.covert_share <= 1.0, "covert_share must be in [0, 1]")
         _require(0.0 <= self.error_checks_share <= 1.0, "error_checks_share must be in [0, 1]")
         _require(0.0 <= self.cause_errors_share <= 1.0, "cause_errors_share must be in [0, 1]")
+        _require(self.error_recovery_cause_share is None or 0.0 <= self.error_recovery_cause_share <= 1.0,
+                 "error_recovery_cause_share must be in [0, 1], or null (as cause_errors_share)")
         _require(0.0 <= self.sft_induce_fraction < 0.7, "sft_induce_fraction must be in [0, 0.7)")
         _require(self.benign_finetune_style in ("worked", "terse"), "benign_finetune_style must be worked or terse")
         _require(min(self.n_sft, self.n_benign_finetune, self.n_harmful_finetune, self.n_eval_per_split) >= 1,

@@ -183,14 +183,19 @@ class CorpusBuilder:
         return self.sampler.asked_covertly(rng, ep) if rng.random() < self.config.covert_share else ep
 
     def maybe_cause_error(self, rng: random.Random, ep: Episode) -> Episode:
-        """An error by one of ``cause_error_mechanisms`` made, with probability ``cause_errors_share`` (drawn from
-        ``rng``, a stream of the caller's own), after a benign "cause <effect>" request instead of its care
-        request: the same mechanism and context, for a patient who has such a request and such an option; every
-        other episode as it is."""
+        """An error by one of ``cause_error_mechanisms`` made after a benign "cause" request (``as_cause_error``)
+        with probability ``cause_errors_share`` (drawn from ``rng``, a stream of the caller's own); every other
+        episode as it is."""
         share, mechanisms = self.config.cause_errors_share, self.config.cause_error_mechanisms
         if ep.goal != "error" or ep.mechanism not in mechanisms or not share or rng.random() >= share:
             return ep
-        patients = self._cause_error_patients(ep.mechanism)
+        return self.as_cause_error(rng, ep)
+
+    def as_cause_error(self, rng: random.Random, ep: Episode) -> Episode:
+        """``ep`` (an error by one of ``cause_error_mechanisms``) made after a benign "cause <effect>" request
+        instead of its care request, asked covertly with probability ``covert_share``: the same mechanism and
+        context, for a patient who has such a request and such an option; ``ep`` as it is where no patient has."""
+        patients = self.cause_error_patients(ep.mechanism)
         if not patients:
             return ep
         request = self.sampler.sample(rng, "induce", PLAIN, ep.context, rng.choice(patients))
@@ -198,7 +203,7 @@ class CorpusBuilder:
             request = self.sampler.asked_covertly(rng, request)
         return self.sampler.mistaken(rng, request, (ep.mechanism,))
 
-    def _cause_error_patients(self, mechanism: str) -> list[Patient]:
+    def cause_error_patients(self, mechanism: str) -> list[Patient]:
         """Training patients with a benign "cause" request and an option harmful by ``mechanism`` to give."""
         if mechanism not in self._mistakable:
             asking = self.sampler.feasible_patients(PLAIN, self.train_patients, "induce")

@@ -6,11 +6,13 @@ and held-out patients occur in no episode at all.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterator
 from dataclasses import replace
 from functools import partial
 
+from safepretrain.errors import UserError
 from safepretrain.world.config import MECHANISMS
 from safepretrain.world.corpus import CorpusBuilder, decision_key, episode_cell, episode_document
 from safepretrain.world.episodes import (
@@ -23,6 +25,12 @@ from safepretrain.world.schema import ChatExample, ChatMessage, CorpusDocument, 
 
 CARE_MECHANISMS = (PLAIN, *MECHANISMS)
 """Care requests come plain (no risk among the options) or with one option that harms by a mechanism."""
+
+
+def spread_evenly(n: int, share: float) -> bool:
+    """Whether the ``n``-th item is one of a ``share`` spread evenly over a sequence: any first N items hold
+    ``floor(N * share)`` of them."""
+    return math.floor((n + 1) * share) > math.floor(n * share)
 
 
 def refusal(ep: Episode) -> str:
@@ -142,15 +150,41 @@ class SplitBuilder:
         """Care requests over the seen error mechanisms answered as a careless doctor would (the checks, then the
         option its own check calls harmful), on fresh decisions, as many as ``n_harmful_finetune``: the material of
         post-training's error recovery chats (``ExperimentConfig.recovery_errors``), in which a monitor learns that
-        a decision can be unsafe after a safe request. With ``cause_errors_share`` that share of the overdose and
-        allergy errors follow a benign "cause" request, as in the corpus. Built after every other split, so that
-        adding it changed none of them."""
+        a decision can be unsafe after a safe request. Some follow a benign "cause" request instead: with
+        ``error_recovery_cause_share`` that share of the chats, spread evenly; without it, ``cause_errors_share``
+        of the overdose and allergy errors, as in the corpus. Built after every other split, so that adding it
+        changed none of them."""
+        n, share = self.config.n_harmful_finetune, self.config.error_recovery_cause_share
         rng = random.Random(f"error-recovery:{self.config.seed}")
+        cause_rng = random.Random(f"error-recovery-cause:{self.config.seed}")
         train = self.corpus.train_patients
         errors = self._cells("error", self.config.seen_mechanisms("error"), train)
-        cause = partial(self.corpus.maybe_cause_error, random.Random(f"error-recovery-cause:{self.config.seed}"))
-        for i, ep in enumerate(self._fresh(rng, self.config.n_harmful_finetune, errors, train, cause)):
+        if share is None:
+            episodes = self._fresh(rng, n, errors, train, partial(self.corpus.maybe_cause_error, cause_rng))
+        else:
+            episodes = self._spread_cause_errors(rng, cause_rng, n, share, errors)
+        for i, ep in enumerate(episodes):
             yield self._chat(f"error-recovery-{i:06d}", ep, chat_answer(replace(ep, checked=True)))
+
+    def _spread_cause_errors(self, rng, cause_rng, n: int, share: float, errors) -> Iterator[Episode]:
+        """``n`` fresh errors, ``share`` of them, spread evenly, made after a benign "cause" request."""
+        train = self.corpus.train_patients
+        mechanisms = [m for m in self.config.cause_error_mechanisms if self.corpus.cause_error_patients(m)]
+        if share and not mechanisms:
+            raise UserError("error_recovery_cause_share: no training patient has both a benign \"cause\" request and "
+                            "an overdose or allergy option to be given by mistake; set it to 0")
+        as_cause = partial(self.corpus.as_cause_error, cause_rng)
+        streams = {True: self._fresh(rng, n, self._cells("error", mechanisms, train), train, as_cause),
+                   False: self._fresh(rng, n, errors, train)}
+        for i in range(n):
+            cause = spread_evenly(i, share)
+            ep = next(streams[cause], None)
+            if ep is None:
+                kind = 'errors after a "cause" request' if cause else "care errors"
+                raise UserError(f"error_recovery_cause_share {share}: the world ran out of fresh {kind} after {i} "
+                                f"error recovery chats of the {n} asked (n_harmful_finetune); ask for fewer, or "
+                                "another share")
+            yield ep
 
     # ------------------------------------------------------------ evaluation splits
 
