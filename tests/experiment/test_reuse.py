@@ -113,6 +113,19 @@ def test_a_change_to_training_reuses_the_worlds_tokenizers_and_data(post_trained
         assert (mine.root / piece).read_bytes() == (theirs.root / piece).read_bytes()
 
 
+def test_another_training_seed_trains_the_same_worlds_again(post_trained, tmp_path, trained_here):
+    variant = replace(post_trained, out=str(tmp_path / "draw"), reuse_from=post_trained.out, recipes=("raw",),
+                      training_seed=7, until="base")
+    run_experiment(variant)
+    assert trained_here == ["pretrain"]
+    mine, theirs = Layout(variant), Layout(post_trained)
+    for piece in ("worlds/seed0/corpus.jsonl", "tokenizers/seed0/tokenizer.json", "data/seed0/raw.jsonl"):
+        assert (mine.root / piece).read_bytes() == (theirs.root / piece).read_bytes()
+    (cell,) = grid(variant)
+    assert sha256_file(mine.pretrain(cell) / MODEL) != sha256_file(theirs.pretrain(cell) / MODEL)
+    assert "seed: 7" in (mine.pretrain(cell) / "config.yaml").read_text()
+
+
 def test_more_post_training_material_in_the_world_reuses_its_pretrained_models(post_trained, tmp_path,
                                                                                 trained_here):
     # n_harmful_finetune sizes the recovery splits, written after the corpus and SFT chats: the world is

@@ -31,6 +31,10 @@ class ExperimentConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     """Each seed is a new world (generated with that seed) and a new training seed: variation between worlds is
     part of the error bars."""
+    training_seed: int | None = None
+    """The seed of every training run (initialization and data order of pretraining, post-training and the attack);
+    None: each world's own seed. Another value trains the same worlds again -- how much of a result is the training
+    draw rather than the world -- and, with ``reuse_from``, reuses their worlds, tokenizers and data."""
     recipes: tuple[str, ...] = ("raw", "filter", "rewrite", "refusal+moral", "tags", "srp", "srp-mask",
                                 "srp-pretrain-only", "posttrain-only")
     curriculum_starts: tuple[float, ...] = (0.0,)
@@ -64,10 +68,10 @@ class ExperimentConfig:
     either way."""
     recovery_errors: int = 0
     """Error recovery chats added to every recipe's post-training, from the world's ``error_recovery.jsonl``: a
-    care request (with the world's ``cause_errors_share``, some are benign "cause" requests) whose answer is forced
-    through its checks to the option its own check calls harmful (a seen error mechanism), then the recipe's
-    recovery -- SRP's writes the decision's Unsafe reflection and stops; plain post-training answers with the
-    option the request asked for where the drug comes. SRP's post-training otherwise shows an Unsafe reflection
+    care request (some are benign "cause" requests: the world's ``error_recovery_cause_share``, or as its corpus's
+    ``cause_errors_share``) whose answer is forced through its checks to the option its own check calls harmful (a
+    seen error mechanism), then the recipe's recovery -- SRP's writes the decision's Unsafe reflection and stops;
+    plain post-training answers with the option the request asked for where the drug comes. SRP's post-training otherwise shows an Unsafe reflection
     only where the request is harmful: in a covert world (whose harmful requests read as safe) the monitor
     reflected Safe on harmful decisions right after its own check named the harm (results log, session 25).
     0: none."""
@@ -151,6 +155,10 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def train_seed(self, seed: int) -> int:
+        """The training seed of the cells of world ``seed``."""
+        return seed if self.training_seed is None else self.training_seed
 
     def world_config(self, seed: int):
         """The world of one seed: the preset, with ``world``'s changes."""

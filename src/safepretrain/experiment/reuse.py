@@ -50,7 +50,7 @@ REACH = {
     "vocab_size": "tokenizer",
     "reflection_dropout": "corpus:reflect", "tag_p": "corpus:tags",
     "model": "pretrain", "pretrain_tokens": "pretrain", "lr": "pretrain", "budget_counts_markup": "pretrain",
-    "train_overrides.pretrain": "pretrain",
+    "training_seed": "pretrain", "train_overrides.pretrain": "pretrain",
 }
 """The first piece a pretraining field changes (``corpus:reflect``: only that recipe's data, and what reads it).
 Every other field -- the world's, ``segment_words`` (which evaluation reads too), any field added later -- changes

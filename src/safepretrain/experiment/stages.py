@@ -283,7 +283,7 @@ def pretrain(cfg: ExperimentConfig, cell: Cell) -> Path:
     budget, start = pretrain_budget(cfg, cell)
     values = {
         "model": {"name": cfg.model, "tokenizer": str(layout.tokenizer(cell.seed))},
-        "data": {"train": [str(data)]}, "max_tokens": budget, "seed": cell.seed, "threads": cfg.threads,
+        "data": {"train": [str(data)]}, "max_tokens": budget, "seed": cfg.train_seed(cell.seed), "threads": cfg.threads,
         "optim": {"lr": cfg.lr}, "masking": {"after_unsafe": cell.spec.mask_after_unsafe},
     }
     if start > 0:  # safe-only data first, the recipe's data from the start on
@@ -334,7 +334,7 @@ def post_train(cfg: ExperimentConfig, cell: Cell) -> Path:
     layout = Layout(cfg)
     values = {"model": {"name": str(layout.pretrain(cell) / "model")},
               "data": {"train": [str(make_sft_data(cfg, cell.seed, cell.spec.sft))]},
-              "epochs": cfg.sft_epochs, "seed": cell.seed, "threads": cfg.threads}
+              "epochs": cfg.sft_epochs, "seed": cfg.train_seed(cell.seed), "threads": cfg.threads}
     return train_stage("sft", layout.sft(cell), values, cfg.train_overrides.get("sft", ()))
 
 
@@ -346,8 +346,8 @@ def finetune(cfg: ExperimentConfig, cell: Cell) -> Path:
     _threads(cfg)
     layout = Layout(cfg)
     data = layout.world(cell.seed) / {"benign": BENIGN_FILE, "harmful": HARMFUL_FILE}[cfg.finetune_attack]
-    values = {"model": {"name": str(layout.sft(cell) / "model")}, "data": {"train": [str(data)]},
-              "max_steps": None, "epochs": cfg.finetune_epochs, "seed": cell.seed, "threads": cfg.threads}
+    values = {"model": {"name": str(layout.sft(cell) / "model")}, "data": {"train": [str(data)]}, "max_steps": None,
+              "epochs": cfg.finetune_epochs, "seed": cfg.train_seed(cell.seed), "threads": cfg.threads}
     return train_stage("finetune", layout.finetune(cell), values, cfg.train_overrides.get("finetune", ()))
 
 
