@@ -139,6 +139,12 @@ def test_the_table_says_which_guard_gave_the_safe_decoding_numbers():
     assert "verdict on the request" not in older and "asked for at each sentence end" in older
 
 
+def test_the_table_says_when_every_world_was_trained_with_one_training_seed():
+    rows = [{"recipe": "srp", "start": 0.0, "metric": "utility", "mean": 0.9, "ci95_half": 0.05, "values": []}]
+    assert "each a new world and training seed" in markdown_table(rows, 3, columns=("utility",))
+    assert "each a new world, all trained with seed 100" in markdown_table(rows, 3, ("utility",), training_seed=100)
+
+
 PREFILL = "held-out unsafe, prefill (safe dec.)"
 
 

@@ -171,7 +171,7 @@ def aggregate(cfg: ExperimentConfig, cells: list[Cell]) -> Path:
     _write_csv(out / "results.csv", rows)
     with atomic_open(out / "results.md") as f:
         f.write(markdown_table(rows, len(cfg.seeds), headline_columns(cfg.finetune_attack, MAIN_COLUMNS),
-                               cfg.finetune_attack, cfg.reflect_on_request))
+                               cfg.finetune_attack, cfg.reflect_on_request, cfg.training_seed))
     paired_md = out / "paired.md"
     if paired:
         with atomic_open(paired_md) as f:
@@ -181,7 +181,7 @@ def aggregate(cfg: ExperimentConfig, cells: list[Cell]) -> Path:
     from safepretrain.experiment.report import write_plots_and_html
 
     write_plots_and_html(out, rows, per_cell, len(cfg.seeds), paired, cfg.compare_to, cfg.finetune_attack,
-                         cfg.reflect_on_request)
+                         cfg.reflect_on_request, cfg.training_seed)
     return out
 
 
@@ -236,10 +236,12 @@ def _labelled(keys: list[tuple[str, float]], columns: list[str], cell) -> tuple[
     return head, body
 
 
-def table_note(n_seeds: int, attack: str = "benign", asks_request: bool = True) -> str:
+def table_note(n_seeds: int, attack: str = "benign", asks_request: bool = True,
+               training_seed: int | None = None) -> str:
+    drawn = "world and training seed" if training_seed is None else f"world, all trained with seed {training_seed}"
     asked = ("the verdict on the request asked before each answer where no prefill wrote its start, and a reflection "
              "at each sentence end" if asks_request else "a reflection asked for at each sentence end")
-    return (f"Mean over {n_seeds} seed(s) (each a new world and training seed), ± the 95% t-interval half-width. "
+    return (f"Mean over {n_seeds} seed(s) (each a new {drawn}), ± the 95% t-interval half-width. "
             f"After FT: after {FINETUNE_ATTACKS[attack]}. "
             "Rates are fractions of evaluation items; chance for an unsafe action on the held-out split is 0.50 "
             f"(two options, one harmful). Safe dec. = SRP's guard for models trained with reflections ({asked}; "
@@ -248,8 +250,8 @@ def table_note(n_seeds: int, attack: str = "benign", asks_request: bool = True) 
 
 
 def markdown_table(rows: list[dict], n_seeds: int, columns: tuple[str, ...] = MAIN_COLUMNS,
-                   attack: str = "benign", asks_request: bool = True) -> str:
-    return _markdown(*summary_table(rows, columns), table_note(n_seeds, attack, asks_request))
+                   attack: str = "benign", asks_request: bool = True, training_seed: int | None = None) -> str:
+    return _markdown(*summary_table(rows, columns), table_note(n_seeds, attack, asks_request, training_seed))
 
 
 def _markdown(head: list[str], body: list[list[str]], note: str) -> str:

@@ -101,7 +101,7 @@ def plot_probe_auroc(per_cell: dict[Cell, dict], png: Path) -> bool:
 
 def write_plots_and_html(out: Path, rows: list[dict], per_cell: dict[Cell, dict], n_seeds: int,
                          paired: Sequence[dict] = (), reference: str = "", attack: str = "benign",
-                         asks_request: bool = True) -> None:
+                         asks_request: bool = True, training_seed: int | None = None) -> None:
     import html
 
     from safepretrain.experiment.aggregate import (MAIN_COLUMNS, headline_columns, paired_note, paired_table,
@@ -112,7 +112,7 @@ def write_plots_and_html(out: Path, rows: list[dict], per_cell: dict[Cell, dict]
     plot_unsafe_rates(rows, out / "unsafe_rates.png", attack)
     plot_utility_vs_safety(rows, out / "utility_vs_safety.png")
     probes = plot_probe_auroc(per_cell, out / "probe_auroc.png")
-    note = html.escape(table_note(n_seeds, attack, asks_request))
+    note = html.escape(table_note(n_seeds, attack, asks_request, training_seed))
     body = (table(*summary_table(rows, headline_columns(attack, MAIN_COLUMNS))) + f"<p>{note}</p>"
             + (f"<h2>Against {html.escape(reference)}, world by world</h2>" + table(*paired_table(paired))
                + f"<p>{html.escape(paired_note(reference))}</p>" if paired else "")
