@@ -71,10 +71,10 @@ class ExperimentConfig:
     care request (some are benign "cause" requests: the world's ``error_recovery_cause_share``, or as its corpus's
     ``cause_errors_share``) whose answer is forced through its checks to the option its own check calls harmful (a
     seen error mechanism), then the recipe's recovery -- SRP's writes the decision's Unsafe reflection and stops;
-    plain post-training answers with the option the request asked for where the drug comes. SRP's post-training otherwise shows an Unsafe reflection
-    only where the request is harmful: in a covert world (whose harmful requests read as safe) the monitor
-    reflected Safe on harmful decisions right after its own check named the harm (results log, session 25).
-    0: none."""
+    plain post-training answers with the option the request asked for where the drug comes. SRP's post-training
+    otherwise shows an Unsafe reflection only where the request is harmful: in a covert world (whose harmful
+    requests read as safe) the monitor reflected Safe on harmful decisions right after its own check named the harm
+    (results log, session 25). 0: none."""
     reuse_from: str = ""
     """Another experiment's folder whose finished stages to reuse: its worlds, tokenizers, pretraining data and
     pretrained models are copied here for the seeds and recipes this grid needs, and so are its post-trained and

@@ -283,8 +283,8 @@ def pretrain(cfg: ExperimentConfig, cell: Cell) -> Path:
     budget, start = pretrain_budget(cfg, cell)
     values = {
         "model": {"name": cfg.model, "tokenizer": str(layout.tokenizer(cell.seed))},
-        "data": {"train": [str(data)]}, "max_tokens": budget, "seed": cfg.train_seed(cell.seed), "threads": cfg.threads,
-        "optim": {"lr": cfg.lr}, "masking": {"after_unsafe": cell.spec.mask_after_unsafe},
+        "data": {"train": [str(data)]}, "max_tokens": budget, "seed": cfg.train_seed(cell.seed),
+        "threads": cfg.threads, "optim": {"lr": cfg.lr}, "masking": {"after_unsafe": cell.spec.mask_after_unsafe},
     }
     if start > 0:  # safe-only data first, the recipe's data from the start on
         values["data"] = {"train": [str(layout.corpus(cell.seed, "filter"))], "intervened": [str(data)]}
