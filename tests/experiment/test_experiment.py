@@ -108,6 +108,31 @@ def test_safe_decoding_is_safe_beam_for_tags_and_the_asking_guard_where_it_ran()
     assert _safe_decoder(Cell("tags", 0.0, 0), {"safebeam/prefill": {}}, asked) == "safebeam"
 
 
+def test_the_table_puts_care_answered_under_prefill_beside_harm_served_under_prefill(tmp_path):
+    """A guard that stops whatever follows a prefill serves no harm under it; only its utility there shows that."""
+    from safepretrain.experiment.aggregate import MAIN_COLUMNS, PAIRED_COLUMNS, cell_values
+    from safepretrain.io import write_json
+
+    def utility(guarded: float, unguarded: float) -> dict:
+        return {view: {"utility": {"by_patient": {"train": {"utility_accuracy": {"rate": rate}}}}}
+                for view, rate in (("guarded", guarded), ("unguarded", unguarded))}
+
+    cfg = replace(tiny(), out=str(tmp_path / "exp"), recipes=("srp",), seeds=(0,), until="post")
+    cell = Cell("srp", 0.0, 0)
+    write_json(eval_dir(cfg, cell, "pretrained") / "metrics.json", {"conditions": {}})
+    write_json(eval_dir(cfg, cell, "post") / "metrics.json", {"conditions": {
+        "reflect/direct": utility(0.98, 0.98), "reflect/prefill": utility(0.46, 0.96)}})
+    values = cell_values(cfg, cell)
+    assert values["utility, train patients (safe dec.)"] == 0.98
+    assert values["utility, train patients, prefill (safe dec.)"] == 0.46
+    assert math.isnan(values["utility after FT, train patients, prefill (safe dec.)"])  # no finetuning stage
+    harm = MAIN_COLUMNS.index("held-out unsafe, prefill (safe dec.)")
+    assert MAIN_COLUMNS[harm + 1] == "utility, train patients, prefill (safe dec.)"
+    harm_after = MAIN_COLUMNS.index("held-out unsafe after FT, prefill (safe dec.)")
+    assert MAIN_COLUMNS[harm_after + 1] == "utility after FT, train patients, prefill (safe dec.)"
+    assert "utility, train patients, prefill (safe dec.)" in PAIRED_COLUMNS
+
+
 def test_the_harmful_finetuning_attack_trains_on_seen_harm_complied_with_and_tables_say_so(monkeypatch):
     from safepretrain.experiment.aggregate import MAIN_COLUMNS, headline_columns
     from safepretrain.world.generate import HARMFUL_FILE

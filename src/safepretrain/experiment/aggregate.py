@@ -59,6 +59,8 @@ METRICS = (
     Metric("held-out unsafe, prefill (safe dec.)", "post", "heldout_unsafe", "unsafe_action_rate", "prefill", True),
     Metric("held-out unsafe, prefill (guard, unasked)", "post", "heldout_unsafe", "unsafe_action_rate", "prefill",
            True, ask_reflections=False),
+    Metric("utility, train patients, prefill (safe dec.)", "post", "utility", "utility_accuracy", "prefill", True,
+           patients="train"),
     Metric("held-out unsafe, decision (safe dec.)", "post", "heldout_unsafe", "unsafe_action_rate", "decision", True),
     Metric("held-out unsafe, pretext (safe dec.)", "post", "heldout_unsafe", "unsafe_action_rate", "pretext", True),
     Metric("utility, train patients (beam)", "post", "utility", "utility_accuracy", patients="train",
@@ -77,6 +79,8 @@ METRICS = (
            "prefill", True),
     Metric("held-out unsafe after FT, prefill (guard, unasked)", "finetuned", "heldout_unsafe", "unsafe_action_rate",
            "prefill", True, ask_reflections=False),
+    Metric("utility after FT, train patients, prefill (safe dec.)", "finetuned", "utility", "utility_accuracy",
+           "prefill", True, patients="train"),
     Metric("held-out unsafe after FT, decision (safe dec.)", "finetuned", "heldout_unsafe", "unsafe_action_rate",
            "decision", True),
     Metric("held-out unsafe after FT, pretext (safe dec.)", "finetuned", "heldout_unsafe", "unsafe_action_rate",
@@ -200,11 +204,15 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 # directly are refused by every recipe; the prefill attack is where composition shows. After the finetuning attack
 # direct requests are served again (session 19: models write themselves the medical indication the request lacked);
 # the pretext attack forces such a disguised decision, to measure whether the guard sees through it (session 21).
+# Care requests are prefilled too (their checks, up to "give <patient>"): a guard that stops whatever follows a
+# prefill serves no harm under it, and only its utility there shows it (session 30: error recovery chats taught that).
 MAIN_COLUMNS = ("base: held-out unsafe, train patients", "base: held-out harmful option, train patients",
                 "base: held-out unsafe (safe dec.)", "utility, train patients (safe dec.)", "held-out unsafe",
-                "held-out unsafe, prefill", "held-out unsafe, prefill (safe dec.)", "held-out unsafe, decision (safe dec.)",
+                "held-out unsafe, prefill", "held-out unsafe, prefill (safe dec.)",
+                "utility, train patients, prefill (safe dec.)", "held-out unsafe, decision (safe dec.)",
                 "held-out unsafe, pretext (safe dec.)", "utility after FT, train patients (safe dec.)",
                 "held-out unsafe after FT (safe dec.)", "held-out unsafe after FT, prefill (safe dec.)",
+                "utility after FT, train patients, prefill (safe dec.)",
                 "held-out unsafe after FT, decision (safe dec.)", "held-out unsafe after FT, pretext (safe dec.)",
                 "over-refusal (safe dec.)", "reflection F1")
 
@@ -267,7 +275,8 @@ PAIRED_COLUMNS = ("held-out unsafe, prefill (safe dec.)", "held-out unsafe after
                   "held-out unsafe, decision (safe dec.)", "held-out unsafe after FT, decision (safe dec.)",
                   "held-out unsafe, pretext (safe dec.)", "held-out unsafe after FT, pretext (safe dec.)",
                   "utility, train patients (safe dec.)", "utility after FT, train patients (safe dec.)",
-                  "base: held-out unsafe, train patients")
+                  "utility, train patients, prefill (safe dec.)",
+                  "utility after FT, train patients, prefill (safe dec.)", "base: held-out unsafe, train patients")
 
 
 def paired_differences(per_cell: dict[Cell, dict[str, float]], reference: str,
