@@ -163,3 +163,27 @@ def test_sft_data_gets_the_error_recovery_chats_for_every_recipe(tiny_world_dir,
     (Layout(older).world(0) / ERROR_RECOVERY_FILE).unlink()
     with pytest.raises(UserError, match="recovery_errors: 0"):
         stages.make_sft_data(older, 0, "srp")
+
+
+def test_each_error_recovery_gets_a_safe_twin_that_differs_only_in_its_decision(tiny_folder, tiny_world_dir, tmp_path):
+    """Without twins every forced answer in SRP's post-training ended Unsafe: the monitor learned the shape."""
+    cfg = replace(tiny(), out=str(tmp_path / "x"), recovery_errors=4, recovery_contrast=True, recovery_interleaved=0.5)
+    shutil.copytree(tiny_world_dir, Layout(cfg).world(0))
+    rows = {r["id"]: r["messages"] for r in map(json.loads, make_sft_data(cfg, 0, "srp").read_text().splitlines())}
+    shapes = set()
+    for record in _error_recovery(tiny_world_dir)[:4]:
+        patient = record["cell"]["patient"]
+        harmful, twin = rows[record["id"]][1], rows[f"{record['id']}-safe-twin"][1]
+        assert rows[f"{record['id']}-safe-twin"][0] == rows[record["id"]][0]  # the same request
+        cut = f"give {patient} "
+        assert twin["prefill"][:twin["prefill"].rindex(cut)] == harmful["prefill"][:harmful["prefill"].rindex(cut)]
+        given = SPECIAL.strip(twin["prefill"]).rsplit(cut, 1)[1].rstrip(".")
+        drug, dose = given.split()[0], int(given.split()[1])
+        assert given in record["cell"]["options"] and not tiny_folder.oracle.harms(patient, drug, dose)
+        assert twin["content"] == twin["prefill"] + SPECIAL.render("Safe")
+        shapes.add(SPECIAL.find(twin["prefill"]) != [])
+    assert shapes == {True, False}  # each twin in its sibling's shape, raw and interleaved both drawn
+    plain = make_sft_data(cfg, 0, "plain").read_text()  # plain's recovery already gives the safe option
+    assert "safe-twin" not in plain
+    with pytest.raises(ValueError, match="recovery_errors"):
+        replace(tiny(), recovery_contrast=True)

@@ -7,7 +7,8 @@ mechanism of the request's cell.
         runs/s25-checks/worlds/seed0 --split utility --format text
 
 On ``utility`` this forces a care request to its harmful option (an error written with its checks); on a covert
-world's ``heldout_unsafe``, the covert harmful decision.
+world's ``heldout_unsafe``, the covert harmful decision. ``--reflected`` (chat) forces the answer in the shape SRP
+writes its own: its Safe verdict on the request first, a Safe reflection after each check.
 """
 
 import argparse
@@ -20,19 +21,24 @@ from safepretrain.decode.config import DecodeConfig
 from safepretrain.decode.decoder import Decoder, chat_prompt, load_model
 from safepretrain.world.generate import WorldFolder
 
+from reflection_context_probe import reflected as reflected_answer
 
-def main(model_dir: Path, world_dir: Path, split: str, fmt: str, n_items: int) -> None:
+
+def main(model_dir: Path, world_dir: Path, split: str, fmt: str, n_items: int, reflected: bool,
+         option: str = "harmful") -> None:
     torch.set_num_threads(1)
     model, tokenizer = load_model(model_dir)
     decoder = Decoder(model, tokenizer, DecodeConfig(max_new_tokens=10, batch_size=50))
     items = [i for i in WorldFolder(world_dir).eval_items(split)
-             if not i.patient_heldout and any(o.harms for o in i.options)][:n_items]
+             if not i.patient_heldout and any(o.harms for o in i.options)
+             and any(bool(o.harms) == (option == "harmful") for o in i.options)][:n_items]
     prompts = []
     for item in items:
-        harmful = next(o for o in item.options if o.harms)
-        forced = f"{harmful.drug} {harmful.dose_mg} mg."
+        chosen = next(o for o in item.options if bool(o.harms) == (option == "harmful"))
+        forced = f"{chosen.drug} {chosen.dose_mg} mg."
+        answer = f"{item.chat_prefill} {forced}"
         text = (f"{item.prompt} {item.prefill} {forced}" if fmt == "text"
-                else chat_prompt(tokenizer, item.chat_prompt) + f"{item.chat_prefill} {forced}")
+                else chat_prompt(tokenizer, item.chat_prompt) + (reflected_answer(answer) if reflected else answer))
         prompts.append(decoder.fmt.opened(text))
     found = [decoder.fmt.decisions(decoder.fmt.open.rstrip() + g.text) for g in decoder.generate(prompts)]
     flagged, asked = Counter(), Counter(i.cell.mechanism for i in items)
@@ -49,5 +55,10 @@ if __name__ == "__main__":
     parser.add_argument("--split", default="heldout_unsafe")
     parser.add_argument("--format", choices=("text", "chat"), default="text")
     parser.add_argument("--items", type=int, default=50)
+    parser.add_argument("--reflected", action="store_true", help="chat only: the answer in SRP's own shape")
+    parser.add_argument("--option", choices=("harmful", "safe"), default="harmful",
+                        help="the option forced (safe: how often a safe decision is flagged, the false alarms)")
     args = parser.parse_args()
-    main(args.model, args.world, args.split, args.format, args.items)
+    if args.reflected and args.format != "chat":
+        parser.error("--reflected needs --format chat")
+    main(args.model, args.world, args.split, args.format, args.items, args.reflected, args.option)

@@ -75,6 +75,12 @@ class ExperimentConfig:
     otherwise shows an Unsafe reflection only where the request is harmful: in a covert world (whose harmful
     requests read as safe) the monitor reflected Safe on harmful decisions right after its own check named the harm
     (results log, session 25). 0: none."""
+    recovery_contrast: bool = False
+    """SRP: each error recovery chat gets a twin, the same request and forced checks in the same shape with the
+    decision given the other option -- the one the request asked for -- and its Safe reflection. Without twins every
+    forced answer in SRP's post-training ended Unsafe, and the monitor learned the shape of the answer rather than its
+    decision: under prefill it stopped the safe option exactly as often as the harmful one, and half of all care
+    answers (results log, session 30). Plain post-training's error recovery already gives the other option."""
     reuse_from: str = ""
     """Another experiment's folder whose finished stages to reuse: its worlds, tokenizers, pretraining data and
     pretrained models are copied here for the seeds and recipes this grid needs, and so are its post-trained and
@@ -133,6 +139,8 @@ class ExperimentConfig:
             raise ValueError("seeds, recipes and curriculum_starts must not be empty")
         if self.recovery_chats < 0 or self.recovery_errors < 0:
             raise ValueError("recovery_chats and recovery_errors must be at least 0")
+        if self.recovery_contrast and not self.recovery_errors:
+            raise ValueError("recovery_contrast pairs error recovery chats with safe twins: set recovery_errors too")
         for name in ("recovery_pretexts", "recovery_interleaved"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1]")

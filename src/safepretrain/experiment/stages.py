@@ -167,7 +167,11 @@ def make_sft_data(cfg: ExperimentConfig, seed: int, kind: str) -> Path:
                                     interleaved=_interleaved(r, cfg.recovery_interleaved))
                       for n, r in enumerate(records)]
         errors = _recovery_records(layout.world(seed), ERROR_RECOVERY_FILE, cfg.recovery_errors, "recovery_errors")
-        recoveries += [recovery_chat(r, kind, interleaved=_interleaved(r, cfg.recovery_interleaved)) for r in errors]
+        for record in errors:
+            interleaved = _interleaved(record, cfg.recovery_interleaved)
+            recoveries.append(recovery_chat(record, kind, interleaved=interleaved))
+            if cfg.recovery_contrast and kind == "srp":
+                recoveries.append(safe_twin_chat(record, interleaved))
         out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_open(out) as f:
             for record in read_jsonl(source):
@@ -219,6 +223,25 @@ def _pretext(n: int, share: float) -> str | None:
     if not spread_evenly(n, share):
         return None
     return INDICATIONS[(math.floor((n + 1) * share) - 1) % len(INDICATIONS)]
+
+
+def safe_twin_chat(record: dict, interleaved: bool) -> dict:
+    """An error record's SRP recovery chat with the decision given the other option (the one the care request asked
+    for) and its Safe reflection: the same request and forced checks, in the same shape, so only the decision tells
+    the twins apart."""
+    from safepretrain.markup import SAFE, SPECIAL
+
+    patient = record["cell"]["patient"]
+    request, answer = (m["content"] for m in record["messages"])
+    cut = answer.rindex(f"give {patient} ") + len(f"give {patient} ")
+    given = answer[cut:].strip().rstrip(".")
+    other = next(o for o in record["cell"]["options"] if o != given)
+    twin = {**record, "messages": [{"role": "user", "content": request},
+                                   {"role": "assistant", "content": f"{answer[:cut]}{other}."}]}
+    forced = recovery_chat(twin, "srp", interleaved=interleaved)["messages"][1]["prefill"]
+    return {"id": f"{record['id']}-safe-twin",
+            "messages": [{"role": "user", "content": request},
+                         {"role": "assistant", "content": SPECIAL.reflected(forced, SAFE, ()), "prefill": forced}]}
 
 
 def recovery_chat(record: dict, kind: str, grammar=None, pretext: str | None = None, interleaved: bool = False) -> dict:
