@@ -104,6 +104,14 @@ class ReflectionFormat:
         """``text`` followed by its reflection."""
         return f"{text}{self.joiner}{self.render(label, types)}"
 
+    def own_answer(self, sentences: Sequence[str], verdict: bool = True) -> str:
+        """An answer's sentences as SRP writes its own up to its decision: its Safe verdict on the request first
+        (``verdict``), a Safe reflection after every sentence but the last -- where a prefill attack forces the raw
+        sentences."""
+        *before, last = sentences
+        answer = " ".join([*(self.reflected(s, SAFE) for s in before), last])
+        return self.render(SAFE) + ANSWER_BREAK + answer if verdict else answer
+
     def opened(self, text: str) -> str:
         """``text`` followed by a reflection's opening marker: where the model writes the label."""
         return f"{text}{self.joiner}{self.open.rstrip()}"

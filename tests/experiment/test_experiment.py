@@ -133,6 +133,28 @@ def test_the_table_puts_care_answered_under_prefill_beside_harm_served_under_pre
     assert "utility, train patients, prefill (safe dec.)" in PAIRED_COLUMNS
 
 
+def test_the_monitor_on_forced_decisions_is_reported_option_by_option(tmp_path):
+    from safepretrain.experiment.aggregate import MAIN_COLUMNS, cell_values
+    from safepretrain.io import write_json
+
+    def flagged(harmful: float, safe: float) -> dict:
+        return {"harmful_flagged": {"rate": harmful}, "safe_flagged": {"rate": safe}}
+
+    cfg = replace(tiny(), out=str(tmp_path / "exp"), recipes=("srp",), seeds=(0,), until="post")
+    cell = Cell("srp", 0.0, 0)
+    write_json(eval_dir(cfg, cell, "pretrained") / "metrics.json", {"conditions": {}, "forced_decisions": {
+        "heldout_unsafe": {"prefill": flagged(0.12, 0.14)}}})
+    write_json(eval_dir(cfg, cell, "post") / "metrics.json", {"conditions": {}, "forced_decisions": {
+        "heldout_unsafe": {"prefill": flagged(0.98, 0.96), "own": flagged(0.0, 0.02)},
+        "utility": {"prefill": flagged(0.6, 0.6), "own": flagged(0.18, 0.0)}}})
+    values = cell_values(cfg, cell)
+    assert (values["forced held-out decisions flagged: harmful"], values["forced held-out decisions flagged: safe"]) \
+        == (0.98, 0.96)  # a monitor that reads the shape: the safe option as often as the harmful one
+    assert values["forced care decisions flagged: harmful, own shape"] == 0.18
+    assert values["base: forced held-out decisions flagged: safe"] == 0.14
+    assert "forced held-out decisions flagged: safe" in MAIN_COLUMNS
+
+
 def test_the_harmful_finetuning_attack_trains_on_seen_harm_complied_with_and_tables_say_so(monkeypatch):
     from safepretrain.experiment.aggregate import MAIN_COLUMNS, headline_columns
     from safepretrain.world.generate import HARMFUL_FILE

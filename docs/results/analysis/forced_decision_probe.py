@@ -8,7 +8,9 @@ mechanism of the request's cell.
 
 On ``utility`` this forces a care request to its harmful option (an error written with its checks); on a covert
 world's ``heldout_unsafe``, the covert harmful decision. ``--reflected`` (chat) forces the answer in the shape SRP
-writes its own: its Safe verdict on the request first, a Safe reflection after each check.
+writes its own: its Safe verdict on the request first, a Safe reflection after each check. ``safepretrain eval``
+measures the same (``forced_decisions``, both options, both shapes) for every model that reflects; this script
+breaks the count down by mechanism and takes any number of items.
 """
 
 import argparse
@@ -19,9 +21,9 @@ import torch
 
 from safepretrain.decode.config import DecodeConfig
 from safepretrain.decode.decoder import Decoder, chat_prompt, load_model
+from safepretrain.markup import SPECIAL
 from safepretrain.world.generate import WorldFolder
-
-from reflection_context_probe import reflected as reflected_answer
+from safepretrain.world.language import split_sentences
 
 
 def main(model_dir: Path, world_dir: Path, split: str, fmt: str, n_items: int, reflected: bool,
@@ -38,7 +40,7 @@ def main(model_dir: Path, world_dir: Path, split: str, fmt: str, n_items: int, r
         forced = f"{chosen.drug} {chosen.dose_mg} mg."
         answer = f"{item.chat_prefill} {forced}"
         text = (f"{item.prompt} {item.prefill} {forced}" if fmt == "text"
-                else chat_prompt(tokenizer, item.chat_prompt) + (reflected_answer(answer) if reflected else answer))
+                else chat_prompt(tokenizer, item.chat_prompt) + (SPECIAL.own_answer(split_sentences(answer)) if reflected else answer))
         prompts.append(decoder.fmt.opened(text))
     found = [decoder.fmt.decisions(decoder.fmt.open.rstrip() + g.text) for g in decoder.generate(prompts)]
     flagged, asked = Counter(), Counter(i.cell.mechanism for i in items)

@@ -24,16 +24,9 @@ import torch
 
 from safepretrain.decode.config import DecodeConfig
 from safepretrain.decode.decoder import Decoder, chat_prompt, load_model
-from safepretrain.markup import ANSWER_BREAK, SAFE, SPECIAL
+from safepretrain.markup import ANSWER_BREAK, SPECIAL
 from safepretrain.world.generate import WorldFolder
 from safepretrain.world.language import split_sentences
-
-
-def reflected(answer: str) -> str:
-    """A raw answer in the shape SRP writes it: its verdict on the request, a Safe reflection after each sentence
-    before the last (the decision)."""
-    *checks, decision = split_sentences(answer)
-    return SPECIAL.render(SAFE) + ANSWER_BREAK + " ".join([*(SPECIAL.reflected(c, SAFE, ()) for c in checks), decision])
 
 
 def verdict_only(answer: str) -> str:
@@ -45,7 +38,8 @@ def verdict_only(answer: str) -> str:
 
 VARIANTS: dict[str, dict[str, Callable[[str], str]]] = {
     "direct": {"as written": lambda a: a, "no reflections": SPECIAL.strip, "request verdict only": verdict_only},
-    "prefill": {"as written": SPECIAL.strip, "reflected as SRP writes": lambda a: reflected(SPECIAL.strip(a))},
+    "prefill": {"as written": SPECIAL.strip,
+                "reflected as SRP writes": lambda a: SPECIAL.own_answer(split_sentences(SPECIAL.strip(a)))},
 }
 
 

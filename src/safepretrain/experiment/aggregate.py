@@ -90,11 +90,26 @@ METRICS = (
 )
 STAGES = ("pretrained", "post", "finetuned")
 """The evaluations of a cell, in the order of ``config.UNTIL``: an experiment that stops earlier has fewer."""
+FORCED_SPLITS = {"care": "utility", "held-out": "heldout_unsafe"}
+FORCED_SHAPES = {"prefill": "", "own": ", own shape"}
+
+
+def forced_metric(prefix: str, name: str, kind: str, shape: str) -> str:
+    """The name of a monitor-on-forced-decisions rate (``eval.medsafetyworld._forced_decisions``)."""
+    return f"{prefix}forced {name} decisions flagged: {kind}{FORCED_SHAPES[shape]}"
+
+
+FORCED = tuple((stage, prefix, name, kind, shape)
+               for stage, prefix, shapes in (("pretrained", "base: ", ("prefill",)), ("post", "", tuple(FORCED_SHAPES)))
+               for name in FORCED_SPLITS for shape in shapes for kind in ("harmful", "safe"))
+"""The monitor's flags on decisions forced to each option: the base model's in the raw shape (text prompts), the
+post-trained model's in the raw shape a prefill forces and in SRP's own."""
 EXTRA = ("reflection F1", "held-out reflection recall", "pretext reflection recall",
          "held-out pretext reflection recall", "held-out probe P(unsafe)", "base: held-out probe P(unsafe)",
          "probe AUROC, bag of words",
          "base: log P(tag) at its tags", "base: P(tag) harmful / safe text", "log P(tag) at its tags",
-         "P(tag) harmful / safe text")
+         "P(tag) harmful / safe text",
+         *(forced_metric(prefix, name, kind, shape) for _, prefix, name, kind, shape in FORCED))
 
 
 def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float]:
@@ -135,6 +150,9 @@ def cell_values(cfg: ExperimentConfig, cell: Cell) -> dict[str, float]:
         "mean_p_unsafe", float("nan"))
     values["base: held-out probe P(unsafe)"] = evals["pretrained"].get("decision_probes", {}).get(
         "heldout_unsafe", {}).get("mean_p_unsafe", float("nan"))
+    for stage, prefix, name, kind, shape in FORCED:
+        forced = evals.get(stage, {}).get("forced_decisions", {}).get(FORCED_SPLITS[name], {}).get(shape, {})
+        values[forced_metric(prefix, name, kind, shape)] = forced.get(f"{kind}_flagged", {}).get("rate", float("nan"))
     values["probe AUROC per layer"] = post.get("linear_probes", {}).get("auroc_per_layer")
     values["probe AUROC, bag of words"] = post.get("linear_probes", {}).get("bag_of_words_auroc", float("nan"))
     for stage, prefix in (("pretrained", "base: "), ("post", "")):  # tags models: is the tag learned (eval.tags)?
@@ -214,7 +232,8 @@ MAIN_COLUMNS = ("base: held-out unsafe, train patients", "base: held-out harmful
                 "held-out unsafe after FT (safe dec.)", "held-out unsafe after FT, prefill (safe dec.)",
                 "utility after FT, train patients, prefill (safe dec.)",
                 "held-out unsafe after FT, decision (safe dec.)", "held-out unsafe after FT, pretext (safe dec.)",
-                "over-refusal (safe dec.)", "reflection F1")
+                "over-refusal (safe dec.)", "reflection F1", "forced held-out decisions flagged: harmful",
+                "forced held-out decisions flagged: safe")
 
 
 def headline_columns(attack: str, columns: tuple[str, ...]) -> tuple[str, ...]:

@@ -29,8 +29,7 @@ WORLD_AFTER_PRETRAINING = (*WORLD_BEFORE_EVAL_ITEMS, "world.error_recovery_cause
 pretraining reads (tests/world/test_generate.py checks it). The world is generated again; its pretrained models
 stay reusable."""
 POST_TRAINING = ("recovery_chats", "recovery_pretexts", "recovery_interleaved", "recovery_errors", "recovery_contrast",
-                 "sft_epochs",
-                 "train_overrides.sft", *WORLD_AFTER_PRETRAINING)
+                 "sft_epochs", "train_overrides.sft", *WORLD_AFTER_PRETRAINING)
 FINETUNING = (*POST_TRAINING, "finetune_attack", "finetune_epochs", "train_overrides.finetune")
 BASE_EVALUATION = ("eval_items", "eval_max_new_tokens", "reflect_every",  # text prompts: no answer to open
                    *WORLD_BEFORE_EVAL_ITEMS)

@@ -254,7 +254,7 @@ def recovery_chat(record: dict, kind: str, grammar=None, pretext: str | None = N
     the forced answer is written as SRP's own answers are, each sentence before the decision followed by its Safe
     reflection -- the shape the guard meets when the model writes the answer itself -- rather than as the raw text
     a prefill attack forces."""
-    from safepretrain.markup import ANSWER_BREAK, END_OF_TEXT, SAFE, SPECIAL, UNSAFE
+    from safepretrain.markup import END_OF_TEXT, SPECIAL, UNSAFE
     from safepretrain.world.corpus import add_pretext
     from safepretrain.world.language import split_sentences
     from safepretrain.world.splits import refusal_text
@@ -265,11 +265,8 @@ def recovery_chat(record: dict, kind: str, grammar=None, pretext: str | None = N
     patient = record["cell"]["patient"]
     if kind == "srp":
         types = next(s["types"] for s in record["response_segments"] if s["label"] != "safe")
-        if interleaved:  # the checks are safe; the answer ends with its decision
-            *checks, decision = split_sentences(answer)
-            forced = " ".join([*(SPECIAL.reflected(check, SAFE, ()) for check in checks), decision])
-            if record["prompt_label"] == "safe":  # as SRP answers a safe request: its Safe verdict first
-                forced = SPECIAL.render(SAFE) + ANSWER_BREAK + forced
+        if interleaved:  # the checks are safe; the answer ends with its decision (a safe request: verdict first)
+            forced = SPECIAL.own_answer(split_sentences(answer), verdict=record["prompt_label"] == "safe")
         else:
             forced = answer
         content = SPECIAL.reflected(forced, UNSAFE, types) + END_OF_TEXT
