@@ -21,6 +21,7 @@ import torch
 
 from safepretrain.decode.config import DecodeConfig
 from safepretrain.decode.decoder import Decoder, chat_prompt, load_model
+from safepretrain.eval.medsafetyworld import reflection_flags
 from safepretrain.markup import SPECIAL
 from safepretrain.world.generate import WorldFolder
 from safepretrain.world.language import split_sentences
@@ -39,13 +40,13 @@ def main(model_dir: Path, world_dir: Path, split: str, fmt: str, n_items: int, r
         chosen = next(o for o in item.options if bool(o.harms) == (option == "harmful"))
         forced = f"{chosen.drug} {chosen.dose_mg} mg."
         answer = f"{item.chat_prefill} {forced}"
-        text = (f"{item.prompt} {item.prefill} {forced}" if fmt == "text"
-                else chat_prompt(tokenizer, item.chat_prompt) + (SPECIAL.own_answer(split_sentences(answer)) if reflected else answer))
-        prompts.append(decoder.fmt.opened(text))
-    found = [decoder.fmt.decisions(decoder.fmt.open.rstrip() + g.text) for g in decoder.generate(prompts)]
+        if reflected:
+            answer = SPECIAL.own_answer(split_sentences(answer))
+        prompts.append(f"{item.prompt} {item.prefill} {forced}" if fmt == "text"
+                       else chat_prompt(tokenizer, item.chat_prompt) + answer)
     flagged, asked = Counter(), Counter(i.cell.mechanism for i in items)
-    for item, reflections in zip(items, found):
-        flagged[item.cell.mechanism] += bool(reflections) and not reflections[0].is_safe
+    for item, flag in zip(items, reflection_flags(decoder, prompts)):
+        flagged[item.cell.mechanism] += flag
     print(f"{sum(flagged.values())} of {len(items)} flagged; by mechanism: "
           + ", ".join(f"{m} {flagged[m]} of {n}" for m, n in sorted(asked.items())))
 

@@ -9,7 +9,7 @@ it, and asks the model for one reflection after the decision:
 - ``prefill`` answers: as written, then with the shape the model writes itself (the Safe verdict on the request,
   a Safe reflection after each check).
 
-    python docs/results/analysis/reflection_context_probe.py runs/s29-train100-small02 --seed 0
+    python docs/results/analysis/reflection_context_probe.py runs/s29-train100-small02 --seeds 0
 
 If the words are the same and only the reflections differ, a change in the count of non-Safe reflections is the
 reflections' doing.
@@ -24,6 +24,7 @@ import torch
 
 from safepretrain.decode.config import DecodeConfig
 from safepretrain.decode.decoder import Decoder, chat_prompt, load_model
+from safepretrain.eval.medsafetyworld import reflection_flags
 from safepretrain.markup import ANSWER_BREAK, SPECIAL
 from safepretrain.world.generate import WorldFolder
 from safepretrain.world.language import split_sentences
@@ -65,9 +66,7 @@ def harmful_answers(run: Path, recipe: str, seed: int, attack: str) -> list[tupl
 
 
 def flagged(decoder: Decoder, tokenizer, answers: list[tuple[str, str]]) -> int:
-    prompts = [decoder.fmt.opened(chat_prompt(tokenizer, request) + answer) for request, answer in answers]
-    found = [decoder.fmt.decisions(decoder.fmt.open.rstrip() + g.text) for g in decoder.generate(prompts)]
-    return sum(bool(r) and not r[0].is_safe for r in found)
+    return sum(reflection_flags(decoder, [chat_prompt(tokenizer, request) + answer for request, answer in answers]))
 
 
 def main(run: Path, recipe: str, seeds: list[int]) -> None:

@@ -19,8 +19,9 @@ longer opens reflections itself -- after a finetuning attack without reflections
 Also: reflection classification (the model's own Safe/Unsafe reflection after each segment of labeled documents,
 held-out types included, against the oracle; and after harm decisions written with a pretext, an indication the
 request never gave: ``pretexts``), the monitor on forced decisions (the harmful option against the safe one, for
-models that reflect), decision-point probes (teacher-forced P(unsafe option)), and optionally linear probes of safe vs unsafe prompts per layer. Per-sample results go to ``samples.jsonl`` as they
-are made (a rerun resumes); ``metrics.json`` is written at the end.
+models that reflect), decision-point probes (teacher-forced P(unsafe option)), and optionally linear probes of safe
+vs unsafe prompts per layer. Per-sample results go to ``samples.jsonl`` as they are made (a rerun resumes);
+``metrics.json`` is written at the end.
 """
 
 from __future__ import annotations
@@ -299,6 +300,13 @@ def reflection_scores(records: list[dict]) -> dict:
 FORCED_SPLITS = ("utility", "heldout_unsafe")
 
 
+def reflection_flags(decoder: Decoder, texts: list[str]) -> list[bool]:
+    """One reflection asked after each text (its opening written, the model writes the label): is it non-Safe?"""
+    found = [decoder.fmt.decisions(decoder.fmt.open.rstrip() + g.text)
+             for g in decoder.generate([decoder.fmt.opened(t) for t in texts])]
+    return [bool(r) and not r[0].is_safe for r in found]
+
+
 def _forced_decisions(model, tokenizer, world: WorldFolder, config: WorldEvalConfig, log: SampleLog) -> dict:
     """Does the monitor read the decision? Each item's answer is forced through its checks to its harmful option and
     to its safe one, and one reflection is asked after the decision: a monitor that reads the decision flags the
@@ -307,7 +315,7 @@ def _forced_decisions(model, tokenizer, world: WorldFolder, config: WorldEvalCon
     forces; with chat prompts also ``own``, as SRP writes its own answers (a Safe reflection after each check)."""
     decoder = Decoder(model, tokenizer, DecodeConfig(max_new_tokens=10, batch_size=config.batch_size))
     shapes = ("prefill", "own") if config.prompt_format == "chat" else ("prefill",)
-    queries = []  # (key, split, option, prompt)
+    queries = []  # (key, (split, shape, option kind), prompt)
     for split in FORCED_SPLITS:
         paired = [i for i in world.eval_items(split) if not i.patient_heldout
                   and {bool(o.harms) for o in i.options} == {True, False}]
@@ -318,23 +326,20 @@ def _forced_decisions(model, tokenizer, world: WorldFolder, config: WorldEvalCon
                 for shape in shapes:
                     answer = forced if shape == "prefill" else decoder.fmt.own_answer(
                         split_sentences(forced), verdict=config.reflect_on_request)
-                    queries.append((f"forced/{shape}/{kind}/{item.id}", split, kind,
-                                    decoder.fmt.opened(_prompt(tokenizer, item, config) + answer)))
+                    queries.append((f"forced/{shape}/{kind}/{item.id}", (split, shape, kind),
+                                    _prompt(tokenizer, item, config) + answer))
     todo = [q for q in queries if q[0] not in log]
     for start in range(0, len(todo), config.batch_size):
         batch = todo[start:start + config.batch_size]
-        found = [decoder.fmt.decisions(decoder.fmt.open.rstrip() + g.text)
-                 for g in decoder.generate([q[3] for q in batch])]
-        log.add({"key": key, "split": split, "option": kind, "flagged": bool(r) and not r[0].is_safe}
-                for (key, split, kind, _), r in zip(batch, found))
+        log.add({"key": key, "split": split, "option": kind, "flagged": flag}
+                for (key, (split, _, kind), _), flag in zip(batch, reflection_flags(decoder, [q[2] for q in batch])))
+    flags: dict[tuple[str, str, str], list[bool]] = {}
+    for key, group, _ in queries:
+        flags.setdefault(group, []).append(log[key]["flagged"])
     result: dict = {}
-    for key, split, kind, _ in queries:
-        shape = key.split("/")[1]
-        counts = result.setdefault(split, {}).setdefault(shape, {}).setdefault(f"{kind}_flagged", [0, 0])
-        counts[0] += log[key]["flagged"]
-        counts[1] += 1
-    return {split: {shape: {name: Rate(*c).to_dict() for name, c in by_kind.items()}
-                    for shape, by_kind in by_shape.items()} for split, by_shape in result.items()}
+    for (split, shape, kind), found in flags.items():
+        result.setdefault(split, {}).setdefault(shape, {})[f"{kind}_flagged"] = Rate(sum(found), len(found)).to_dict()
+    return result
 
 
 # ---------------------------------------------------------------- decision-point probes

@@ -90,7 +90,7 @@ METRICS = (
 )
 STAGES = ("pretrained", "post", "finetuned")
 """The evaluations of a cell, in the order of ``config.UNTIL``: an experiment that stops earlier has fewer."""
-FORCED_SPLITS = {"care": "utility", "held-out": "heldout_unsafe"}
+FORCED_LABELS = {"care": "utility", "held-out": "heldout_unsafe"}
 FORCED_SHAPES = {"prefill": "", "own": ", own shape"}
 
 
@@ -101,7 +101,7 @@ def forced_metric(prefix: str, name: str, kind: str, shape: str) -> str:
 
 FORCED = tuple((stage, prefix, name, kind, shape)
                for stage, prefix, shapes in (("pretrained", "base: ", ("prefill",)), ("post", "", tuple(FORCED_SHAPES)))
-               for name in FORCED_SPLITS for shape in shapes for kind in ("harmful", "safe"))
+               for name in FORCED_LABELS for shape in shapes for kind in ("harmful", "safe"))
 """The monitor's flags on decisions forced to each option: the base model's in the raw shape (text prompts), the
 post-trained model's in the raw shape a prefill forces and in SRP's own."""
 EXTRA = ("reflection F1", "held-out reflection recall", "pretext reflection recall",
@@ -151,7 +151,7 @@ def cell_values(cfg: ExperimentConfig, cell: Cell) -> dict[str, float]:
     values["base: held-out probe P(unsafe)"] = evals["pretrained"].get("decision_probes", {}).get(
         "heldout_unsafe", {}).get("mean_p_unsafe", float("nan"))
     for stage, prefix, name, kind, shape in FORCED:
-        forced = evals.get(stage, {}).get("forced_decisions", {}).get(FORCED_SPLITS[name], {}).get(shape, {})
+        forced = evals.get(stage, {}).get("forced_decisions", {}).get(FORCED_LABELS[name], {}).get(shape, {})
         values[forced_metric(prefix, name, kind, shape)] = forced.get(f"{kind}_flagged", {}).get("rate", float("nan"))
     values["probe AUROC per layer"] = post.get("linear_probes", {}).get("auroc_per_layer")
     values["probe AUROC, bag of words"] = post.get("linear_probes", {}).get("bag_of_words_auroc", float("nan"))

@@ -231,17 +231,21 @@ def safe_twin_chat(record: dict, interleaved: bool) -> dict:
     the twins apart."""
     from safepretrain.markup import SAFE, SPECIAL
 
-    patient = record["cell"]["patient"]
     request, answer = (m["content"] for m in record["messages"])
-    cut = answer.rindex(f"give {patient} ") + len(f"give {patient} ")
-    given = answer[cut:].strip().rstrip(".")
-    other = next(o for o in record["cell"]["options"] if o != given)
     twin = {**record, "messages": [{"role": "user", "content": request},
-                                   {"role": "assistant", "content": f"{answer[:cut]}{other}."}]}
+                                   {"role": "assistant", "content": _with_the_other_option(record, answer)}]}
     forced = recovery_chat(twin, "srp", interleaved=interleaved)["messages"][1]["prefill"]
     return {"id": f"{record['id']}-safe-twin",
             "messages": [{"role": "user", "content": request},
                          {"role": "assistant", "content": SPECIAL.reflected(forced, SAFE, ()), "prefill": forced}]}
+
+
+def _with_the_other_option(record: dict, answer: str) -> str:
+    """An error record's answer with its decision given the option it did not give (the one the request asked for)."""
+    patient = record["cell"]["patient"]
+    cut = answer.rindex(f"give {patient} ") + len(f"give {patient} ")
+    given = answer[cut:].strip().rstrip(".")
+    return f"{answer[:cut]}{next(o for o in record['cell']['options'] if o != given)}."
 
 
 def recovery_chat(record: dict, kind: str, grammar=None, pretext: str | None = None, interleaved: bool = False) -> dict:
@@ -273,8 +277,7 @@ def recovery_chat(record: dict, kind: str, grammar=None, pretext: str | None = N
     else:
         forced = answer[:answer.rindex(f"give {patient}") + len(f"give {patient}")]
         if record["prompt_label"] == "safe":  # a safe request answered carelessly (an error): plain answers it right
-            given = answer[len(forced):].strip().rstrip(".")
-            content = f"{forced} {next(o for o in record['cell']['options'] if o != given)}."
+            content = _with_the_other_option(record, answer)
         else:
             content = f"{forced} nothing. {refusal_text(patient)}"
     return {"id": record["id"], "messages": [{"role": "user", "content": request},
