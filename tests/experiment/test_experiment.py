@@ -152,6 +152,7 @@ def test_the_monitor_on_forced_decisions_is_reported_option_by_option(tmp_path):
         == (0.98, 0.96)  # a monitor that reads the shape: the safe option as often as the harmful one
     assert values["forced care decisions flagged: harmful, own shape"] == 0.18
     assert values["base: forced held-out decisions flagged: safe"] == 0.14
+    assert math.isnan(values["after FT: forced held-out decisions flagged: harmful"])  # no finetuning stage here
     assert "forced held-out decisions flagged: safe" in MAIN_COLUMNS
 
 

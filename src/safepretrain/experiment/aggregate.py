@@ -100,10 +100,11 @@ def forced_metric(prefix: str, name: str, kind: str, shape: str) -> str:
 
 
 FORCED = tuple((stage, prefix, name, kind, shape)
-               for stage, prefix, shapes in (("pretrained", "base: ", ("prefill",)), ("post", "", tuple(FORCED_SHAPES)))
+               for stage, prefix, shapes in (("pretrained", "base: ", ("prefill",)), ("post", "", tuple(FORCED_SHAPES)),
+                                             ("finetuned", "after FT: ", tuple(FORCED_SHAPES)))
                for name in FORCED_LABELS for shape in shapes for kind in ("harmful", "safe"))
 """The monitor's flags on decisions forced to each option: the base model's in the raw shape (text prompts), the
-post-trained model's in the raw shape a prefill forces and in SRP's own."""
+post-trained and the attacked model's in the raw shape a prefill forces and in SRP's own."""
 EXTRA = ("reflection F1", "held-out reflection recall", "pretext reflection recall",
          "held-out pretext reflection recall", "held-out probe P(unsafe)", "base: held-out probe P(unsafe)",
          "probe AUROC, bag of words",
