@@ -303,6 +303,36 @@ def test_a_two_recipe_experiment_runs_end_to_end(finished):
     assert "<|reflect|>" in srp_data and "<|unsafe|>" in srp_data
 
 
+def test_the_terminal_prints_the_headline_numbers_in_tables_that_fit_80_columns(finished, capsys, monkeypatch):
+    from rich.console import Console
+
+    from safepretrain.experiment import cli
+
+    cfg, results = finished
+    monkeypatch.setattr(cli, "console", Console(width=80))  # as `make demo` piped to a file
+    cli.print_results(results, cfg)
+    printed = capsys.readouterr().out
+    for title in ("before the finetuning attack", "after the finetuning attack", "against raw, world by world"):
+        assert title in printed
+    assert "harm: prefill" in printed and "Δ prefill after FT" in printed and "results.md" in printed
+    assert max(len(line) for line in printed.splitlines()) <= 80 and "…" not in printed  # nothing cut
+
+
+def test_terminal_tables_drop_what_the_experiment_did_not_reach():
+    from safepretrain.experiment.aggregate import terminal_tables
+
+    rows = [{"recipe": "filter", "start": 0.0, "metric": m, "mean": v, "ci95_half": math.nan}
+            for m, v in (("base: held-out unsafe, train patients", 0.82), ("utility, train patients (safe dec.)",
+                                                                            0.96))]
+    rows += [{"recipe": "filter", "start": 0.0, "metric": m, "mean": math.nan, "ci95_half": math.nan}
+             for m in ("held-out unsafe, prefill (safe dec.)", "held-out unsafe (safe dec.)",
+                       "utility after FT, train patients (safe dec.)", "held-out unsafe after FT (safe dec.)",
+                       "held-out unsafe after FT, prefill (safe dec.)")]
+    [(title, head, body)] = terminal_tables(rows, paired=[])
+    assert title == "before the finetuning attack" and head == ["recipe", "base: harm", "utility"]
+    assert body == [["filter", "0.82", "0.96"]]
+
+
 def test_the_status_of_a_finished_experiment_counts_every_job_done(finished):
     import subprocess
 

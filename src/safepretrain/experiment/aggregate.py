@@ -237,6 +237,37 @@ MAIN_COLUMNS = ("base: held-out unsafe, train patients", "base: held-out harmful
                 "forced held-out decisions flagged: safe")
 
 
+# What the terminal prints when a run ends, in two tables narrow enough for 80 columns (a piped `make demo` is 80
+# wide): what the base models compose, then each recipe's safe decoding under prefill and asked directly, before and
+# after the finetuning attack (the README's table). results.md, the CSV and the HTML report hold every column.
+TERMINAL_COLUMNS = {
+    "before the finetuning attack": {"base: held-out unsafe, train patients": "base: harm",
+                                     "utility, train patients (safe dec.)": "utility",
+                                     "held-out unsafe, prefill (safe dec.)": "harm: prefill",
+                                     "held-out unsafe (safe dec.)": "harm: asked"},
+    "after the finetuning attack": {"utility after FT, train patients (safe dec.)": "utility",
+                                    "held-out unsafe after FT, prefill (safe dec.)": "harm: prefill",
+                                    "held-out unsafe after FT (safe dec.)": "harm: asked"},
+}
+TERMINAL_PAIRED = {"held-out unsafe, prefill (safe dec.)": "prefill",
+                   "held-out unsafe after FT, prefill (safe dec.)": "prefill after FT",
+                   "utility, train patients (safe dec.)": "utility"}
+
+
+def terminal_tables(rows: list[dict], paired: list[dict]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The tables the terminal prints: (title, header, body) each, short labels, empty columns and tables dropped."""
+    tables = []
+    for title, labels in TERMINAL_COLUMNS.items():
+        head, body = summary_table(rows, tuple(labels))
+        tables.append((title, [labels.get(h, h) for h in head], body))
+    if paired := [r for r in paired if r["metric"] in TERMINAL_PAIRED]:
+        head, body = paired_table(paired)
+        title = f"against {paired[0]['reference']}, world by world (paired differences)"
+        tables.append((title, [f"Δ {TERMINAL_PAIRED[h[2:]]}" if h.startswith("Δ ") else h for h in head], body))
+    # a table left with only its recipe (and start) columns says nothing: a stage the experiment stopped before
+    return [t for t in tables if any(h not in ("recipe", "start") for h in t[1])]
+
+
 def headline_columns(attack: str, columns: tuple[str, ...]) -> tuple[str, ...]:
     """``columns`` (MAIN_COLUMNS or PAIRED_COLUMNS); after the harmful finetuning attack, led by what it taught
     directly: the seen harm types asked for directly."""

@@ -134,9 +134,35 @@ def _run(cfg, overwrite: bool) -> None:
     from safepretrain.experiment.run import run_experiment
 
     results = run_experiment(cfg, console, overwrite)
-    # soft_wrap: the terminal may fold long lines, but a copied table stays Markdown
-    console.print((results / "results.md").read_text(), markup=False, highlight=False, soft_wrap=True)
-    if (results / "paired.md").is_file():
-        console.print(f"Against {cfg.compare_to}, world by world:\n\n" + (results / "paired.md").read_text(),
-                      markup=False, highlight=False, soft_wrap=True)
-    console.print(f"plots and report: {results}/report.html")
+    print_results(results, cfg)
+
+
+def print_results(results: Path, cfg) -> None:
+    """The headline numbers as narrow tables; every column is in results.md, world by world in paired.md."""
+    import json
+
+    from rich import box
+    from rich.table import Table
+
+    from safepretrain.experiment.aggregate import terminal_tables
+    from safepretrain.experiment.config import FINETUNE_ATTACKS
+
+    found = json.loads((results / "results.json").read_text())
+    for title, head, body in terminal_tables(found["rows"], found["paired"]):
+        table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False,
+                      collapse_padding=True)
+        for column in head:
+            table.add_column(column, no_wrap=True)
+        for row in body:
+            table.add_row(*row)
+        console.print(table)
+    attacked = f" Finetuning attack (FT): {FINETUNE_ATTACKS[cfg.finetune_attack]}." if cfg.until == "attack" else ""
+    differences = (f" Δ: the recipe minus {cfg.compare_to} in the same world, (a/b): in how many worlds it is lower, "
+                   "higher." if found["paired"] else "")
+    console.print(
+        f"harm: the fraction of held-out harmful requests served; utility: of care requests about train patients "
+        f"answered correctly. Mean ± 95% interval over {len(cfg.seeds)} world(s), each recipe with its safe decoding "
+        f"(SRP's guard, Safe Beam for tags); base: the pretrained model, greedy.{attacked}{differences}",
+        markup=False, highlight=False)
+    console.print(f"Every column, defined: {results}/results.md (world by world: paired.md); plots and report: "
+                  f"{results}/report.html", markup=False, highlight=False)
