@@ -152,7 +152,7 @@ def print_results(results: Path, cfg) -> None:
         table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False,
                       collapse_padding=True)
         for column in head:
-            table.add_column(column, no_wrap=True)
+            table.add_column(column, overflow="fold")  # too narrow a terminal folds a cell, never cuts it
         for row in body:
             table.add_row(*row)
         console.print(table)
