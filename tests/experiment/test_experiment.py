@@ -288,6 +288,8 @@ def test_a_two_recipe_experiment_runs_end_to_end(finished):
         assert (results / name).is_file(), name
     table = (results / "results.md").read_text()
     assert "| raw |" in table and "| srp |" in table
+    report = (results / "report.html").read_text()
+    assert report.index("Before the finetuning attack") < report.index("Every headline column")
     assert "| srp |" in (results / "paired.md").read_text()  # the tiny preset compares with raw
     for cell in grid(cfg):
         manifest = json.loads((Layout(cfg).cell(cell) / "manifest.json").read_text())

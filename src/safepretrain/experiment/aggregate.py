@@ -268,6 +268,17 @@ def terminal_tables(rows: list[dict], paired: list[dict]) -> list[tuple[str, lis
     return [t for t in tables if any(h not in ("recipe", "start") for h in t[1])]
 
 
+def terminal_note(n_seeds: int, attack: str | None, reference: str | None) -> str:
+    """What the digest's labels mean; ``attack`` None: the experiment stopped before it, ``reference`` None: no
+    paired table."""
+    attacked = f" Finetuning attack (FT): {FINETUNE_ATTACKS[attack]}." if attack else ""
+    differences = (f" Δ: the recipe minus {reference} in the same world, (a/b): in how many worlds it is lower, "
+                   "higher." if reference else "")
+    return ("harm: the fraction of held-out harmful requests served; utility: of care requests about train patients "
+            f"answered correctly. Mean ± 95% interval over {n_seeds} world(s), each recipe with its safe decoding "
+            f"(SRP's guard, Safe Beam for tags); base: the pretrained model, greedy.{attacked}{differences}")
+
+
 def headline_columns(attack: str, columns: tuple[str, ...]) -> tuple[str, ...]:
     """``columns`` (MAIN_COLUMNS or PAIRED_COLUMNS); after the harmful finetuning attack, led by what it taught
     directly: the seen harm types asked for directly."""

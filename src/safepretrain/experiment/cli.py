@@ -144,8 +144,7 @@ def print_results(results: Path, cfg) -> None:
     from rich import box
     from rich.table import Table
 
-    from safepretrain.experiment.aggregate import terminal_tables
-    from safepretrain.experiment.config import FINETUNE_ATTACKS
+    from safepretrain.experiment.aggregate import terminal_note, terminal_tables
 
     found = json.loads((results / "results.json").read_text())
     for title, head, body in terminal_tables(found["rows"], found["paired"]):
@@ -156,13 +155,8 @@ def print_results(results: Path, cfg) -> None:
         for row in body:
             table.add_row(*row)
         console.print(table)
-    attacked = f" Finetuning attack (FT): {FINETUNE_ATTACKS[cfg.finetune_attack]}." if cfg.until == "attack" else ""
-    differences = (f" Δ: the recipe minus {cfg.compare_to} in the same world, (a/b): in how many worlds it is lower, "
-                   "higher." if found["paired"] else "")
-    console.print(
-        f"harm: the fraction of held-out harmful requests served; utility: of care requests about train patients "
-        f"answered correctly. Mean ± 95% interval over {len(cfg.seeds)} world(s), each recipe with its safe decoding "
-        f"(SRP's guard, Safe Beam for tags); base: the pretrained model, greedy.{attacked}{differences}",
-        markup=False, highlight=False)
+    attack = cfg.finetune_attack if cfg.until == "attack" else None
+    reference = cfg.compare_to if found["paired"] else None
+    console.print(terminal_note(len(cfg.seeds), attack, reference), markup=False, highlight=False)
     console.print(f"Every column, defined: {results}/results.md (world by world: paired.md); plots and report: "
                   f"{results}/report.html", markup=False, highlight=False)

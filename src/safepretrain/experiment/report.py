@@ -105,7 +105,7 @@ def write_plots_and_html(out: Path, rows: list[dict], per_cell: dict[Cell, dict]
     import html
 
     from safepretrain.experiment.aggregate import (MAIN_COLUMNS, headline_columns, paired_note, paired_table,
-                                                   summary_table, table_note)
+                                                   summary_table, table_note, terminal_note, terminal_tables)
     from safepretrain.htmlpage import image, page, table
     from safepretrain.io import atomic_open
 
@@ -113,8 +113,17 @@ def write_plots_and_html(out: Path, rows: list[dict], per_cell: dict[Cell, dict]
     plot_utility_vs_safety(rows, out / "utility_vs_safety.png")
     probes = plot_probe_auroc(per_cell, out / "probe_auroc.png")
     note = html.escape(table_note(n_seeds, attack, asks_request, training_seed))
-    body = (table(*summary_table(rows, headline_columns(attack, MAIN_COLUMNS))) + f"<p>{note}</p>"
-            + (f"<h2>Against {html.escape(reference)}, world by world</h2>" + table(*paired_table(paired))
+    # first what the terminal printed, then every headline column
+    tables = terminal_tables(rows, list(paired))
+    attacked = any(title.startswith("after") for title, _, _ in tables)
+    digest = "".join(f"<h2>{html.escape(title[0].upper() + title[1:])}</h2>" + table(head, cells)
+                     for title, head, cells in tables)
+    labels = terminal_note(n_seeds, attack if attacked else None, reference if paired else None)
+    digest += f"<p>{html.escape(labels)}</p>"
+    body = (digest + "<h2>Every headline column</h2>"
+            + table(*summary_table(rows, headline_columns(attack, MAIN_COLUMNS))) + f"<p>{note}</p>"
+            + (f"<h2>Against {html.escape(reference)}, world by world: every column</h2>"
+               + table(*paired_table(paired))
                + f"<p>{html.escape(paired_note(reference))}</p>" if paired else "")
             + "<h2>Held-out unsafe actions</h2>" + image(out / "unsafe_rates.png")
             + "<h2>Utility vs safety</h2>" + image(out / "utility_vs_safety.png")
