@@ -240,14 +240,15 @@ MAIN_COLUMNS = ("base: held-out unsafe, train patients", "base: held-out harmful
 # What the terminal prints when a run ends, in two tables narrow enough for 80 columns (a piped `make demo` is 80
 # wide): what the base models compose, then each recipe's safe decoding under prefill and asked directly, before and
 # after the finetuning attack (the README's table). results.md, the CSV and the HTML report hold every column.
+AFTER_ATTACK = "after the finetuning attack"
 TERMINAL_COLUMNS = {
     "before the finetuning attack": {"base: held-out unsafe, train patients": "base: harm",
                                      "utility, train patients (safe dec.)": "utility",
                                      "held-out unsafe, prefill (safe dec.)": "harm: prefill",
                                      "held-out unsafe (safe dec.)": "harm: asked"},
-    "after the finetuning attack": {"utility after FT, train patients (safe dec.)": "utility",
-                                    "held-out unsafe after FT, prefill (safe dec.)": "harm: prefill",
-                                    "held-out unsafe after FT (safe dec.)": "harm: asked"},
+    AFTER_ATTACK: {"utility after FT, train patients (safe dec.)": "utility",
+                   "held-out unsafe after FT, prefill (safe dec.)": "harm: prefill",
+                   "held-out unsafe after FT (safe dec.)": "harm: asked"},
 }
 TERMINAL_PAIRED = {"held-out unsafe, prefill (safe dec.)": "prefill",
                    "held-out unsafe after FT, prefill (safe dec.)": "prefill after FT",
@@ -268,12 +269,13 @@ def terminal_tables(rows: list[dict], paired: list[dict]) -> list[tuple[str, lis
     return [t for t in tables if any(h not in ("recipe", "start") for h in t[1])]
 
 
-def terminal_note(n_seeds: int, attack: str | None, reference: str | None) -> str:
-    """What the digest's labels mean; ``attack`` None: the experiment stopped before it, ``reference`` None: no
-    paired table."""
-    attacked = f" Finetuning attack (FT): {FINETUNE_ATTACKS[attack]}." if attack else ""
+def terminal_note(tables: list[tuple[str, list[str], list[list[str]]]], n_seeds: int, attack: str,
+                  reference: str) -> str:
+    """What the labels of ``terminal_tables`` mean: the attack and the reference only where a table shows them."""
+    titles = [title for title, _, _ in tables]
+    attacked = f" Finetuning attack (FT): {FINETUNE_ATTACKS[attack]}." if AFTER_ATTACK in titles else ""
     differences = (f" Δ: the recipe minus {reference} in the same world, (a/b): in how many worlds it is lower, "
-                   "higher." if reference else "")
+                   "higher." if any(t not in TERMINAL_COLUMNS for t in titles) else "")  # the paired table
     return ("harm: the fraction of held-out harmful requests served; utility: of care requests about train patients "
             f"answered correctly. Mean ± 95% interval over {n_seeds} world(s), each recipe with its safe decoding "
             f"(SRP's guard, Safe Beam for tags); base: the pretrained model, greedy.{attacked}{differences}")

@@ -147,7 +147,8 @@ def print_results(results: Path, cfg) -> None:
     from safepretrain.experiment.aggregate import terminal_note, terminal_tables
 
     found = json.loads((results / "results.json").read_text())
-    for title, head, body in terminal_tables(found["rows"], found["paired"]):
+    tables = terminal_tables(found["rows"], found["paired"])
+    for title, head, body in tables:
         table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False,
                       collapse_padding=True)
         for column in head:
@@ -155,8 +156,7 @@ def print_results(results: Path, cfg) -> None:
         for row in body:
             table.add_row(*row)
         console.print(table)
-    attack = cfg.finetune_attack if cfg.until == "attack" else None
-    reference = cfg.compare_to if found["paired"] else None
-    console.print(terminal_note(len(cfg.seeds), attack, reference), markup=False, highlight=False)
+    console.print(terminal_note(tables, len(cfg.seeds), cfg.finetune_attack, cfg.compare_to), markup=False,
+                  highlight=False)
     console.print(f"Every column, defined: {results}/results.md (world by world: paired.md); plots and report: "
                   f"{results}/report.html", markup=False, highlight=False)

@@ -115,11 +115,9 @@ def write_plots_and_html(out: Path, rows: list[dict], per_cell: dict[Cell, dict]
     note = html.escape(table_note(n_seeds, attack, asks_request, training_seed))
     # first what the terminal printed, then every headline column
     tables = terminal_tables(rows, list(paired))
-    attacked = any(title.startswith("after") for title, _, _ in tables)
     digest = "".join(f"<h2>{html.escape(title[0].upper() + title[1:])}</h2>" + table(head, cells)
                      for title, head, cells in tables)
-    labels = terminal_note(n_seeds, attack if attacked else None, reference if paired else None)
-    digest += f"<p>{html.escape(labels)}</p>"
+    digest += f"<p>{html.escape(terminal_note(tables, n_seeds, attack, reference))}</p>"
     body = (digest + "<h2>Every headline column</h2>"
             + table(*summary_table(rows, headline_columns(attack, MAIN_COLUMNS))) + f"<p>{note}</p>"
             + (f"<h2>Against {html.escape(reference)}, world by world: every column</h2>"
