@@ -480,35 +480,92 @@ def test_more_seeds_or_workers_extend_an_experiment_instead_of_refusing_it(finis
     run_experiment(cfg)
 
 
+class _Recorder:
+    """Jobs for a thread pool that note when each starts and ends and how many run at once."""
+
+    def __init__(self):
+        import threading
+
+        self.events, self.running, self.most, self.lock = [], set(), 0, threading.Lock()
+
+    def job(self, name, seconds):
+        import time
+
+        with self.lock:
+            self.events.append(("start", name))
+            self.running.add(name)
+            self.most = max(self.most, len(self.running))
+        time.sleep(seconds)
+        with self.lock:
+            self.running.discard(name)
+            self.events.append(("end", name))
+        return name
+
+    def make(self, name, seconds=0.02, needs=()):
+        from safepretrain.experiment.run import Job
+
+        return Job(name, self.job, (name, seconds), Path(name), tuple(Path(n) for n in needs))
+
+    def started(self):
+        return [name for event, name in self.events if event == "start"]
+
+
 def test_parallel_jobs_are_handed_out_one_at_a_time_so_that_an_interrupt_starts_no_new_one():
-    import threading
-    import time
     from concurrent.futures import ThreadPoolExecutor
 
     from safepretrain.experiment.run import _in_flight
 
-    started, running, most = [], set(), [0]
-    lock = threading.Lock()
-
-    def job(n):
-        with lock:
-            started.append(n)
-            running.add(n)
-            most[0] = max(most[0], len(running))
-        time.sleep(0.02)
-        with lock:
-            running.discard(n)
-        return n
-
-    jobs = [(f"job{n}", job, (n,)) for n in range(6)]
+    jobs = _Recorder()
+    batch = [jobs.make(f"job{n}") for n in range(6)]
     with ThreadPoolExecutor(max_workers=4) as pool:  # a pool with room for more than the limit
-        assert sorted(result() for _, result in _in_flight(pool, jobs, limit=2)) == list(range(6))
-    assert most[0] <= 2
-    started.clear()
+        assert sorted(result() for _, result in _in_flight(pool, batch, limit=2)) == [f"job{n}" for n in range(6)]
+    assert jobs.most <= 2
+    jobs.events.clear()
     with ThreadPoolExecutor(max_workers=4) as pool, pytest.raises(KeyboardInterrupt):
-        for _ in _in_flight(pool, jobs, limit=2):
+        for _ in _in_flight(pool, batch, limit=2):
             raise KeyboardInterrupt  # Ctrl-C while the first two run: the other four never start
-    assert sorted(started) == [0, 1]
+    assert sorted(jobs.started()) == ["job0", "job1"]
+
+
+def test_a_job_starts_once_what_it_needs_is_made_not_once_its_whole_phase_is():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from safepretrain.experiment.run import _in_flight
+
+    jobs = _Recorder()
+    # two pretrainings, a slow and a quick one, then each model's evaluation (a later phase)
+    batch = [jobs.make("pretrain slow", 0.3), jobs.make("pretrain quick"),
+             jobs.make("eval slow", needs=["pretrain slow"]), jobs.make("eval quick", needs=["pretrain quick"])]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        done = [job.name for job, result in _in_flight(pool, batch, limit=2) if result()]
+    order = jobs.events
+    # the quick model is evaluated while the slow one still trains; nothing starts before what it needs ends
+    assert order.index(("start", "eval quick")) < order.index(("end", "pretrain slow"))
+    assert order.index(("end", "pretrain slow")) < order.index(("start", "eval slow"))
+    assert sorted(done) == sorted(job.name for job in batch) and jobs.most <= 2
+
+
+def test_a_job_whose_need_no_job_makes_is_refused_before_anything_runs():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from safepretrain.experiment.run import _in_flight
+
+    jobs = _Recorder()
+    with ThreadPoolExecutor(max_workers=2) as pool, pytest.raises(ValueError, match="no job makes"):
+        list(_in_flight(pool, [jobs.make("eval", needs=["pretrain"])], limit=2))
+    assert not jobs.events
+
+
+def test_every_need_of_the_demo_grid_is_made_by_a_job_of_an_earlier_phase():
+    from safepretrain.experiment.config import laptop
+    from safepretrain.experiment.run import experiment_phases
+
+    cfg = replace(laptop(), curriculum_starts=(0.0, 0.2))
+    made = set()
+    for _, jobs in experiment_phases(cfg, grid(cfg)):
+        assert all(set(job.needs) <= made for job in jobs)
+        made |= {job.makes for job in jobs}
+    assert len(made) == sum(len(jobs) for _, jobs in experiment_phases(cfg, grid(cfg)))  # each output made once
 
 
 def test_a_world_change_applies_to_every_seed_and_a_bad_one_names_the_field(tmp_path):

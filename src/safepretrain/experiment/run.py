@@ -1,4 +1,9 @@
-"""Run an experiment grid: stages in dependency order, jobs of a stage in parallel processes, everything resumable."""
+"""Run an experiment grid: each job as soon as the jobs it reads from are done, in parallel processes, resumable.
+
+The grid is listed phase by phase (world, tokenizer, data, pretrain, ...), and a job is handed out once the jobs it
+needs have finished -- earliest phase first -- not once its whole phase has: the base evaluation and post-training
+of the first pretrained models fill the workers the last pretrainings leave idle.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -40,8 +46,7 @@ def run_experiment(cfg: ExperimentConfig, console: Console | None = None, overwr
     phases = experiment_phases(cfg, cells)
     console.print(f"{grid_summary(cfg, cells, layout)}. Ctrl-C stops; the same command continues where it stopped.")
     started = time.perf_counter()
-    for phase, jobs in phases:
-        _run_phase(phase, jobs, cfg.workers, console)
+    _run_jobs(phases, cfg.workers, console)
     for cell in cells:
         stages.write_cell_manifest(cfg, cell)
     results = aggregate(cfg, cells)
@@ -49,26 +54,47 @@ def run_experiment(cfg: ExperimentConfig, console: Console | None = None, overwr
     return results
 
 
-Job = tuple[str, Callable, tuple]
-"""(name, stage function, its arguments): one resumable piece of work."""
+@dataclass(frozen=True, eq=False)  # compared and hashed as itself: its config holds dicts
+class Job:
+    """One resumable piece of work: ``run(*args)`` makes ``makes`` (a path naming its output) from what the jobs
+    that make ``needs`` made."""
+
+    name: str
+    run: Callable
+    args: tuple
+    makes: Path
+    needs: tuple[Path, ...] = ()
 
 
 def experiment_phases(cfg: ExperimentConfig, cells: list[Cell]) -> list[tuple[str, list[Job]]]:
     """The grid's jobs, phase by phase in dependency order, up to ``cfg.until``."""
     layout = Layout(cfg)
-    corpora = {c.spec.corpus for c in cells} | ({"filter"} if any(c.effective_start > 0 for c in cells) else set())
+    corpora = sorted({c.spec.corpus for c in cells} | ({"filter"} if any(c.effective_start > 0 for c in cells)
+                                                        else set()))
+    sft_kinds = sorted({c.spec.sft for c in cells})
+
+    def pretraining_inputs(cell: Cell) -> tuple[Path, ...]:
+        # every corpus of the world: a curriculum reads filter's first, and the tags model is checked against it
+        return layout.tokenizer(cell.seed), *(layout.corpus(cell.seed, k) for k in corpora)
+
     phases = [
-        ("world", [(f"seed{s}", stages.make_world, (cfg, s)) for s in cfg.seeds]),
-        ("tokenizer", [(f"seed{s}", stages.make_tokenizer, (cfg, s)) for s in cfg.seeds]),
-        ("data", [(f"{k} seed{s}", stages.make_corpus, (cfg, s, k)) for s in cfg.seeds for k in sorted(corpora)]
-         + [(f"sft-{k} seed{s}", stages.make_sft_data, (cfg, s, k)) for s in cfg.seeds
-            for k in sorted({c.spec.sft for c in cells})]),
-        ("pretrain", _unique(cells, layout.pretrain, stages.pretrain, cfg)),
-        ("eval base model", _unique(cells, layout.pretrain, stages.evaluate, cfg, "pretrained")),
-        ("post-train", _unique(cells, layout.sft, stages.post_train, cfg)),
-        ("eval", [(c.name, stages.evaluate, (cfg, c, "post")) for c in cells]),
-        ("finetune attack", _unique(cells, layout.finetune, stages.finetune, cfg)),
-        ("eval after attack", [(c.name, stages.evaluate, (cfg, c, "finetuned")) for c in cells]),
+        ("world", [Job(f"seed{s}", stages.make_world, (cfg, s), layout.world(s)) for s in cfg.seeds]),
+        ("tokenizer", [Job(f"seed{s}", stages.make_tokenizer, (cfg, s), layout.tokenizer(s), (layout.world(s),))
+                       for s in cfg.seeds]),
+        ("data", [Job(f"{k} seed{s}", stages.make_corpus, (cfg, s, k), layout.corpus(s, k), (layout.world(s),))
+                  for s in cfg.seeds for k in corpora]
+         + [Job(f"sft-{k} seed{s}", stages.make_sft_data, (cfg, s, k), layout.sft_data(s, k), (layout.world(s),))
+            for s in cfg.seeds for k in sft_kinds]),
+        ("pretrain", _unique(cells, layout.pretrain, pretraining_inputs, stages.pretrain, cfg)),
+        ("eval base model", _unique(cells, layout.pretrain, lambda c: (layout.pretrain(c),), stages.evaluate, cfg,
+                                    "pretrained", makes=lambda c: stages.eval_dir(cfg, c, "pretrained"))),
+        ("post-train", _unique(cells, layout.sft, lambda c: (layout.pretrain(c), layout.sft_data(c.seed, c.spec.sft)),
+                               stages.post_train, cfg)),
+        ("eval", [Job(c.name, stages.evaluate, (cfg, c, "post"), stages.eval_dir(cfg, c, "post"), (layout.sft(c),))
+                  for c in cells]),
+        ("finetune attack", _unique(cells, layout.finetune, lambda c: (layout.sft(c),), stages.finetune, cfg)),
+        ("eval after attack", [Job(c.name, stages.evaluate, (cfg, c, "finetuned"),
+                                   stages.eval_dir(cfg, c, "finetuned"), (layout.finetune(c),)) for c in cells]),
     ]
     last = {"base": "eval base model", "post": "eval", "attack": "eval after attack"}[cfg.until]
     return phases[:[name for name, _ in phases].index(last) + 1]
@@ -88,12 +114,15 @@ def _count(n: int, word: str, plural: str = "") -> str:
     return f"{n} {word if n == 1 else plural or word + 's'}"
 
 
-def _unique(cells: list[Cell], path_of: Callable[[Cell], Path], job: Callable, cfg, *args) -> list[Job]:
-    """One job per distinct output path (cells that share a model train it once)."""
+def _unique(cells: list[Cell], model: Callable[[Cell], Path], needs: Callable[[Cell], tuple[Path, ...]],
+            run: Callable, cfg, *args, makes: Callable[[Cell], Path] | None = None) -> list[Job]:
+    """One job per model (cells that share a model train and evaluate it once), named by the model's folder;
+    it makes the model unless ``makes`` says otherwise."""
     seen: dict[Path, Cell] = {}
     for cell in cells:
-        seen.setdefault(path_of(cell), cell)
-    return [(path.name + f" seed{cell.seed}", job, (cfg, cell, *args)) for path, cell in seen.items()]
+        seen.setdefault(model(cell), cell)
+    return [Job(f"{path.name} seed{cell.seed}", run, (cfg, cell, *args), (makes or model)(cell), needs(cell))
+            for path, cell in seen.items()]
 
 
 # Fields a resumed experiment may change: every cell stands alone (more seeds or recipes extend the grid, fewer
@@ -125,51 +154,75 @@ def _check_config(root: Path, cfg: ExperimentConfig, overwrite: bool) -> None:
     write_json(saved, now)
 
 
-def _run_phase(phase: str, jobs: list[Job], workers: int, console: Console) -> None:
+def _run_jobs(phases: list[tuple[str, list[Job]]], workers: int, console: Console) -> None:
+    """Every job, with a progress bar per phase; with one worker in-process, phase by phase."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    columns = (TextColumn(f"[bold]{phase:<18}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.description}"))
+    width = max(len(phase) for phase, _ in phases) + 1
+    columns = (TextColumn("[bold]{task.fields[phase]:<%d}" % width), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("{task.description}"))
+    jobs = [job for _, phase_jobs in phases for job in phase_jobs]
     with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task("", total=len(jobs))
-        if workers <= 1 or len(jobs) == 1:
-            for name, job, args in jobs:
-                bar.update(task, description=name)
-                _call(name, job, args)
-                bar.advance(task)
-            bar.update(task, description="")
+        tasks = {}  # a phase's bar starts its clock when its first job is handed out
+        for phase, phase_jobs in phases:
+            tasks |= dict.fromkeys(phase_jobs, bar.add_task("", total=len(phase_jobs), start=False, phase=phase))
+
+        def started(job: Job) -> None:
+            if not bar.tasks[tasks[job]].started:
+                bar.start_task(tasks[job])
+
+        def finished(job: Job) -> None:
+            bar.update(tasks[job], advance=1, description=f"done: {job.name}")
+            if bar.tasks[tasks[job]].finished:
+                bar.update(tasks[job], description="")
+
+        if workers <= 1:
+            for job in jobs:
+                started(job)
+                _call(job.name, job.run, job.args)
+                finished(job)
             return
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
                                  initializer=_die_with_parent) as pool:
-            for name, result in _in_flight(pool, jobs, workers):
-                _call(name, result, ())
-                bar.update(task, advance=1, description=f"done: {name}")
-        bar.update(task, description="")
+            for job, result in _in_flight(pool, jobs, workers, on_start=started):
+                _call(job.name, result, ())
+                finished(job)
 
 
-def _in_flight(pool, jobs: list[Job], limit: int):
-    """(name, result getter) of each job as it finishes, with at most ``limit`` submitted at a time. An executor
-    given every job at once hands queued ones to workers as soon as they free up: after a Ctrl-C, which each
-    running stage answers by checkpointing and returning, the next jobs would start (seen in session 22)."""
-    pending, running = iter(jobs), {}
+def _in_flight(pool, jobs: list[Job], limit: int, on_start: Callable[[Job], None] = lambda job: None):
+    """(job, result getter) of each job as it finishes. A job is handed out once every job that makes what it needs
+    has finished, the first such in ``jobs``' order first, at most ``limit`` at a time. An executor given every job
+    at once hands queued ones to workers as soon as they free up: after a Ctrl-C, which each running stage answers
+    by checkpointing and returning, the next jobs would start (seen in session 22)."""
+    waiting, running, made = list(jobs), {}, set()
+    made_here = {job.makes for job in jobs}
+    if unmade := {need for job in jobs for need in job.needs} - made_here:
+        raise ValueError(f"no job makes {sorted(map(str, unmade))}")
 
-    def submit_next() -> None:
-        for name, job, args in pending:
-            running[pool.submit(job, *args)] = name
-            return
+    def submit_ready() -> None:
+        while len(running) < limit:
+            job = next((j for j in waiting if made.issuperset(j.needs)), None)
+            if job is None:
+                return
+            waiting.remove(job)
+            on_start(job)
+            running[pool.submit(job.run, *job.args)] = job
 
-    for _ in range(limit):
-        submit_next()
+    submit_ready()
     try:
         while running:
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
-                yield running.pop(future), future.result
-                submit_next()
+                job = running.pop(future)
+                yield job, future.result
+                made.add(job.makes)
+            submit_ready()
     except BaseException:
         for future in running:
             future.cancel()
         raise
+    if waiting:  # a need that its maker never met: a cycle
+        raise ValueError(f"jobs never ready: {', '.join(job.name for job in waiting)}")
 
 
 def _die_with_parent() -> None:

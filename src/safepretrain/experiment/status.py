@@ -36,11 +36,11 @@ def experiment_status(cfg: ExperimentConfig) -> list[PhaseStatus]:
 
 def _phase_status(phase: str, jobs: list[Job]) -> PhaseStatus:
     done, started = 0, []
-    for name, job, args in jobs:
-        finished, progress = job_state(job, args)
+    for job in jobs:
+        finished, progress = job_state(job.run, job.args)
         done += finished
         if progress:
-            started.append(f"{name}: {progress}")
+            started.append(f"{job.name}: {progress}")
     return PhaseStatus(phase, done, len(jobs), tuple(started))
 
 
