@@ -556,6 +556,21 @@ def test_a_job_whose_need_no_job_makes_is_refused_before_anything_runs():
     assert not jobs.events
 
 
+def test_a_log_gets_a_line_as_each_phase_is_done_rather_than_bars_drawn_at_the_end():
+    import io
+
+    from rich.console import Console
+
+    from safepretrain.experiment.run import _run_jobs
+
+    jobs, log = _Recorder(), io.StringIO()
+    phases = [("pretrain", [jobs.make("a", 0), jobs.make("b", 0)]), ("eval", [jobs.make("eval a", 0, needs=["a"])])]
+    _run_jobs(phases, workers=1, console=Console(file=log, width=80))
+    lines = log.getvalue().splitlines()
+    assert [line.rsplit(" in ", 1)[0] for line in lines] == ["pretrain: 2 done", "eval: 1 done"]
+    assert "━" not in log.getvalue() and jobs.started() == ["a", "b", "eval a"]
+
+
 def test_every_need_of_the_demo_grid_is_made_by_a_job_of_an_earlier_phase():
     from safepretrain.experiment.config import laptop
     from safepretrain.experiment.run import experiment_phases

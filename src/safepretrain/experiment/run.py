@@ -155,26 +155,33 @@ def _check_config(root: Path, cfg: ExperimentConfig, overwrite: bool) -> None:
 
 
 def _run_jobs(phases: list[tuple[str, list[Job]]], workers: int, console: Console) -> None:
-    """Every job, with a progress bar per phase; with one worker in-process, phase by phase."""
+    """Every job, with a progress bar per phase in a terminal and a line as each phase is done in a log (where a
+    bar would be drawn only at the end); with one worker in-process, phase by phase."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     width = max(len(phase) for phase, _ in phases) + 1
     columns = (TextColumn("[bold]{task.fields[phase]:<%d}" % width), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("{task.description}"))
     jobs = [job for _, phase_jobs in phases for job in phase_jobs]
-    with Progress(*columns, console=console, transient=False) as bar:
-        tasks = {}  # a phase's bar starts its clock when its first job is handed out
-        for phase, phase_jobs in phases:
-            tasks |= dict.fromkeys(phase_jobs, bar.add_task("", total=len(phase_jobs), start=False, phase=phase))
+    with Progress(*columns, console=console, transient=False, disable=not console.is_terminal) as bar:
+        phase_of = {job: phase for phase, phase_jobs in phases for job in phase_jobs}
+        # a phase's clock starts when its first job is handed out
+        size = {phase: len(phase_jobs) for phase, phase_jobs in phases}
+        task = {phase: bar.add_task("", total=n, start=False, phase=phase) for phase, n in size.items()}
+        left, clock = dict(size), {}
 
         def started(job: Job) -> None:
-            if not bar.tasks[tasks[job]].started:
-                bar.start_task(tasks[job])
+            if (phase := phase_of[job]) not in clock:
+                clock[phase] = time.perf_counter()
+                bar.start_task(task[phase])
 
         def finished(job: Job) -> None:
-            bar.update(tasks[job], advance=1, description=f"done: {job.name}")
-            if bar.tasks[tasks[job]].finished:
-                bar.update(tasks[job], description="")
+            phase = phase_of[job]
+            left[phase] -= 1
+            bar.update(task[phase], advance=1, description=f"done: {job.name}" if left[phase] else "")
+            if not left[phase] and not console.is_terminal:
+                minutes, seconds = divmod(round(time.perf_counter() - clock[phase]), 60)
+                console.print(f"{phase}: {size[phase]} done in {minutes}:{seconds:02d}")
 
         if workers <= 1:
             for job in jobs:
