@@ -197,13 +197,12 @@ def _run_jobs(phases: list[tuple[str, list[Job]]], workers: int, console: Consol
 
 
 def _in_flight(pool, jobs: list[Job], limit: int, on_start: Callable[[Job], None] = lambda job: None):
-    """(job, result getter) of each job as it finishes. A job is handed out once every job that makes what it needs
-    has finished, the first such in ``jobs``' order first, at most ``limit`` at a time. An executor given every job
-    at once hands queued ones to workers as soon as they free up: after a Ctrl-C, which each running stage answers
-    by checkpointing and returning, the next jobs would start (seen in session 22)."""
+    """(job, result getter) of each job as it finishes. A job is handed out once the jobs that make what it needs
+    have finished (of the ready ones, the earliest in ``jobs``), at most ``limit`` at a time. An executor given every
+    job at once hands queued ones to workers as soon as they free up: after a Ctrl-C, which each running stage
+    answers by checkpointing and returning, the next jobs would start (seen in session 22)."""
     waiting, running, made = list(jobs), {}, set()
-    made_here = {job.makes for job in jobs}
-    if unmade := {need for job in jobs for need in job.needs} - made_here:
+    if unmade := {need for job in jobs for need in job.needs} - {job.makes for job in jobs}:
         raise ValueError(f"no job makes {sorted(map(str, unmade))}")
 
     def submit_ready() -> None:
