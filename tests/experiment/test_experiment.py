@@ -556,7 +556,7 @@ def test_a_job_whose_need_no_job_makes_is_refused_before_anything_runs():
     assert not jobs.events
 
 
-def test_a_log_gets_a_line_as_each_phase_is_done_rather_than_bars_drawn_at_the_end():
+def test_a_log_gets_a_line_as_each_job_is_done_rather_than_bars_drawn_at_the_end():
     import io
 
     from rich.console import Console
@@ -567,7 +567,8 @@ def test_a_log_gets_a_line_as_each_phase_is_done_rather_than_bars_drawn_at_the_e
     phases = [("pretrain", [jobs.make("a", 0), jobs.make("b", 0)]), ("eval", [jobs.make("eval a", 0, needs=["a"])])]
     _run_jobs(phases, workers=1, console=Console(file=log, width=80))
     lines = log.getvalue().splitlines()
-    assert [line.rsplit(" in ", 1)[0] for line in lines] == ["pretrain: 2 done", "eval: 1 done"]
+    assert [line.split(" ", 1)[1] for line in lines] == ["pretrain 1/2 done: a", "pretrain 2/2 done: b",
+                                                          "eval 1/1 done: eval a"]  # after the time since the start
     assert "━" not in log.getvalue() and jobs.started() == ["a", "b", "eval a"]
 
 

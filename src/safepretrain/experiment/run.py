@@ -155,8 +155,8 @@ def _check_config(root: Path, cfg: ExperimentConfig, overwrite: bool) -> None:
 
 
 def _run_jobs(phases: list[tuple[str, list[Job]]], workers: int, console: Console) -> None:
-    """Every job, with a progress bar per phase in a terminal and a line as each phase is done in a log (where a
-    bar would be drawn only at the end); with one worker in-process, phase by phase."""
+    """Every job, with a progress bar per phase in a terminal and a line as each job is done in a log (where a bar
+    would be drawn only at the end); with one worker in-process, phase by phase."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     width = max(len(phase) for phase, _ in phases) + 1
@@ -165,23 +165,23 @@ def _run_jobs(phases: list[tuple[str, list[Job]]], workers: int, console: Consol
     jobs = [job for _, phase_jobs in phases for job in phase_jobs]
     with Progress(*columns, console=console, transient=False, disable=not console.is_terminal) as bar:
         phase_of = {job: phase for phase, phase_jobs in phases for job in phase_jobs}
-        # a phase's clock starts when its first job is handed out
         size = {phase: len(phase_jobs) for phase, phase_jobs in phases}
+        # a phase's bar starts its clock when its first job is handed out
         task = {phase: bar.add_task("", total=n, start=False, phase=phase) for phase, n in size.items()}
-        left, clock = dict(size), {}
+        left, begun = dict(size), time.perf_counter()
 
         def started(job: Job) -> None:
-            if (phase := phase_of[job]) not in clock:
-                clock[phase] = time.perf_counter()
-                bar.start_task(task[phase])
+            if not bar.tasks[task[phase_of[job]]].started:
+                bar.start_task(task[phase_of[job]])
 
         def finished(job: Job) -> None:
             phase = phase_of[job]
             left[phase] -= 1
             bar.update(task[phase], advance=1, description=f"done: {job.name}" if left[phase] else "")
-            if not left[phase] and not console.is_terminal:
-                minutes, seconds = divmod(round(time.perf_counter() - clock[phase]), 60)
-                console.print(f"{phase}: {size[phase]} done in {minutes}:{seconds:02d}")
+            if not console.is_terminal:
+                minutes, seconds = divmod(round(time.perf_counter() - begun), 60)
+                console.print(f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d} {phase} {size[phase] - left[phase]}/"
+                              f"{size[phase]} done: {job.name}", highlight=False, soft_wrap=True)
 
         if workers <= 1:
             for job in jobs:
