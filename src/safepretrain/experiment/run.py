@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
+from datetime import timedelta
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -171,17 +172,16 @@ def _run_jobs(phases: list[tuple[str, list[Job]]], workers: int, console: Consol
         left, begun = dict(size), time.perf_counter()
 
         def started(job: Job) -> None:
-            if not bar.tasks[task[phase_of[job]]].started:
-                bar.start_task(task[phase_of[job]])
+            bar.start_task(task[phase_of[job]])  # a started clock keeps its start
 
         def finished(job: Job) -> None:
             phase = phase_of[job]
             left[phase] -= 1
             bar.update(task[phase], advance=1, description=f"done: {job.name}" if left[phase] else "")
             if not console.is_terminal:
-                minutes, seconds = divmod(round(time.perf_counter() - begun), 60)
-                console.print(f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d} {phase} {size[phase] - left[phase]}/"
-                              f"{size[phase]} done: {job.name}", highlight=False, soft_wrap=True)
+                since_start = timedelta(seconds=round(time.perf_counter() - begun))  # prints as 0:14:02
+                console.print(f"{since_start} {phase} {size[phase] - left[phase]}/{size[phase]} done: {job.name}",
+                              highlight=False, soft_wrap=True)
 
         if workers <= 1:
             for job in jobs:
