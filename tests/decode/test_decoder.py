@@ -3,9 +3,10 @@ import torch
 from hypothesis import given, settings, strategies as st
 from transformers import LlamaForCausalLM
 
-from safepretrain.decode.beam import safe_choice
+from safepretrain.decode.beam import _lookahead, safe_choice
 from safepretrain.decode.config import DecodeConfig
 from safepretrain.decode.decoder import Decoder
+from safepretrain.errors import UserError
 from safepretrain.markup import HARMFUL_TAG, SPECIAL, END_OF_TEXT
 from safepretrain.train.models import preset_config
 
@@ -155,6 +156,43 @@ def test_searching_prompts_together_finds_what_each_finds_alone(random_llama, to
     assert [g.finish_reason for g in together] == [g.finish_reason for g in alone]
     assert [g.new_tokens for g in together] == [g.new_tokens for g in alone]
     assert together[1].new_tokens <= 4
+
+
+def test_safe_beam_dropping_nothing_is_beam_search(random_llama, tokenizer):
+    """With N = k and no candidate dropped, Safe Beam must choose what beam search chooses: its lookahead over one
+    unrepeated cache (each candidate seeing its beam's past, not its siblings) carries every beam's state intact."""
+    config = dict(beams=3, candidates=3, max_new_tokens=12, batch_size=3)
+    beam = Decoder(random_llama, tokenizer, DecodeConfig(mode="beam", **config)).generate(PROMPTS)
+    safe = Decoder(random_llama, tokenizer, DecodeConfig(mode="safebeam", drop_fraction=0.0, **config)).generate(PROMPTS)
+    assert [g.text for g in safe] == [g.text for g in beam]
+    assert [g.new_tokens for g in safe] == [g.new_tokens for g in beam]
+
+
+def llama(tokenizer, attention: str):
+    torch.manual_seed(0)
+    return LlamaForCausalLM._from_config(preset_config("tiny", len(tokenizer)), attn_implementation=attention).eval()
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_safe_beam_lookahead_logits_are_those_of_each_candidate_alone(tokenizer, attention):
+    model = llama(tokenizer, attention)
+    decoder = Decoder(model, tokenizer, DecodeConfig(mode="safebeam"))
+    ids = decoder.encode(PROMPTS, [""] * len(PROMPTS))  # different lengths: left padding under the tree mask
+    logits, cache, mask, positions = decoder.prefill_cache(ids)
+    candidates = logits.topk(4, dim=-1).indices
+    with torch.inference_mode():
+        look = _lookahead(decoder, candidates, cache, mask, positions).view(len(ids), 4, -1)
+        for row, prompt in enumerate(ids):
+            for j, token in enumerate(candidates[row].tolist()):
+                alone = model(torch.tensor([prompt + [token]])).logits[0, -1]
+                torch.testing.assert_close(look[row, j], alone, atol=1e-4, rtol=1e-4)
+
+
+def test_safe_beam_refuses_attention_that_takes_no_mask_of_its_own(tokenizer):
+    model = llama(tokenizer, "sdpa")
+    model.config._attn_implementation = "flash_attention_2"  # not installed here: only its name is read
+    with pytest.raises(UserError, match="attn_implementation='sdpa'"):
+        Decoder(model, tokenizer, DecodeConfig(mode="safebeam"))
 
 
 def test_safe_beam_short_circuits_when_the_tag_is_generated(tokenizer):

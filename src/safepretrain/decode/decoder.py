@@ -83,6 +83,10 @@ class Decoder:
         if config.mode == "safebeam" and self.tag_id is None:
             raise UserError(f"safebeam needs the harmful tag {HARMFUL_TAG} as one token of the tokenizer; "
                             "train a tokenizer with `safepretrain tokenizer train` or add the token")
+        attention = getattr(getattr(model, "config", None), "_attn_implementation", None)
+        if config.mode == "safebeam" and attention not in (None, "sdpa", "eager"):
+            raise UserError(f"safebeam's lookahead passes its own attention mask, which {attention} attention does "
+                            "not take; load the model with attn_implementation='sdpa' or 'eager'")
 
     @torch.inference_mode()
     def generate(self, prompts: Sequence[str], prefills: Sequence[str] | None = None,
