@@ -4,9 +4,9 @@
 
 Both pairs run on the same random-weight model, prompts and settings, alternating, best of ``--repeats``.
 Targets: guarded >= 0.95x plain tokens/s; Safe Beam <= 1.5x the time of beam search (k = --beams, N = --candidates).
-Beam search runs both one prompt at a time and batched: Safe Beam's lookahead is a forward over k*N rows where beam
-search runs k, which costs little while decoding is bound by per-step overhead (one prompt) and about N times as
-much once the batch makes it bound by compute.
+Beam search runs both one prompt at a time and batched: Safe Beam's lookahead feeds k*N tokens where beam search
+feeds k (over one shared KV cache, tree attention), which costs little while decoding is bound by per-step overhead
+(one prompt) and up to N times as much once the batch makes it bound by compute.
 A random model rarely writes a reflection, so guarded decoding pays its full watching cost and never stops early:
 the measured ratio is the overhead, not a speed-up from stopping. The guard that asks (the experiments' default:
 the verdict on the request, then a reflection at each sentence end 4 tokens on) is measured beside it.
