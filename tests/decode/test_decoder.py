@@ -3,7 +3,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 from transformers import LlamaForCausalLM
 
-from safepretrain.decode.beam import _lookahead, safe_choice
+from safepretrain.decode.beam import lookahead, safe_choice
 from safepretrain.decode.config import DecodeConfig
 from safepretrain.decode.decoder import Decoder
 from safepretrain.errors import UserError
@@ -174,14 +174,14 @@ def llama(tokenizer, attention: str):
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_safe_beam_lookahead_logits_are_those_of_each_candidate_alone(tokenizer, attention):
+def test_safe_beamlookahead_logits_are_those_of_each_candidate_alone(tokenizer, attention):
     model = llama(tokenizer, attention)
     decoder = Decoder(model, tokenizer, DecodeConfig(mode="safebeam"))
     ids = decoder.encode(PROMPTS, [""] * len(PROMPTS))  # different lengths: left padding under the tree mask
     logits, cache, mask, positions = decoder.prefill_cache(ids)
     candidates = logits.topk(4, dim=-1).indices
     with torch.inference_mode():
-        look = _lookahead(decoder, candidates, cache, mask, positions).view(len(ids), 4, -1)
+        look = lookahead(decoder, candidates, cache, mask, positions).view(len(ids), 4, -1)
         for row, prompt in enumerate(ids):
             for j, token in enumerate(candidates[row].tolist()):
                 alone = model(torch.tensor([prompt + [token]])).logits[0, -1]

@@ -64,7 +64,7 @@ def _search_batch(decoder, prompts: list[str], prefills: list[str], limits: list
         top, tokens = logits.log_softmax(-1).topk(min(cfg.candidates if safe else cfg.beams, logits.size(-1)), dim=-1)
         width = tokens.size(1)
         if safe:  # the lookahead: one forward over every candidate of every prompt
-            look = _lookahead(decoder, tokens, cache, mask, positions)
+            look = lookahead(decoder, tokens, cache, mask, positions)
             tag_probability = look.softmax(-1)[:, decoder.tag_id]
         kept_rows, kept_tokens, still_live, row = [], [], [], 0
         for search in live:
@@ -96,7 +96,7 @@ def _search_batch(decoder, prompts: list[str], prefills: list[str], limits: list
     return [s.result for s in searches]
 
 
-def _lookahead(decoder, candidates: torch.Tensor, cache, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+def lookahead(decoder, candidates: torch.Tensor, cache, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """Logits after each candidate, (rows * N, vocab) in ``candidates.flatten()`` order, from one forward of each
     row's N candidates as one sequence: all at the row's next position, each seeing the row's past (``mask``) and
     itself. The cache grows by N positions per row; ``_keep_candidates`` trims it."""
@@ -116,10 +116,11 @@ def _keep_candidates(cache, kept: torch.Tensor, width: int) -> None:
     candidate's own position."""
     parents, own = kept // width, kept % width
     for layer in cache.layers:
-        if getattr(layer, "is_initialized", True) and layer.keys.numel():
-            past = layer.keys.size(-2) - width
-            layer.keys, layer.values = (torch.cat([t[parents, :, :past], t[parents, :, past + own].unsqueeze(-2)], -2)
-                                        for t in (layer.keys, layer.values))
+        if layer.keys is None or not layer.keys.numel():  # a layer the model never wrote to
+            continue
+        past = layer.keys.size(-2) - width
+        layer.keys, layer.values = (torch.cat([t[parents, :, :past], t[parents, :, past + own].unsqueeze(-2)], dim=-2)
+                                    for t in (layer.keys, layer.values))
 
 
 def _advance(search: _Search, top: torch.Tensor, tokens: torch.Tensor, cfg, decoder,
