@@ -115,12 +115,16 @@ def _keep_candidates(cache, kept: torch.Tensor, width: int) -> None:
     """After a lookahead, keep one cache row per kept candidate (an index into rows * N): its beam's past and the
     candidate's own position."""
     parents, own = kept // width, kept % width
+
+    def keep(t: torch.Tensor) -> torch.Tensor:
+        past = t.size(-2) - width
+        t = t.index_select(0, parents)
+        t[:, :, past] = t[torch.arange(len(kept)), :, past + own]  # the candidate's position first, the rest cut off
+        return t[:, :, : past + 1]
+
     for layer in cache.layers:
-        if layer.keys is None or not layer.keys.numel():  # a layer the model never wrote to
-            continue
-        past = layer.keys.size(-2) - width
-        layer.keys, layer.values = (torch.cat([t[parents, :, :past], t[parents, :, past + own].unsqueeze(-2)], dim=-2)
-                                    for t in (layer.keys, layer.values))
+        if layer.keys is not None and layer.keys.numel():  # not a layer the model never wrote to
+            layer.keys, layer.values = keep(layer.keys), keep(layer.values)
 
 
 def _advance(search: _Search, top: torch.Tensor, tokens: torch.Tensor, cfg, decoder,
