@@ -8,7 +8,8 @@ logits are the next step's logits, so Safe Beam runs one forward of k*N tokens p
 Those tokens share one unrepeated KV cache: a beam's N candidates go in as one short sequence whose attention mask
 lets each see the beam's past and itself, not its siblings (tree attention), and the cache then keeps, for each new
 beam, its parent's past and its own position. Repeating the cache N times instead cost a copy of it per step and
-attention reading each beam's past N times: about a quarter of each lookahead on the `small` preset.
+attention reading each beam's past N times: about a quarter of a lookahead step (measured once: `small` preset,
+32 beams over 100 cached positions).
 
 Beams compete by summed log-probability; finished answers are ranked by it divided by length ** length_penalty
 (as in transformers). The search stops when ``beams`` answers have finished and no live beam, even if it ended at
