@@ -174,7 +174,7 @@ def llama(tokenizer, attention: str):
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_safe_beamlookahead_logits_are_those_of_each_candidate_alone(tokenizer, attention):
+def test_safe_beam_lookahead_logits_are_those_of_each_candidate_alone(tokenizer, attention):
     model = llama(tokenizer, attention)
     decoder = Decoder(model, tokenizer, DecodeConfig(mode="safebeam"))
     ids = decoder.encode(PROMPTS, [""] * len(PROMPTS))  # different lengths: left padding under the tree mask

@@ -89,8 +89,8 @@ def _search_batch(decoder, prompts: list[str], prefills: list[str], limits: list
         if safe:
             _keep_candidates(cache, index, width)
             parents = index // width
-            logits, positions = look[index], positions[parents] + 1
-            mask = torch.cat([mask[parents], torch.ones_like(mask[parents, :1])], dim=1)
+            logits, mask, positions = look[index], mask[parents], positions[parents] + 1
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)  # the kept candidate's own position
         else:
             cache.batch_select_indices(index)
             logits, mask, positions = decoder.step(torch.tensor(kept_tokens), cache, mask[index], positions[index])
@@ -107,9 +107,7 @@ def lookahead(decoder, candidates: torch.Tensor, cache, mask: torch.Tensor, posi
                       torch.eye(width, dtype=torch.bool).expand(rows, width, width)], dim=-1)
     # additive, as eager attention adds it (sdpa takes it too); finfo.min rather than -inf keeps softmax finite
     additive = torch.zeros(sees.shape, dtype=dtype).masked_fill_(~sees, torch.finfo(dtype).min)[:, None]
-    out = decoder.model(input_ids=candidates, attention_mask=additive, position_ids=positions.expand(rows, width),
-                        use_cache=True, **{decoder._cache_arg: cache})
-    return out.logits.flatten(0, 1).float()
+    return decoder.forward(candidates, additive, positions.expand(rows, width), cache).flatten(0, 1).float()
 
 
 def _keep_candidates(cache, kept: torch.Tensor, width: int) -> None:

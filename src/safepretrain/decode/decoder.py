@@ -147,11 +147,15 @@ class Decoder:
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         return self._forward(tokens[:, None], mask, positions, cache), mask, positions + 1
 
+    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache) -> torch.Tensor:
+        """The logits at every position of ``input_ids`` (in the model's dtype); the KV cache grows in place.
+        ``mask``: the 2D padding mask, or a 4D mask of the caller's own (Safe Beam's lookahead)."""
+        return self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                          **{self._cache_arg: cache}).logits
+
     def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache) -> torch.Tensor:
-        """The last position's logits; the KV cache grows in place."""
-        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                         **{self._cache_arg: cache})
-        return out.logits[:, -1].float()
+        """The last position's logits."""
+        return self.forward(input_ids, mask, positions, cache)[:, -1].float()
 
     def _pick(self, logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         cfg = self.config
