@@ -1,13 +1,14 @@
 """One grammar renders and parses: what the generator writes, the oracle reads back exactly."""
 
 import random
+import re
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from safepretrain.world.corpus import drug_sentences, patient_sentences
 from safepretrain.world.entities import RESERVED_WORDS
-from safepretrain.world.language import Fact, Grammar, split_sentences
+from safepretrain.world.language import Fact, Grammar, _alternation, split_sentences
 from safepretrain.world.templates import template_words
 
 
@@ -43,10 +44,25 @@ def test_sentences_split_after_terminal_punctuation():
     assert split_sentences("a b. c d? e!  f") == ["a b.", "c d?", "e!", "f"]
 
 
-def test_multiword_vocabulary_prefers_the_longest_phrase(world):
-    grammar = Grammar(world)
-    assert grammar.slot_patterns["symptom"].split("|") == sorted(
-        grammar.slot_patterns["symptom"].split("|"), key=lambda w: (-len(w), w))
+def test_multiword_vocabulary_prefers_the_longest_phrase():
+    pattern = re.compile(_alternation(["back", "back pain", "pain", "b+c"]))
+    assert pattern.match("back pain here").group() == "back pain"
+    assert pattern.match("back then").group() == "back"
+    assert [w for w in ["back", "back pain", "pain", "b+c", "bac", "b", "bc", ""] if pattern.fullmatch(w)] == [
+        "back", "back pain", "pain", "b+c"]
+
+
+def test_a_vocabulary_pattern_matches_as_a_longest_first_alternation_would():
+    rng = random.Random(0)
+    for _ in range(200):
+        words = {"".join(rng.choices("ab ", k=rng.randint(1, 5))) for _ in range(rng.randint(1, 8))}
+        flat = re.compile("|".join(re.escape(w) for w in sorted(words, key=lambda w: (-len(w), w))))
+        tree = re.compile(_alternation(words))
+        for _ in range(20):
+            text = "".join(rng.choices("ab x", k=rng.randint(0, 12)))
+            assert [m.span() for m in tree.finditer(text)] == [m.span() for m in flat.finditer(text)], (words, text)
+            # inside a larger pattern, backtracking into a shorter word works as well
+            assert bool(re.search(f"(?:{tree.pattern})x", text)) == bool(re.search(f"(?:{flat.pattern})x", text))
 
 
 def test_a_covert_goal_parses_as_covert_and_states_no_intent(oracle, world):

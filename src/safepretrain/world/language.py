@@ -185,8 +185,28 @@ class Grammar:
 
 
 def _alternation(words) -> str:
-    # Longest first so that "back pain" wins over "pain"; escaped because phrases contain spaces.
-    return "|".join(re.escape(w) for w in sorted(set(words), key=lambda w: (-len(w), w)))
+    """A regex matching exactly the given words, preferring the longest ("back pain" over "back"), as a prefix tree:
+    Python's ``re`` tries the alternatives of a flat ``a|b|c`` one by one at every position, so the paper world's
+    6,000 patient names made parsing 40x slower per sentence than the laptop world's 240."""
+    trie: dict = {}
+    for word in set(words):
+        node = trie
+        for char in word:
+            node = node.setdefault(char, {})
+        node[""] = {}  # a word ends here
+    return _trie_pattern(trie)
+
+
+def _trie_pattern(node: dict) -> str:
+    ends = "" in node
+    branches = [re.escape(char) + _trie_pattern(child) for char, child in sorted(node.items()) if char]
+    if not branches:
+        return ""
+    body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+    if not ends:
+        return body
+    # greedy: the longer word is tried first, as a longest-first flat alternation would
+    return (body if len(branches) > 1 or len(branches[0]) == 1 else "(?:" + body + ")") + "?"
 
 
 def _compile(template: str, slot_patterns: dict[str, str]) -> re.Pattern:
