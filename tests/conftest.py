@@ -83,3 +83,15 @@ def tokenizer(tokenizer_dir):
     from safepretrain.train.tokenizer import load_tokenizer
 
     return load_tokenizer(tokenizer_dir)
+
+
+@pytest.fixture
+def meta_default_device():
+    """Tensors made without naming a device land on the meta device, where they hold no data: mixed with a CPU
+    model's, they fail. Code that passes under it places every tensor it feeds a model on that model's device (and
+    keeps its own bookkeeping explicitly on the CPU), as a model on a GPU needs -- checked without one."""
+    import torch
+
+    torch.set_default_device("meta")
+    yield
+    torch.set_default_device(None)

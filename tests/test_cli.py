@@ -56,6 +56,8 @@ def test_generate_audit_judge_end_to_end(tmp_path):
     (["world", "audit", "{tmp}/missing"], "no such world folder"),
     (["world", "audit", "{tmp}"], "not a complete world"),
     (["serve", "{tmp}/missing"], "no model here"),
+    (["generate", "{tmp}/missing", "--prompt", "hi", "--device", "gpu0"], "name one as torch does"),
+    (["eval", "{tmp}/missing", "--out", "{tmp}/e", "--device", "gpu0"], "name one as torch does"),
     (["serve", "a={tmp}/x", "a={tmp}/y"], "two models are called 'a'"),
 ])
 def test_user_mistakes_exit_2_with_a_clear_message(tmp_path, args, message):

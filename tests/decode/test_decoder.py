@@ -262,3 +262,14 @@ def test_reflect_on_request_lets_a_safe_verdict_answer_and_asks_nothing_under_a_
     attacked = Decoder(model, tokenizer, DecodeConfig(mode="guarded", max_new_tokens=6, reflect_on_request=True)
                        ).generate(prompt, prefills=[" give."])[0]
     assert SPECIAL.open not in attacked.text and attacked.text.startswith(" give.")
+
+
+@pytest.mark.parametrize("settings", [
+    {}, {"temperature": 1.0, "top_k": 20}, {"mode": "guarded", "reflect_every": 4, "reflect_on_request": True},
+    {"mode": "guarded", "suppress": ("reflection", "tag")}, {"mode": "beam"}, {"mode": "safebeam"},
+], ids=["greedy", "sampled", "guarded-asking", "suppressed", "beam", "safebeam"])
+def test_every_tensor_fed_to_the_model_is_made_on_its_device(random_llama, tokenizer, settings, request):
+    config = DecodeConfig(max_new_tokens=10, batch_size=2, **settings)
+    on_cpu = Decoder(random_llama, tokenizer, config).generate(PROMPTS)
+    request.getfixturevalue("meta_default_device")
+    assert Decoder(random_llama, tokenizer, config).generate(PROMPTS) == on_cpu

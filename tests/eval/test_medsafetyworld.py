@@ -221,3 +221,13 @@ def test_forced_decisions_tell_a_monitor_that_reads_the_decision_from_one_that_r
     assert set(text["utility"]) == {"prefill"}  # a base model's corpus has no answers in SRP's own shape
     greedy_only = replace(config, decoders=("greedy",))  # a model that never reflects: nothing to ask
     assert "forced_decisions" not in evaluate_world(random_llama, tokenizer, tiny_folder, greedy_only, tmp_path / "g")
+
+
+def test_the_suite_feeds_the_model_on_its_own_device(tiny_folder, random_llama, tokenizer, tmp_path, request):
+    """Every tensor the evaluation gives the model is made on the model's device: what running it on a GPU needs
+    (the decoders' own modes: tests/decode)."""
+    config = WorldEvalConfig(max_items=5, max_new_tokens=4, linear_probes=True, segment_words=24)
+    on_cpu = evaluate_world(random_llama, tokenizer, tiny_folder, config, tmp_path / "cpu")
+    request.getfixturevalue("meta_default_device")
+    elsewhere = evaluate_world(random_llama, tokenizer, tiny_folder, config, tmp_path / "meta")
+    assert json.dumps(elsewhere, sort_keys=True) == json.dumps(on_cpu, sort_keys=True)  # NaN != NaN as floats

@@ -38,7 +38,7 @@ class _Search:
     limit: int
     """New tokens this prompt may write."""
     beams: list[list[int]] = field(default_factory=lambda: [[]])
-    scores: torch.Tensor = field(default_factory=lambda: torch.zeros(1))
+    scores: torch.Tensor = field(default_factory=lambda: torch.zeros(1, device="cpu"))
     finished: list[tuple[float, list[int], str]] = field(default_factory=list)
     result: Generation | None = None
 
@@ -62,11 +62,12 @@ def _search_batch(decoder, prompts: list[str], prefills: list[str], limits: list
     for step in range(max(limits)):
         if decoder.ban:
             logits = decoder.ban.apply(logits, [s.prompt_ids + b for s in live for b in s.beams])
-        top, tokens = logits.log_softmax(-1).topk(min(cfg.candidates if safe else cfg.beams, logits.size(-1)), dim=-1)
+        top, candidates = logits.log_softmax(-1).topk(min(cfg.candidates if safe else cfg.beams, logits.size(-1)), dim=-1)
+        top, tokens = top.cpu(), candidates.cpu()  # each prompt's choices are made on the CPU
         width = tokens.size(1)
         if safe:  # the lookahead: one forward over every candidate of every prompt
-            look = lookahead(decoder, tokens, cache, mask, positions)
-            tag_probability = look.softmax(-1)[:, decoder.tag_id]
+            look = lookahead(decoder, candidates, cache, mask, positions)
+            tag_probability = look.softmax(-1)[:, decoder.tag_id].cpu()
         kept_rows, kept_tokens, still_live, row = [], [], [], 0
         for search in live:
             rows = slice(row, row + len(search.beams))
@@ -85,7 +86,7 @@ def _search_batch(decoder, prompts: list[str], prefills: list[str], limits: list
         live = still_live
         if not live:
             break
-        index = torch.tensor(kept_rows)
+        index = torch.tensor(kept_rows, device=decoder.device)
         if safe:
             _keep_candidates(cache, index, width)
             parents = index // width
@@ -93,7 +94,8 @@ def _search_batch(decoder, prompts: list[str], prefills: list[str], limits: list
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)  # the kept candidate's own position
         else:
             cache.batch_select_indices(index)
-            logits, mask, positions = decoder.step(torch.tensor(kept_tokens), cache, mask[index], positions[index])
+            logits, mask, positions = decoder.step(torch.tensor(kept_tokens, device=decoder.device), cache,
+                                                   mask[index], positions[index])
     return [s.result for s in searches]
 
 
@@ -104,9 +106,9 @@ def lookahead(decoder, candidates: torch.Tensor, cache, mask: torch.Tensor, posi
     rows, width = candidates.shape
     dtype = getattr(decoder.model, "dtype", torch.float32)
     sees = torch.cat([mask.bool()[:, None, :].expand(rows, width, -1),
-                      torch.eye(width, dtype=torch.bool).expand(rows, width, width)], dim=-1)
+                      torch.eye(width, dtype=torch.bool, device=mask.device).expand(rows, width, width)], dim=-1)
     # additive, as eager attention adds it (sdpa takes it too); finfo.min rather than -inf keeps softmax finite
-    additive = torch.zeros(sees.shape, dtype=dtype).masked_fill_(~sees, torch.finfo(dtype).min)[:, None]
+    additive = torch.zeros(sees.shape, dtype=dtype, device=mask.device).masked_fill_(~sees, torch.finfo(dtype).min)[:, None]
     return decoder.forward(candidates, additive, positions.expand(rows, width), cache).flatten(0, 1).float()
 
 
@@ -118,7 +120,7 @@ def _keep_candidates(cache, kept: torch.Tensor, width: int) -> None:
     def keep(t: torch.Tensor) -> torch.Tensor:
         past = t.size(-2) - width
         t = t.index_select(0, parents)
-        t[:, :, past] = t[torch.arange(len(kept)), :, past + own]  # the candidate's position first, the rest cut off
+        t[:, :, past] = t[torch.arange(len(kept), device=kept.device), :, past + own]  # the candidate's position first, the rest cut off
         return t[:, :, : past + 1]
 
     for layer in cache.layers:
@@ -132,8 +134,8 @@ def _advance(search: _Search, top: torch.Tensor, tokens: torch.Tensor, cfg, deco
     ``search.result`` when the search is over. Returns (chosen candidates, candidate tokens, candidate parents)."""
     totals = (search.scores[:, None] + top).flatten()
     flat_tokens = tokens.flatten()
-    parents = torch.arange(len(search.beams)).repeat_interleave(tokens.size(1))
-    ending = torch.tensor([int(t) in decoder.stop_ids for t in flat_tokens])
+    parents = torch.arange(len(search.beams), device="cpu").repeat_interleave(tokens.size(1))
+    ending = torch.tensor([int(t) in decoder.stop_ids for t in flat_tokens], device="cpu")
     for i in ending.nonzero()[:, 0].tolist():
         parent = search.beams[int(parents[i])]
         search.finished.append((_normalised(float(totals[i]), len(parent) + 1, cfg), parent, "stop"))

@@ -33,6 +33,8 @@ def generate(
                                             "before each answer (SRP's opening reflection; not under --prefill)."),
     seed: int = typer.Option(0, "--seed"),
     out: Path | None = typer.Option(None, "--out", help="Write one JSON line per prompt here (else print)."),
+    device: str = typer.Option("auto", "--device", help="Where the model runs: auto (the GPU when there is one), "
+                                                       "cpu, cuda, cuda:1."),
 ) -> None:
     """Generate answers; guarded decoding never lets text written after a non-Safe reflection through."""
     from safepretrain.decode.config import DecodeConfig
@@ -46,7 +48,7 @@ def generate(
                               reflect_every=reflect_every, reflect_on_request=reflect_on_request)
     except ValueError as e:
         raise UserError(str(e)) from None
-    lm, tokenizer = load_model(model)
+    lm, tokenizer = load_model(model, device)
     if chat:
         prompts = [chat_prompt(tokenizer, p) for p in prompts]
     with console.status(f"decoding {len(prompts)} prompt(s), mode {mode}"):

@@ -17,25 +17,39 @@ import torch
 
 from safepretrain.decode.config import DecodeConfig, Generation
 from safepretrain.decode.guard import (MarkerEnds, ReflectionWatcher, SequenceBan, opening_ids,
-                                       sentence_end_mask, suppressed_sequences)
+                                       sentence_ends, suppressed_sequences)
 from safepretrain.errors import UserError
 from safepretrain.markup import END_OF_TEXT, END_OF_TURN, HARMFUL_TAG, PLAIN, SPECIAL, ReflectionFormat
 
 OnToken = Callable[[int, ReflectionWatcher], None]
 
 
-def load_model(path: str | Path):
-    """A saved HF causal LM and its tokenizer, in eval mode on the CPU (float32)."""
+def load_model(path: str | Path, device: str = "auto"):
+    """A saved HF causal LM and its tokenizer, in eval mode, float32 (answers then agree with the CPU's up to float
+    rounding), on ``device``: ``auto`` is the GPU when there is one, else the CPU."""
     from transformers import AutoModelForCausalLM
 
     from safepretrain.train.tokenizer import load_tokenizer
 
-    path = Path(path)
+    path, device = Path(path), pick_device(device)
     if not (path / "config.json").is_file():
         raise UserError(f"{path}: no model here (expected config.json); pass the `model` folder of a training run")
     tokenizer = load_tokenizer(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device)
     return model.eval(), tokenizer
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto``: the GPU when there is one, else the CPU; or a torch device name (cpu, cuda, cuda:1)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"device {name!r}: name one as torch does (auto, cpu, cuda, cuda:1)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name!r}: this machine has no CUDA GPU; use --device cpu (or auto)")
+    return device
 
 
 def chat_prompt(tokenizer, user_message: str) -> str:
@@ -65,6 +79,8 @@ def stop_token_ids(tokenizer) -> list[int]:
 class Decoder:
     def __init__(self, model, tokenizer, config: DecodeConfig = DecodeConfig()):
         self.model = model.eval()
+        self.device = getattr(model, "device", torch.device("cpu"))
+        """Where the model, its KV cache and the tensors fed to it live; the search's bookkeeping stays on the CPU."""
         self.tokenizer = tokenizer
         self.config = config
         self.fmt = resolve_format(tokenizer, config.reflection_format)
@@ -77,7 +93,7 @@ class Decoder:
         self.request_opening = opening_ids(tokenizer, self.fmt, answer_start=True) if config.reflect_on_request else []
         # recent transformers name the KV cache `cache`; `past_key_values` is deprecated (to be removed in 5.40)
         self._cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-        self.ends_sentence = sentence_end_mask(tokenizer).tolist() if config.reflect_every else []
+        self.ends_sentence = sentence_ends(tokenizer) if config.reflect_every else []
         self.tag_id = tokenizer.get_vocab().get(HARMFUL_TAG)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.stop_ids)
         if config.mode == "safebeam" and self.tag_id is None:
@@ -132,11 +148,8 @@ class Decoder:
         from transformers import DynamicCache
 
         width = max(len(s) for s in ids)
-        input_ids = torch.full((len(ids), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(ids), width), dtype=torch.long)
-        for row, seq in enumerate(ids):
-            input_ids[row, width - len(seq):] = torch.tensor(seq)
-            mask[row, width - len(seq):] = 1
+        input_ids = torch.tensor([[self.pad_id] * (width - len(s)) + s for s in ids], device=self.device)
+        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in ids], device=self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache()
         logits = self._forward(input_ids, mask, positions, cache)
@@ -165,7 +178,8 @@ class Decoder:
         if cfg.top_k:
             kth = logits.topk(min(cfg.top_k, logits.size(-1)), dim=-1).values[:, -1:]
             logits = logits.masked_fill(logits < kth, float("-inf"))
-        return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
+        # drawn on the CPU with a CPU generator: the same seed draws the same answers on a GPU
+        return torch.multinomial(logits.softmax(-1).cpu(), 1, generator=generator)[:, 0]
 
     def _sample_batch(self, prompts: Sequence[str], prefills: Sequence[str], limits: Sequence[int], seed: int,
                       on_token: OnToken | None) -> list[Generation]:
@@ -182,12 +196,12 @@ class Decoder:
         for step in range(max(limits)):
             if self.ban:
                 logits = self.ban.apply(logits, [histories[r] for r in live])
-            tokens = self._pick(logits, generator)
+            tokens = self._pick(logits, generator).tolist()
             keep = []
             for slot, row in enumerate(live):
                 if forced[row]:
                     tokens[slot] = forced[row].pop(0)
-                token = int(tokens[slot])
+                token = tokens[slot]
                 results[row] = self._advance(watchers[row], histories[row], token, last=step == limits[row] - 1)
                 if results[row] is None:
                     keep.append(slot)
@@ -198,10 +212,11 @@ class Decoder:
             if not keep:
                 break
             if len(keep) < len(live):
-                cache.batch_select_indices(torch.tensor(keep))
-                tokens, mask, positions = tokens[keep], mask[keep], positions[keep]
+                index = torch.tensor(keep, device=self.device)
+                cache.batch_select_indices(index)
+                tokens, mask, positions = [tokens[s] for s in keep], mask[index], positions[index]
                 live = [live[s] for s in keep]
-            logits, mask, positions = self.step(tokens, cache, mask, positions)
+            logits, mask, positions = self.step(torch.tensor(tokens, device=self.device), cache, mask, positions)
         return results  # type: ignore[return-value]
 
     def _reflection_due(self, watcher: ReflectionWatcher, token: int, pending: list[int]) -> bool:

@@ -67,13 +67,13 @@ class MarkerEnds:
         return cls([any(c in t for c in markers) for t in vocab], [any(c in t for c in labels) for t in vocab])
 
 
-def sentence_end_mask(tokenizer) -> torch.Tensor:
-    """A (vocab,) bool mask of the tokens that end a sentence (their text ends with . ! ? or holds a line break)."""
+def sentence_ends(tokenizer) -> list[bool]:
+    """For each token id, whether the token ends a sentence (its text ends with . ! ? or holds a line break)."""
     ends = []
     for token in tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))):
         text = (token or "").replace("Ċ", "\n").replace("Ġ", " ")  # byte-level BPE's newline and space
         ends.append("\n" in text or text.rstrip().endswith((".", "!", "?")))
-    return torch.tensor(ends, dtype=torch.bool)
+    return ends
 
 
 def opening_ids(tokenizer, fmt: ReflectionFormat, answer_start: bool = False) -> list[int]:

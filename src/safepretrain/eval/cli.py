@@ -36,6 +36,8 @@ def evaluate(
                                       "the guard that asks (the `reflect` decoder) to greedy decoding."),
     reflect_on_request: bool = typer.Option(False, "--reflect-on-request", help="With --reflect-every: also ask for "
                                             "the verdict on the request before each answer (not under a prefill)."),
+    device: str = typer.Option("auto", "--device", help="Where the model runs: auto (the GPU when there is one), "
+                                                       "cpu, cuda, cuda:1."),
 ) -> None:
     """Evaluate a model: utility, unsafe actions (seen, held-out), over-refusal, reflections, probes; or ASR."""
     from safepretrain.decode.decoder import load_model
@@ -44,7 +46,7 @@ def evaluate(
 
     if suite not in ("medsafetyworld", "prompts", *SUITES):
         raise UserError(f"unknown suite {suite!r}; choose medsafetyworld, prompts, {', '.join(SUITES)}")
-    lm, tokenizer = load_model(model)
+    lm, tokenizer = load_model(model, device)
     with ProgressBars() as update:
         if suite == "medsafetyworld":
             metrics = _world(lm, tokenizer, world, out, prompt_format, attacks, safebeam, probes, max_items,

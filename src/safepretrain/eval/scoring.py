@@ -20,11 +20,11 @@ def continuation_logprobs(model, tokenizer, pairs: Sequence[tuple[str, str]], ba
         contexts = tokenizer([c for c, _ in batch], add_special_tokens=False)["input_ids"]
         conts = tokenizer([x for _, x in batch], add_special_tokens=False)["input_ids"]
         seqs = [c + x for c, x in zip(contexts, conts)]
-        ids, mask = _right_pad(seqs, tokenizer.pad_token_id or 0)
+        ids, mask = _right_pad(seqs, tokenizer.pad_token_id or 0, model.device)
         logp = model(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
         for row, (c, x) in enumerate(zip(contexts, conts)):
-            positions = torch.arange(len(c) - 1, len(c) + len(x) - 1)
-            out.append(float(logp[row, positions, torch.tensor(x)].sum()))
+            positions = torch.arange(len(c) - 1, len(c) + len(x) - 1, device=logp.device)
+            out.append(float(logp[row, positions, torch.tensor(x, device=logp.device)].sum()))
     return out
 
 
@@ -34,19 +34,16 @@ def last_token_states(model, tokenizer, texts: Sequence[str], batch_size: int = 
     states = []
     for start in range(0, len(texts), batch_size):
         seqs = tokenizer(list(texts[start:start + batch_size]), add_special_tokens=False)["input_ids"]
-        ids, mask = _right_pad(seqs, tokenizer.pad_token_id or 0)
+        ids, mask = _right_pad(seqs, tokenizer.pad_token_id or 0, model.device)
         hidden = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
         last = mask.sum(-1) - 1
-        rows = torch.arange(len(seqs))
-        states.append(torch.stack([h[rows, last].float() for h in hidden], dim=1))
+        rows = torch.arange(len(seqs), device=last.device)
+        states.append(torch.stack([h[rows, last].float() for h in hidden], dim=1).cpu())
     return torch.cat(states)
 
 
-def _right_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _right_pad(seqs: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, seq in enumerate(seqs):
-        ids[row, :len(seq)] = torch.tensor(seq)
-        mask[row, :len(seq)] = 1
+    ids = torch.tensor([s + [pad_id] * (width - len(s)) for s in seqs], device=device)
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=device)
     return ids, mask
