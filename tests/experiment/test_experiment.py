@@ -39,6 +39,14 @@ def test_the_quick_preset_compares_six_recipes_on_four_pretrained_models():
     assert len(cfg.recipes) == 6 and len({layout.pretrain(c) for c in grid(cfg)}) == 4
 
 
+def test_the_paper_preset_runs_the_demo_s_grid_on_the_paper_world_with_a_25m_model():
+    from safepretrain.train.models import count_parameters, preset_config
+
+    cfg, demo = load_experiment(None, "paper", {}), load_experiment(None, "laptop", {})
+    assert (cfg.recipes, cfg.seeds) == (demo.recipes, demo.seeds) and cfg.world_config(0).preset == "paper"
+    assert 24e6 < count_parameters(preset_config(cfg.model, cfg.vocab_size)) < 25e6
+
+
 def test_a_curriculum_start_does_not_apply_to_raw_pretraining():
     assert Cell("raw", 0.6, 0).effective_start == 0.0 and Cell("filter", 0.6, 0).effective_start == 0.6
 

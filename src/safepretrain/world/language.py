@@ -186,8 +186,8 @@ class Grammar:
 
 def _alternation(words) -> str:
     """A regex matching exactly the given words, preferring the longest ("back pain" over "back"), as a prefix tree:
-    Python's ``re`` tries the alternatives of a flat ``a|b|c`` one by one at every position, so the paper world's
-    6,000 patient names made parsing 40x slower per sentence than the laptop world's 240."""
+    Python's ``re`` tries the alternatives of a flat ``a|b|c`` one by one at every position: with the paper world's
+    6,000 patient names, writing and labeling an episode took 10 ms instead of 0.4."""
     trie: dict = {}
     for word in set(words):
         node = trie
