@@ -62,9 +62,9 @@ def _search_batch(decoder, prompts: list[str], prefills: list[str], limits: list
     for step in range(max(limits)):
         if decoder.ban:
             logits = decoder.ban.apply(logits, [s.prompt_ids + b for s in live for b in s.beams])
-        top, candidates = logits.log_softmax(-1).topk(min(cfg.candidates if safe else cfg.beams, logits.size(-1)), dim=-1)
+        width = min(cfg.candidates if safe else cfg.beams, logits.size(-1))
+        top, candidates = logits.log_softmax(-1).topk(width, dim=-1)
         top, tokens = top.cpu(), candidates.cpu()  # each prompt's choices are made on the CPU
-        width = tokens.size(1)
         if safe:  # the lookahead: one forward over every candidate of every prompt
             look = lookahead(decoder, candidates, cache, mask, positions)
             tag_probability = look.softmax(-1)[:, decoder.tag_id].cpu()
@@ -108,7 +108,8 @@ def lookahead(decoder, candidates: torch.Tensor, cache, mask: torch.Tensor, posi
     sees = torch.cat([mask.bool()[:, None, :].expand(rows, width, -1),
                       torch.eye(width, dtype=torch.bool, device=mask.device).expand(rows, width, width)], dim=-1)
     # additive, as eager attention adds it (sdpa takes it too); finfo.min rather than -inf keeps softmax finite
-    additive = torch.zeros(sees.shape, dtype=dtype, device=mask.device).masked_fill_(~sees, torch.finfo(dtype).min)[:, None]
+    additive = torch.zeros(sees.shape, dtype=dtype, device=mask.device)
+    additive = additive.masked_fill_(~sees, torch.finfo(dtype).min)[:, None]
     return decoder.forward(candidates, additive, positions.expand(rows, width), cache).flatten(0, 1).float()
 
 
@@ -120,7 +121,8 @@ def _keep_candidates(cache, kept: torch.Tensor, width: int) -> None:
     def keep(t: torch.Tensor) -> torch.Tensor:
         past = t.size(-2) - width
         t = t.index_select(0, parents)
-        t[:, :, past] = t[torch.arange(len(kept), device=kept.device), :, past + own]  # the candidate's position first, the rest cut off
+        # the candidate's position first, the rest cut off
+        t[:, :, past] = t[torch.arange(len(kept), device=kept.device), :, past + own]
         return t[:, :, : past + 1]
 
     for layer in cache.layers:
