@@ -311,6 +311,9 @@ def test_a_two_recipe_experiment_runs_end_to_end(finished):
             assert ("reflect/prefill" in metrics["conditions"]) == (cell.recipe == "srp")
     srp_data = (Layout(cfg).corpus(0, "reflect")).read_text()
     assert "<|reflect|>" in srp_data and "<|unsafe|>" in srp_data
+    trained = [p.parent.parent for p in Path(cfg.out, "models").glob("*/*/model/config.json")]
+    assert len(trained) == 6  # raw and srp: pretrained, post-trained, attacked
+    assert not [p for t in trained for p in (t / "checkpoints", t / "tokens") if p.exists()]  # only what is read
 
 
 def test_the_terminal_prints_the_headline_numbers_in_tables_that_fit_80_columns(finished, capsys, monkeypatch):

@@ -18,6 +18,7 @@ import itertools
 import json
 import math
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -292,11 +293,21 @@ def train_stage(kind: str, out: Path, values: dict, overrides: tuple[str, ...], 
     from safepretrain.train.config import build_config
     from safepretrain.train.trainer import has_checkpoint, train
 
-    if (out / MODEL_DONE).is_file():
-        return out / "model"
-    cfg = build_config(kind, {**values, "out": str(out)}, list(overrides), source=f"experiment {kind}")
-    return train(cfg, resume=has_checkpoint(out), overwrite=not has_checkpoint(out),
-                 show_progress=show_progress).model_dir
+    if not (out / MODEL_DONE).is_file():
+        cfg = build_config(kind, {**values, "out": str(out)}, list(overrides), source=f"experiment {kind}")
+        train(cfg, resume=has_checkpoint(out), overwrite=not has_checkpoint(out), show_progress=show_progress)
+    _drop_training_state(out)
+    return out / "model"
+
+
+def _drop_training_state(out: Path) -> None:
+    """An experiment never trains a finished stage further: its last checkpoint (weights, optimizer, RNG) and its
+    token cache are dead weight, half of the folder (in the paper preset 283 and 295 MB of a pretraining folder's 0.68
+    GB; about 20 GB of the grid's 46). Also on a resumed run, should a crash have come between the two."""
+    from safepretrain.train.trainer import CHECKPOINTS, TOKEN_CACHE
+
+    for name in (CHECKPOINTS, TOKEN_CACHE):
+        shutil.rmtree(out / name, ignore_errors=True)
 
 
 def pretrain(cfg: ExperimentConfig, cell: Cell) -> Path:

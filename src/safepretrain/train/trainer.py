@@ -37,6 +37,7 @@ from safepretrain.train.data import IGNORE_INDEX, BlockSampler, Tokenization, To
 from safepretrain.train.tokenizer import load_tokenizer
 
 CHECKPOINTS = "checkpoints"
+TOKEN_CACHE = "tokens"
 
 
 class TrainingStopped(UserError):
@@ -97,7 +98,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name)
     model = build_model(cfg, tokenizer)
     with accelerator.main_process_first():
-        streams = _load_streams(cfg, tokenizer, out / "tokens")
+        streams = _load_streams(cfg, tokenizer, out / TOKEN_CACHE)
     global_batch = cfg.optim.micro_batch * cfg.optim.grad_accum * accelerator.num_processes
     total = total_steps(cfg, streams[0], global_batch)
     sampler = BlockSampler([s.n_blocks(cfg.optim.seq_len) for s in streams], cfg.seed,
