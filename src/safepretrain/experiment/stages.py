@@ -302,8 +302,8 @@ def train_stage(kind: str, out: Path, values: dict, overrides: tuple[str, ...], 
 
 def _drop_training_state(out: Path) -> None:
     """An experiment never trains a finished stage further: its last checkpoint (weights, optimizer, RNG) and its
-    token cache are dead weight, half of the folder (in the paper preset 283 and 295 MB of a pretraining folder's 0.68
-    GB; about 20 GB of the grid's 46). Also on a resumed run, should a crash have come between the two."""
+    token cache are dead weight (in the paper preset 283 and 295 MB of a pretraining folder's 0.68 GB: about 28 of the
+    grid's 46 GB). Also on a resumed run, should a crash have come between the two."""
     from safepretrain.train.trainer import CHECKPOINTS, TOKEN_CACHE
 
     for name in (CHECKPOINTS, TOKEN_CACHE):
