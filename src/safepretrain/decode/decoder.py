@@ -49,6 +49,9 @@ def pick_device(name: str = "auto") -> torch.device:
         raise UserError(f"device {name!r}: name one as torch does (auto, cpu, cuda, cuda:1)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {name!r}: this machine has no CUDA GPU; use --device cpu (or auto)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"device {name!r}: this machine has {torch.cuda.device_count()} GPU(s), cuda:0 to "
+                        f"cuda:{torch.cuda.device_count() - 1}")
     return device
 
 
