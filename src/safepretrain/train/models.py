@@ -38,7 +38,8 @@ def small(vocab_size: int) -> LlamaConfig:
 
 
 def m50(vocab_size: int) -> LlamaConfig:
-    """The SRP paper's MedSafetyWorld model: 24 layers, d=256, 8 heads, 4 KV groups, FFN 1024, context 512."""
+    """The ``paper`` experiment preset's model: 24 layers, d=256, 8 heads, 4 KV groups, FFN 1024, context 512 (24.7M
+    parameters at its 4,096-token vocabulary; the name is older than the count)."""
     return base_config(vocab_size, **_shape(layers=24, d=256, heads=8, kv_heads=4, ffn=1024, context=512))
 
 
