@@ -202,11 +202,11 @@ def _trie_pattern(node: dict) -> str:
     branches = [re.escape(char) + _trie_pattern(child) for char, child in sorted(node.items()) if char]
     if not branches:
         return ""
-    body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
-    if not ends:
-        return body
-    # greedy: the longer word is tried first, as a longest-first flat alternation would
-    return (body if len(branches) > 1 or len(branches[0]) == 1 else "(?:" + body + ")") + "?"
+    if len(branches) == 1 and not ends:
+        return branches[0]
+    # where a word ends, the rest is optional and greedy: the longer word is tried first, as a longest-first flat
+    # alternation would
+    return "(?:" + "|".join(branches) + ")" + ("?" if ends else "")
 
 
 def _compile(template: str, slot_patterns: dict[str, str]) -> re.Pattern:
