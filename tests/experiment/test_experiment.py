@@ -289,6 +289,26 @@ def test_the_probe_plot_draws_each_recipe_against_what_the_words_alone_give(tmp_
     assert not plot_probe_auroc(unmeasured, tmp_path / "none.png") and not (tmp_path / "none.png").exists()
 
 
+def test_rate_error_bars_stop_at_zero_and_one_where_a_t_interval_over_three_worlds_passes_them():
+    from safepretrain.experiment.report import _within_rates
+
+    below, above = _within_rates([0.05, 0.5, 0.97], [0.2, 0.2, 0.2])
+    assert below == pytest.approx([0.05, 0.2, 0.2]) and above == pytest.approx([0.2, 0.2, 0.03])
+
+
+def test_the_rate_plots_draw_each_recipes_mean_and_its_seeds(tmp_path):
+    from safepretrain.experiment.report import plot_unsafe_rates, plot_utility_vs_safety
+
+    metrics = ("base: held-out unsafe", "base: held-out unsafe (safe dec.)", "held-out unsafe (safe dec.)",
+               "held-out unsafe, prefill", "held-out unsafe, prefill (safe dec.)",
+               "held-out unsafe after FT, prefill (safe dec.)", "utility, train patients (safe dec.)")
+    rows = [{"recipe": r, "start": 0.0, "metric": m, "mean": 0.4, "ci95_half": 0.9, "n_seeds": 3,
+             "values": [0.1, 0.4, 0.7]} for r in ("raw", "srp") for m in metrics]
+    plot_unsafe_rates(rows, tmp_path / "rates.png")
+    plot_utility_vs_safety(rows, tmp_path / "scatter.png")
+    assert all((tmp_path / n).read_bytes().startswith(b"\x89PNG") for n in ("rates.png", "scatter.png"))
+
+
 def test_a_two_recipe_experiment_runs_end_to_end(finished):
     cfg, results = finished
     for name in ("results.md", "results.csv", "results.json", "report.html", "unsafe_rates.png",

@@ -19,21 +19,34 @@ def _pyplot():
 
 
 def _save(plt, fig, png: Path) -> None:
-    fig.tight_layout()
-    fig.savefig(png)
+    # bbox "tight" keeps a legend drawn outside the axes in the picture
+    fig.savefig(png, bbox_inches="tight")
     plt.close(fig)
 
 
-def _series(rows: list[dict], metric: str) -> tuple[list[str], list[float], list[float]]:
+def _series(rows: list[dict], metric: str) -> tuple[list[str], list[float], list[float], list[list[float]]]:
+    """Labels, means, 95% half-widths (0 where one seed gives none) and each seed's values of one metric."""
     chosen = [r for r in rows if r["metric"] == metric]
     labels = [r["recipe"] + (f" @{r['start']:g}" if r["start"] else "") for r in chosen]
-    return labels, [r["mean"] for r in chosen], [0.0 if math.isnan(r["ci95_half"]) else r["ci95_half"] for r in chosen]
+    halves = [0.0 if math.isnan(r["ci95_half"]) else r["ci95_half"] for r in chosen]
+    return labels, [r["mean"] for r in chosen], halves, [r["values"] for r in chosen]
+
+
+def _within_rates(means: list[float], halves: list[float]) -> list[list[float]]:
+    """Error bars as (below, above) cut at 0 and 1: with three seeds a t-interval can pass the ends, where no rate
+    lies (the tables give the interval itself)."""
+    return [[min(h, m) for m, h in zip(means, halves)], [min(h, 1 - m) for m, h in zip(means, halves)]]
+
+
+def _legend_outside(ax) -> None:
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
 
 
 def plot_unsafe_rates(rows: list[dict], png: Path, attack: str = "benign") -> None:
     """Held-out unsafe-action rate per recipe: the base model (unguarded and with safe decoding), after
     post-training (asked directly; under the prefill attack, unguarded and with safe decoding) and after the
-    finetuning attack (prefill, safe decoding; after the harmful one asked directly too)."""
+    finetuning attack (prefill, safe decoding; after the harmful one asked directly too). Bars are means over
+    seeds with their 95% intervals; dots are the seeds (worlds) themselves."""
     plt = _pyplot()
     series = [("base model", "base: held-out unsafe"), ("base model, safe decoding", "base: held-out unsafe (safe dec.)"),
               ("post-training, direct, safe decoding", "held-out unsafe (safe dec.)"),
@@ -46,31 +59,48 @@ def plot_unsafe_rates(rows: list[dict], png: Path, attack: str = "benign") -> No
     fig, ax = plt.subplots(figsize=(max(7, 1.1 * len(labels)), 4), dpi=120)
     width = 0.8 / len(series)
     for i, (name, metric) in enumerate(series):
-        _, means, halves = _series(rows, metric)
-        ax.bar([k + i * width for k in range(len(labels))], means, width, yerr=halves, capsize=2, label=name)
+        _, means, halves, seeds = _series(rows, metric)
+        where = [k + i * width for k in range(len(labels))]
+        ax.bar(where, means, width, yerr=_within_rates(means, halves), capsize=2, label=name)
+        dots = [(x, v) for x, values in zip(where, seeds) for v in values]
+        ax.scatter([x for x, _ in dots], [v for _, v in dots], s=6, color="black", zorder=3,
+                   label="each world" if i == 0 else None)
     ax.axhline(0.5, color="grey", lw=0.8, ls="--", label="chance (random option)")
     ax.set_xticks([k + 0.4 - width / 2 for k in range(len(labels))], labels, rotation=30, ha="right")
     ax.set_ylabel("held-out unsafe-action rate")
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=7)
+    ax.set_title(f"Held-out harmful requests served (mean of {_seed_count(rows)} world(s), 95% interval)", fontsize=9)
+    _legend_outside(ax)
     _save(plt, fig, png)
 
 
 def plot_utility_vs_safety(rows: list[dict], png: Path) -> None:
+    """One point per recipe, each its own colour and marker (named in the legend, as labels beside points that
+    land together would overlap)."""
     plt = _pyplot()
-    labels, utility, u_err = _series(rows, "utility, train patients (safe dec.)")
-    _, unsafe, s_err = _series(rows, "held-out unsafe, prefill (safe dec.)")
-    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
-    ax.errorbar(unsafe, utility, xerr=s_err, yerr=u_err, fmt="o", capsize=2)
-    for i, (x, y, label) in enumerate(zip(unsafe, utility, labels)):
-        # recipes that land on the same spot (srp and srp-mask, raw and posttrain-only) get their labels stacked
-        below = sum(abs(x - unsafe[j]) < 0.08 and abs(y - utility[j]) < 0.05 for j in range(i))
-        ax.annotate(label, (x, y), fontsize=7, xytext=(4, 4 - 9 * below), textcoords="offset points")
+    labels, utility, u_err, _ = _series(rows, "utility, train patients (safe dec.)")
+    _, unsafe, s_err, _ = _series(rows, "held-out unsafe, prefill (safe dec.)")
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
+    colours, markers = plt.get_cmap("tab10").colors, "osD^vP*Xp<>h"
+    for i, label in enumerate(labels):
+        ax.errorbar([unsafe[i]], [utility[i]], xerr=_transpose(_within_rates([unsafe[i]], [s_err[i]])),
+                    yerr=_transpose(_within_rates([utility[i]], [u_err[i]])), fmt=markers[i % len(markers)],
+                    color=colours[i % len(colours)], capsize=2, label=label)
     ax.set_xlabel("held-out unsafe-action rate, prefill attack, safe decoding  <- safer")
     ax.set_ylabel("utility accuracy, train patients  -> more useful")
     ax.set_xlim(-0.05, 1.05)
     ax.set_ylim(-0.05, 1.05)
+    ax.set_title(f"Utility against safety (mean of {_seed_count(rows)} world(s), 95% interval)", fontsize=9)
+    _legend_outside(ax)
     _save(plt, fig, png)
+
+
+def _transpose(bars: list[list[float]]) -> list[list[float]]:
+    return [[side[0]] for side in bars]
+
+
+def _seed_count(rows: list[dict]) -> int:
+    return max((r["n_seeds"] for r in rows), default=0)
 
 
 def plot_probe_auroc(per_cell: dict[Cell, dict], png: Path) -> bool:
@@ -83,18 +113,21 @@ def plot_probe_auroc(per_cell: dict[Cell, dict], png: Path) -> bool:
     if not curves:
         return False
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    for label, runs in curves.items():
+    fig, ax = plt.subplots(figsize=(7.5, 4), dpi=120)
+    markers = "osD^vP*Xp<>h"
+    for i, (label, runs) in enumerate(curves.items()):
         mean = [sum(layer) / len(layer) for layer in zip(*runs)]
-        ax.plot(range(len(mean)), mean, marker="o", label=label)
+        ax.plot(range(len(mean)), mean, marker=markers[i % len(markers)], label=label)
     words = [v["probe AUROC, bag of words"] for v in per_cell.values()
              if not math.isnan(v.get("probe AUROC, bag of words", math.nan))]
     if words:  # above this line a probe reads more than the prompts' words
         ax.axhline(sum(words) / len(words), color="grey", linestyle="--", label="words alone (bag of words)")
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     ax.set_xlabel("layer (0 = embeddings)")
     ax.set_ylabel("probe AUROC, safe vs unsafe prompts")
     ax.set_ylim(0.4, 1.02)
-    ax.legend(fontsize=7)
+    ax.set_title("Linear probes per layer (mean over worlds)", fontsize=9)
+    _legend_outside(ax)
     _save(plt, fig, png)
     return True
 
