@@ -20,7 +20,8 @@ def plot_loss(metrics: Path, png: Path, title: str) -> None:
     if not records:
         return
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
-    ax.plot([r["tokens"] for r in records], [r["loss"] for r in records], color="#1f6feb")
+    few = len(records) < 30  # a short run's few points, or its one, must show as points, not a line of nothing
+    ax.plot([r["tokens"] for r in records], [r["loss"] for r in records], color="#1f6feb", marker="o" if few else None)
     ax.set_xlabel("tokens")
     ax.set_ylabel("loss (nats / target token)")
     ax.set_title(title)
