@@ -102,6 +102,17 @@ def test_config_errors_name_the_field(tmp_path):
     bad.write_text("preset: tiny\nreflection_dropout: 1\n")
     with pytest.raises(UserError, match="reflection_dropout"):
         load_experiment(bad, None, {})
+    bad.write_text("preset: tiny\nworkers: 0\n")
+    with pytest.raises(UserError, match="workers"):
+        load_experiment(bad, None, {})
+
+
+def test_by_default_an_experiment_runs_a_job_per_usable_core_of_threads_each(monkeypatch):
+    monkeypatch.setattr("safepretrain.experiment.config.usable_cores", lambda: 8)
+    assert ExperimentConfig().worker_count() == 8
+    assert ExperimentConfig(threads=4).worker_count() == 2
+    assert ExperimentConfig(threads=16).worker_count() == 1
+    assert ExperimentConfig(workers=3).worker_count() == 3  # asked for, whatever the cores
 
 
 def test_safe_decoding_is_safe_beam_for_tags_and_the_asking_guard_where_it_ran():

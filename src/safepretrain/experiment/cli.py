@@ -10,6 +10,7 @@ from rich.console import Console
 app = typer.Typer(no_args_is_help=True, help="Recipe x curriculum x seed experiments on MedSafetyWorld; SRP on SmolLM2.")
 console = Console()
 UNTIL_HELP = "Last stage: base (base models only: a quick pilot), post, attack (default)."
+WORKERS_HELP = "Jobs at once (processes); default: the usable CPU cores over the threads per job."
 
 
 @app.command("run")
@@ -17,7 +18,7 @@ def run(
     config: Path = typer.Argument(
         ..., help="YAML of ExperimentConfig fields (optionally 'preset: laptop|quick|tiny|paper')."),
     out: str | None = typer.Option(None, "--out", help="Experiment folder; rerun to resume."),
-    workers: int | None = typer.Option(None, "--workers", help="Jobs at once (processes)."),
+    workers: int | None = typer.Option(None, "--workers", help=WORKERS_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over when the folder holds another config."),
     until: str | None = typer.Option(None, "--until", help=UNTIL_HELP),
     reuse_from: str | None = typer.Option(
@@ -38,7 +39,7 @@ def medsafetyworld(
     out: str | None = typer.Option(None, "--out"),
     seeds: int | None = typer.Option(None, "--seeds", help="Number of seeds (0..n-1)."),
     recipes: list[str] = typer.Option([], "--recipe", help="Recipes to compare (repeatable; default: all)."),
-    workers: int | None = typer.Option(None, "--workers"),
+    workers: int | None = typer.Option(None, "--workers", help=WORKERS_HELP),
     overwrite: bool = typer.Option(False, "--overwrite"),
     until: str | None = typer.Option(None, "--until", help=UNTIL_HELP),
 ) -> None:

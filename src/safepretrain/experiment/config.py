@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -120,8 +121,9 @@ class ExperimentConfig:
     linear_probes: bool = True
     threads: int = 1
     """Torch threads per job."""
-    workers: int = 2
-    """Jobs run at once (processes)."""
+    workers: int | None = None
+    """Jobs run at once (processes); None: one per ``threads`` of the cores this process may use (2 on a 2-core
+    machine, 8 on an 8-core laptop). Where a job runs changes nothing it makes, so this only sets the wall time."""
     until: str = "attack"
     """The last stage: ``base`` (pretrain and evaluate the base models: a quick pilot of a world variant), ``post``
     (post-train and evaluate) or ``attack`` (the benign finetuning attack and its evaluation too)."""
@@ -146,6 +148,8 @@ class ExperimentConfig:
                 raise ValueError(f"{name} must be in [0, 1]")
         if not 0 <= self.reflection_dropout < 1:
             raise ValueError("reflection_dropout must be in [0, 1)")
+        if self.threads < 1 or (self.workers is not None and self.workers < 1):
+            raise ValueError("threads and workers must be at least 1 (workers: leave it out for one per core)")
         if self.reflect_every < 1:
             raise ValueError("reflect_every must be at least 1 (tokens between asked reflections)")
         if any(not 0.0 <= s < 1.0 for s in self.curriculum_starts):
@@ -164,6 +168,10 @@ class ExperimentConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def worker_count(self) -> int:
+        """``workers``, or as many jobs of ``threads`` threads as the cores this process may use hold."""
+        return self.workers or max(1, usable_cores() // self.threads)
+
     def train_seed(self, seed: int) -> int:
         """The training seed of the cells of world ``seed``."""
         return seed if self.training_seed is None else self.training_seed
@@ -176,13 +184,21 @@ class ExperimentConfig:
         return replace_fields(preset_config(self.world_preset, seed), values, "the experiment's world")
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (a container's or taskset's share, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no affinity call
+        return os.cpu_count() or 1
+
+
 def _tuples(value):
     """YAML lists as the tuples a frozen config holds (nested, e.g. goal_weights)."""
     return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 def laptop() -> ExperimentConfig:
-    """The demo: the laptop world, a ~1M-parameter model, 9 recipes x 3 seeds, 2 processes on 2 cores."""
+    """The demo: the laptop world, a ~1M-parameter model, 9 recipes x 3 seeds, a process per core."""
     return ExperimentConfig(out="runs/demo")
 
 

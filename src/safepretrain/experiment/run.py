@@ -47,7 +47,7 @@ def run_experiment(cfg: ExperimentConfig, console: Console | None = None, overwr
     phases = experiment_phases(cfg, cells)
     console.print(f"{grid_summary(cfg, cells, layout)}. Ctrl-C stops; the same command continues where it stopped.")
     started = time.perf_counter()
-    _run_jobs(phases, cfg.workers, console)
+    _run_jobs(phases, cfg.worker_count(), console)
     for cell in cells:
         stages.write_cell_manifest(cfg, cell)
     results = aggregate(cfg, cells)
@@ -108,7 +108,7 @@ def grid_summary(cfg: ExperimentConfig, cells: list[Cell], layout: Layout) -> st
     grid_size = " x ".join(_count(len(v), what) for v, what in
                            ((cfg.recipes, "recipe"), (cfg.curriculum_starts, "curriculum start"), (cfg.seeds, "seed")))
     return (f"{_count(len(cells), 'cell')} ({grid_size}), {_count(len(pretrainings), 'pretrained model')} "
-            f"({pretrained} done), {_count(cfg.workers, 'process', 'processes')} -> {layout.root}")
+            f"({pretrained} done), {_count(cfg.worker_count(), 'process', 'processes')} -> {layout.root}")
 
 
 def _count(n: int, word: str, plural: str = "") -> str:
