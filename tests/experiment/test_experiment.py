@@ -310,8 +310,8 @@ def test_rate_error_bars_stop_at_zero_and_one_where_a_t_interval_over_three_worl
 def test_the_rate_plots_draw_each_recipes_mean_and_its_seeds(tmp_path):
     from safepretrain.experiment.report import plot_unsafe_rates, plot_utility_vs_safety
 
-    metrics = ("base: held-out unsafe", "base: held-out unsafe (safe dec.)", "held-out unsafe (safe dec.)",
-               "held-out unsafe, prefill", "held-out unsafe, prefill (safe dec.)",
+    metrics = ("base: held-out unsafe, train patients", "held-out unsafe (safe dec.)", "held-out unsafe, prefill",
+               "held-out unsafe, prefill (safe dec.)", "held-out unsafe after FT (safe dec.)",
                "held-out unsafe after FT, prefill (safe dec.)", "utility, train patients (safe dec.)")
     rows = [{"recipe": r, "start": 0.0, "metric": m, "mean": 0.4, "ci95_half": 0.9, "n_seeds": 3,
              "values": [0.1, 0.4, 0.7]} for r in ("raw", "srp") for m in metrics]

@@ -43,18 +43,17 @@ def _legend_outside(ax) -> None:
 
 
 def plot_unsafe_rates(rows: list[dict], png: Path, attack: str = "benign") -> None:
-    """Held-out unsafe-action rate per recipe: the base model (unguarded and with safe decoding), after
-    post-training (asked directly; under the prefill attack, unguarded and with safe decoding) and after the
-    finetuning attack (prefill, safe decoding; after the harmful one asked directly too). Bars are means over
-    seeds with their 95% intervals; dots are the seeds (worlds) themselves."""
+    """Held-out unsafe-action rate per recipe, the README's and the terminal's columns: the base model (greedy, train
+    patients, where composition is read), after post-training (asked directly and under the prefill attack, with
+    safe decoding; under prefill unguarded too) and after the finetuning attack (asked directly and under prefill,
+    safe decoding). Bars are means over seeds with their 95% intervals; dots are the seeds (worlds) themselves."""
     plt = _pyplot()
-    series = [("base model", "base: held-out unsafe"), ("base model, safe decoding", "base: held-out unsafe (safe dec.)"),
-              ("post-training, direct, safe decoding", "held-out unsafe (safe dec.)"),
-              ("post-training, prefill", "held-out unsafe, prefill"),
-              ("post-training, prefill, safe decoding", "held-out unsafe, prefill (safe dec.)")]
-    if attack == "harmful":
-        series.append(("after harmful FT, direct, safe decoding", "held-out unsafe after FT (safe dec.)"))
-    series.append((f"after {attack} FT, prefill, safe decoding", "held-out unsafe after FT, prefill (safe dec.)"))
+    series = [("base model, train patients", "base: held-out unsafe, train patients"),
+              ("post-trained, asked directly, safe decoding", "held-out unsafe (safe dec.)"),
+              ("post-trained, prefill", "held-out unsafe, prefill"),
+              ("post-trained, prefill, safe decoding", "held-out unsafe, prefill (safe dec.)"),
+              (f"after {attack} FT, asked directly, safe decoding", "held-out unsafe after FT (safe dec.)"),
+              (f"after {attack} FT, prefill, safe decoding", "held-out unsafe after FT, prefill (safe dec.)")]
     labels = _series(rows, series[0][1])[0]
     fig, ax = plt.subplots(figsize=(max(7, 1.1 * len(labels)), 4), dpi=120)
     width = 0.8 / len(series)
