@@ -614,6 +614,45 @@ def test_a_log_gets_a_line_as_each_job_is_done_rather_than_bars_drawn_at_the_end
     assert "━" not in log.getvalue() and jobs.started() == ["a", "b", "eval a"]
 
 
+def test_with_several_gpus_each_worker_sees_the_next_one_in_turn(monkeypatch):
+    from multiprocessing import Value
+
+    from safepretrain.experiment import run
+
+    monkeypatch.setattr(run, "_die_with_parent", lambda: None)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    started, seen = Value("i", 0), []
+    for _ in range(3):
+        run.start_worker(("3", "5"), started)
+        seen.append(os.environ["CUDA_VISIBLE_DEVICES"])
+    assert seen == ["3", "5", "3"]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    run.start_worker(("3",), started)  # one GPU: every worker uses it as it would anyway
+    assert "CUDA_VISIBLE_DEVICES" not in os.environ
+
+
+def test_a_spawned_worker_is_given_its_gpu_before_its_first_job():
+    from safepretrain.experiment.run import worker_pool
+
+    with worker_pool(1, ("3", "5")) as pool:
+        assert pool.submit(os.getenv, "CUDA_VISIBLE_DEVICES").result() == "3"
+
+
+def test_the_gpus_jobs_may_use_are_those_cuda_visible_devices_names(monkeypatch):
+    import torch
+
+    from safepretrain.experiment.run import visible_gpus
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert visible_gpus() == ("0", "1")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2, 6")
+    assert visible_gpus() == ("2", "6")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert visible_gpus() == ()
+
+
 def test_every_need_of_the_demo_grid_is_made_by_a_job_of_an_earlier_phase():
     from safepretrain.experiment.config import laptop
     from safepretrain.experiment.run import experiment_phases

@@ -2,11 +2,13 @@
 
 The grid is listed phase by phase (world, tokenizer, data, pretrain, ...), and a job is handed out once the jobs it
 needs have finished -- earliest phase first -- not once its whole phase has: the base evaluation and post-training
-of the first pretrained models fill the workers the last pretrainings leave idle.
+of the first pretrained models fill the workers the last pretrainings leave idle. On a machine with several GPUs
+each worker process sees one of them, taken in turn, so the jobs spread over all.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -189,8 +191,7 @@ def _run_jobs(phases: list[tuple[str, list[Job]]], workers: int, console: Consol
                 _call(job.name, job.run, job.args)
                 finished(job)
             return
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                                 initializer=_die_with_parent) as pool:
+        with worker_pool(workers, visible_gpus()) as pool:
             for job, result in _in_flight(pool, jobs, workers, on_start=started):
                 _call(job.name, result, ())
                 finished(job)
@@ -229,6 +230,34 @@ def _in_flight(pool, jobs: list[Job], limit: int, on_start: Callable[[Job], None
         raise
     if waiting:  # a need that its maker never met: a cycle
         raise ValueError(f"jobs never ready: {', '.join(job.name for job in waiting)}")
+
+
+def worker_pool(workers: int, gpus: tuple[str, ...] = ()) -> ProcessPoolExecutor:
+    """Spawned worker processes (a forked one could not use CUDA); with several ``gpus``, each sees one of them."""
+    context = get_context("spawn")
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=start_worker,
+                               initargs=(gpus, context.Value("i", 0)))
+
+
+def visible_gpus() -> tuple[str, ...]:
+    """The GPUs jobs may use, named as CUDA_VISIBLE_DEVICES names them (that variable's list where it is set)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return ()
+    if (named := os.environ.get("CUDA_VISIBLE_DEVICES")) is not None:
+        return tuple(d.strip() for d in named.split(",") if d.strip())
+    return tuple(str(i) for i in range(torch.cuda.device_count()))
+
+
+def start_worker(gpus: tuple[str, ...], started) -> None:
+    """A worker's set-up: it dies with the runner and, where there are several GPUs, sees the next one in turn
+    (``started`` counts the workers begun). Set before the worker's first CUDA call, which reads it."""
+    _die_with_parent()
+    if len(gpus) > 1:
+        with started.get_lock():
+            index, started.value = started.value, started.value + 1
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
 
 
 def _die_with_parent() -> None:
