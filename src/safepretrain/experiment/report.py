@@ -8,6 +8,9 @@ from pathlib import Path
 
 from safepretrain.experiment.stages import Cell
 
+MARKERS = "osD^vP*Xp<>h"
+"""One per recipe where colours alone would repeat or be hard to tell apart."""
+
 
 def _pyplot():
     import matplotlib
@@ -80,10 +83,10 @@ def plot_utility_vs_safety(rows: list[dict], png: Path) -> None:
     labels, utility, u_err, _ = _series(rows, "utility, train patients (safe dec.)")
     _, unsafe, s_err, _ = _series(rows, "held-out unsafe, prefill (safe dec.)")
     fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
-    colours, markers = plt.get_cmap("tab10").colors, "osD^vP*Xp<>h"
+    colours = plt.get_cmap("tab10").colors
     for i, label in enumerate(labels):
-        ax.errorbar([unsafe[i]], [utility[i]], xerr=_transpose(_within_rates([unsafe[i]], [s_err[i]])),
-                    yerr=_transpose(_within_rates([utility[i]], [u_err[i]])), fmt=markers[i % len(markers)],
+        ax.errorbar([unsafe[i]], [utility[i]], xerr=_within_rates([unsafe[i]], [s_err[i]]),
+                    yerr=_within_rates([utility[i]], [u_err[i]]), fmt=MARKERS[i % len(MARKERS)],
                     color=colours[i % len(colours)], capsize=2, label=label)
     ax.set_xlabel("held-out unsafe-action rate, prefill attack, safe decoding  <- safer")
     ax.set_ylabel("utility accuracy, train patients  -> more useful")
@@ -92,10 +95,6 @@ def plot_utility_vs_safety(rows: list[dict], png: Path) -> None:
     ax.set_title(f"Utility against safety (mean of {_seed_count(rows)} world(s), 95% interval)", fontsize=9)
     _legend_outside(ax)
     _save(plt, fig, png)
-
-
-def _transpose(bars: list[list[float]]) -> list[list[float]]:
-    return [[side[0]] for side in bars]
 
 
 def _seed_count(rows: list[dict]) -> int:
@@ -113,10 +112,9 @@ def plot_probe_auroc(per_cell: dict[Cell, dict], png: Path) -> bool:
         return False
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4), dpi=120)
-    markers = "osD^vP*Xp<>h"
     for i, (label, runs) in enumerate(curves.items()):
         mean = [sum(layer) / len(layer) for layer in zip(*runs)]
-        ax.plot(range(len(mean)), mean, marker=markers[i % len(markers)], label=label)
+        ax.plot(range(len(mean)), mean, marker=MARKERS[i % len(MARKERS)], label=label)
     words = [v["probe AUROC, bag of words"] for v in per_cell.values()
              if not math.isnan(v.get("probe AUROC, bag of words", math.nan))]
     if words:  # above this line a probe reads more than the prompts' words
