@@ -307,6 +307,14 @@ def test_rate_error_bars_stop_at_zero_and_one_where_a_t_interval_over_three_worl
     assert below == pytest.approx([0.05, 0.2, 0.2]) and above == pytest.approx([0.2, 0.2, 0.03])
 
 
+def test_the_rate_plot_leaves_out_the_stages_an_experiment_did_not_reach():
+    from safepretrain.experiment.report import _reached
+
+    rows = [{"recipe": "raw", "start": 0.0, "metric": "base", "mean": 0.4, "ci95_half": math.nan, "values": [0.4]},
+            {"recipe": "raw", "start": 0.0, "metric": "post", "mean": math.nan, "ci95_half": math.nan, "values": []}]
+    assert _reached(rows, [("base model", "base"), ("post-trained", "post")]) == [("base model", "base")]
+
+
 def test_the_rate_plots_draw_each_recipes_mean_and_its_seeds(tmp_path):
     from safepretrain.experiment.report import plot_unsafe_rates, plot_utility_vs_safety
 

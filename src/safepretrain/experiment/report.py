@@ -41,6 +41,12 @@ def _within_rates(means: list[float], halves: list[float]) -> list[list[float]]:
     return [[min(h, m) for m, h in zip(means, halves)], [min(h, 1 - m) for m, h in zip(means, halves)]]
 
 
+def _reached(rows: list[dict], series: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The (name, metric) series some recipe measured: stages an experiment did not reach (``until``) take no room
+    and no legend entry."""
+    return [(n, m) for n, m in series if any(not math.isnan(v) for v in _series(rows, m)[1])] or series[:1]
+
+
 def _legend_outside(ax) -> None:
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
 
@@ -58,6 +64,7 @@ def plot_unsafe_rates(rows: list[dict], png: Path, attack: str = "benign") -> No
               (f"after {attack} FT, asked directly, safe decoding", "held-out unsafe after FT (safe dec.)"),
               (f"after {attack} FT, prefill, safe decoding", "held-out unsafe after FT, prefill (safe dec.)")]
     labels = _series(rows, series[0][1])[0]
+    series = _reached(rows, series)
     fig, ax = plt.subplots(figsize=(max(7, 1.1 * len(labels)), 4), dpi=120)
     width = 0.8 / len(series)
     for i, (name, metric) in enumerate(series):
@@ -71,7 +78,7 @@ def plot_unsafe_rates(rows: list[dict], png: Path, attack: str = "benign") -> No
     ax.set_xticks([k + 0.4 - width / 2 for k in range(len(labels))], labels, rotation=30, ha="right")
     ax.set_ylabel("held-out unsafe-action rate")
     ax.set_ylim(0, 1)
-    ax.set_title(f"Held-out harmful requests served (mean of {_seed_count(rows)} world(s), 95% interval)", fontsize=9)
+    ax.set_title(f"Held-out harmful requests served ({_over_worlds(rows)})", fontsize=9)
     _legend_outside(ax)
     _save(plt, fig, png)
 
@@ -92,13 +99,14 @@ def plot_utility_vs_safety(rows: list[dict], png: Path) -> None:
     ax.set_ylabel("utility accuracy, train patients  -> more useful")
     ax.set_xlim(-0.05, 1.05)
     ax.set_ylim(-0.05, 1.05)
-    ax.set_title(f"Utility against safety (mean of {_seed_count(rows)} world(s), 95% interval)", fontsize=9)
+    ax.set_title(f"Utility against safety ({_over_worlds(rows)})", fontsize=9)
     _legend_outside(ax)
     _save(plt, fig, png)
 
 
-def _seed_count(rows: list[dict]) -> int:
-    return max((r["n_seeds"] for r in rows), default=0)
+def _over_worlds(rows: list[dict]) -> str:
+    seeds = max((r["n_seeds"] for r in rows), default=0)
+    return f"mean of {seeds} worlds, 95% interval" if seeds > 1 else "one world: no interval"
 
 
 def plot_probe_auroc(per_cell: dict[Cell, dict], png: Path) -> bool:
