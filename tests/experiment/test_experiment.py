@@ -315,7 +315,7 @@ def test_the_rate_plot_leaves_out_the_stages_an_experiment_did_not_reach():
     assert _reached(rows, [("base model", "base"), ("post-trained", "post")]) == [("base model", "base")]
 
 
-def test_the_rate_plots_draw_each_recipes_mean_and_its_seeds(tmp_path):
+def test_the_rate_plots_draw_from_aggregated_rows_with_wide_intervals(tmp_path):
     from safepretrain.experiment.report import plot_unsafe_rates, plot_utility_vs_safety
 
     metrics = ("base: held-out unsafe, train patients", "held-out unsafe (safe dec.)", "held-out unsafe, prefill",
@@ -628,7 +628,8 @@ def test_with_several_gpus_each_worker_sees_the_next_one_in_turn(monkeypatch):
     from safepretrain.experiment import run
 
     monkeypatch.setattr(run, "_die_with_parent", lambda: None)
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # so that the variable is restored whatever the workers set
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     started, seen = Value("i", 0), []
     for _ in range(3):
         run.start_worker(("3", "5"), started)
